@@ -1,0 +1,27 @@
+# The two commands a newcomer needs: `make up` runs the platform, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up test install status clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	$(BIN)/cdp up
+
+status: $(STAMP)
+	$(BIN)/cdp status
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .cdp

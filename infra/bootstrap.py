@@ -1,0 +1,150 @@
+"""Wiring: one place that builds the platform's parts from settings and starts and stops them.
+
+Embedded default, all in one process (chDB allows one process per data dir):
+bundled broker → event store (SQLite) → group committer → relay to Kafka, and
+the processors driven by the log follower (or by Faust on Kafka), writing to chDB.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from domain.application import CustomerData
+from infra.broker import BundledBroker
+from infra.clickhouse import clickhouse_client
+from infra.config import Settings
+from infra.eventstore import open_event_store
+from infra.keys import Keys, load_or_create_keys
+from ingest.committer import GroupCommitter
+from projections.migrate import migrate
+from projections.store import ProjectionStore
+from streams.log_follower import LogFollower
+from streams.processors import ProfileProcessor
+from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKSPACE = "default"
+RELAY = "relay"
+
+
+class Platform:
+    """The running platform; also the service behind the ingest and query routers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.max_event_bytes = settings.max_event_bytes
+        self.max_batch_bytes = settings.max_batch_bytes
+        self.broker: BundledBroker | None = None
+        self.follower: LogFollower | None = None
+        self.relay: Relay | None = None
+        self.kafka_driver: Any = None
+        self.app: CustomerData
+        self.store: ProjectionStore
+        self.committer: GroupCommitter
+        self.keys: Keys
+        self.workspace_id: str
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> "Platform":
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        if s.uses_bundled_broker:
+            self.broker = BundledBroker(s.kafka_port, log_path=s.data_dir / "broker.log").start()
+        self.app = open_event_store(s)
+        self.workspace_id = self.app.ensure_workspace(DEFAULT_WORKSPACE)
+        self.keys = load_or_create_keys(s)
+        self.app.grant_key(self.workspace_id, "write", self.keys.write_key)
+        self.app.grant_key(self.workspace_id, "read", self.keys.read_key)
+
+        client = clickhouse_client(s)
+        migrate(client, s.clickhouse_database)
+        self.store = ProjectionStore(client, s.clickhouse_database)
+        positions = self.store.positions()
+        processor = ProfileProcessor(self.store)
+
+        ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC])
+        relay_start = positions.get(RELAY, {}).get(0, 0)
+        if s.processor_driver == "log":
+            self.follower = LogFollower(
+                self.app,
+                processor.process,
+                save=lambda p: self.store.save_position(processor.name, 0, p),
+                start=positions.get(processor.name, {}).get(0, 0),
+                name="profiles",
+            )
+            self.follower.start()
+        else:
+            from streams.faust_driver import KafkaDriver
+
+            self.kafka_driver = KafkaDriver(s.bootstrap_servers, processor, self.store)
+            # The bundled broker forgets everything on restart: republish what the consumer has not applied.
+            relay_start = min(relay_start, self.kafka_driver.applied_position())
+        self.relay = Relay(
+            self.app, KafkaPublisher(s.bootstrap_servers), save=lambda p: self.store.save_position(RELAY, 0, p),
+            start=relay_start,
+        )  # fmt: skip
+        self.relay.start()
+        self.committer = GroupCommitter(self.app.record, on_commit=self._committed)
+        self.committer.start()
+        return self
+
+    async def start_async(self) -> None:
+        """Parts that live on the event loop (the Faust consumer)."""
+        if self.kafka_driver is not None:
+            await self.kafka_driver.start()
+
+    async def stop_async(self) -> None:
+        if self.kafka_driver is not None:
+            await self.kafka_driver.stop()
+
+    def stop(self) -> None:
+        for part in (self.committer, self.relay, self.follower):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:
+                    log.exception("stopping %s failed", type(part).__name__)
+        if self.broker is not None:
+            self.broker.stop()
+
+    def _committed(self) -> None:
+        if self.follower is not None:
+            self.follower.wake.set()
+        if self.relay is not None:
+            self.relay.wake.set()
+
+    # Services for the HTTP adapters ---------------------------------------------------------
+
+    def authorise_write(self, key: str) -> str | None:
+        return self.app.authorise(key, "write")
+
+    def authorise_read(self, key: str) -> str | None:
+        return self.app.authorise(key, "read")
+
+    async def submit(self, workspace_id: str, calls: Sequence[dict[str, Any]]) -> list[Any]:
+        return await self.committer.submit(workspace_id, calls)
+
+    def status(self) -> dict[str, Any]:
+        log_position = self.app.last_position()
+        projections: dict[str, Any] = {}
+        if self.follower is not None:
+            position = self.follower.position
+            projections["profiles"] = {
+                "driver": "log",
+                "position": position,
+                "lag": log_position - position,
+                "error": repr(self.follower.error) if self.follower.error else None,
+            }
+        if self.kafka_driver is not None:
+            projections["profiles"] = self.kafka_driver.status(self.relay.position if self.relay else 0, log_position)
+        relay = {"topic": EVENTS_TOPIC, "position": self.relay.position if self.relay else 0}
+        relay["lag"] = log_position - relay["position"]
+        return {
+            "log_position": log_position,
+            "relay": relay,
+            "projections": projections,
+            "caught_up": all(p["lag"] == 0 for p in projections.values()),
+        }

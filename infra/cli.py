@@ -1,0 +1,93 @@
+"""The `cdp` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from infra.bootstrap import Platform
+from infra.config import ConfigError, load_settings
+from infra.server import create_app
+
+app = typer.Typer(help="Event-sourced customer data platform.", no_args_is_help=True)
+console = Console()
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _banner(platform: Platform) -> None:
+    s = platform.settings
+    base = f"http://{s.http_host}:{s.http_port}"
+    console.print(f"[bold green]cdp is up[/bold green] on {base}  (data in {s.data_dir})")
+    console.print(f"  write key : [bold]{platform.keys.write_key}[/bold]  (HTTP Basic username for /v1/batch …)")
+    console.print(f"  read key  : [bold]{platform.keys.read_key}[/bold]  (Authorization: Bearer for /v1/profiles …)")
+    console.print(f"  keys file : {s.keys_path}")
+    broker = "bundled broker" if s.uses_bundled_broker else "broker"
+    console.print(f"  kafka     : {broker} at {s.bootstrap_servers}, topic cdp.events")
+    console.print(f"  event store: {'PostgreSQL' if s.uses_postgres else 'SQLite ' + str(s.sqlite_path)}")
+    console.print(f"  API docs  : {base}/docs    Ctrl-C stops")
+
+
+@app.command()
+def up() -> None:
+    """Run ingest, processors and queries in the foreground (Ctrl-C or SIGTERM stops cleanly)."""
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    platform = Platform(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(platform, on_started=_banner),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+        )
+    )
+    server.run()
+
+
+@app.command()
+def status() -> None:
+    """Ask the running platform for the log position and each projection's applied position."""
+    settings = _settings()
+    keys_file = settings.keys_path
+    read_key = settings.read_key or (json.loads(keys_file.read_text())["read_key"] if keys_file.exists() else None)
+    if not read_key:
+        console.print(f"[red]no read key:[/red] set CDP_READ_KEY or run `cdp up` once to create {keys_file}")
+        raise typer.Exit(2)
+    url = f"http://{settings.http_host}:{settings.http_port}/v1/status"
+    try:
+        response = httpx.get(url, headers={"Authorization": f"Bearer {read_key}"}, timeout=5)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach {url}:[/red] {exc}. Is `cdp up` running?")
+        raise typer.Exit(1) from None
+    if response.status_code != 200:
+        console.print(f"[red]{url} answered {response.status_code}:[/red] {response.text}")
+        raise typer.Exit(1)
+    body = response.json()
+    table = Table(title=f"log position {body['log_position']}")
+    for column in ("part", "position", "lag", "detail"):
+        table.add_column(column)
+    table.add_row("relay → " + body["relay"]["topic"], str(body["relay"]["position"]), str(body["relay"]["lag"]), "")
+    for name, p in body["projections"].items():
+        table.add_row(f"projection {name}", str(p["position"]), str(p["lag"]), p.get("driver", ""))
+    console.print(table)
+    console.print("[green]caught up[/green]" if body["caught_up"] else "[yellow]catching up[/yellow]")
+
+
+if __name__ == "__main__":
+    app()

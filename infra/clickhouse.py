@@ -1,0 +1,69 @@
+"""The one ClickHouse client factory: embedded chDB by default, an HTTP server by configuration."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import clickhouse_connect
+
+from infra.config import Settings
+
+
+class LockedClient:
+    """Serialises calls on one clickhouse-connect client.
+
+    chDB is one engine per process and its client is not safe for concurrent use;
+    the HTTP client keeps per-session state. Threads share this wrapper instead.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.RLock()
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._client.command(*args, **kwargs)
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._client.query(*args, **kwargs)
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._client.insert(*args, **kwargs)
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+
+_embedded: dict[str, LockedClient] = {}
+_embedded_lock = threading.Lock()
+
+
+def clickhouse_client(settings: Settings) -> LockedClient:
+    """A client for the configured ClickHouse.
+
+    Embedded chDB allows one engine per process and data directory, so its client
+    is shared by everything in the process.
+    """
+    url = settings.clickhouse_url
+    if not url or url.startswith("chdb://"):
+        path = urlparse(url).path if url else str(settings.chdb_path)
+        with _embedded_lock:
+            if path not in _embedded:
+                settings.data_dir.mkdir(parents=True, exist_ok=True)
+                _embedded[path] = LockedClient(clickhouse_connect.get_client(interface="chdb", path=path))
+            return _embedded[path]
+    parsed = urlparse(url)
+    return LockedClient(
+        clickhouse_connect.get_client(
+            host=parsed.hostname or "localhost",
+            port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
+            username=unquote(parsed.username or "default"),
+            password=unquote(parsed.password or ""),
+            secure=parsed.scheme == "https",
+        )
+    )

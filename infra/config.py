@@ -1,0 +1,102 @@
+"""Configuration from environment variables, with embedded defaults.
+
+Only infra/ reads the environment; every other layer receives a `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names the variable to fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    event_store: str = ""  # "" → SQLite file in data_dir; "postgresql://…" → PostgreSQL
+    clickhouse_url: str = ""  # "" → embedded chDB in data_dir; "http(s)://…" → server
+    clickhouse_database: str = "cdp"
+    kafka_bootstrap: str = ""  # "" → start the bundled broker on kafka_port
+    kafka_port: int = 9092
+    kafka_partitions: int = 4
+    write_key: str | None = None
+    read_key: str | None = None
+    processor_driver: str = "log"  # "log" (follow the event store in-process) | "kafka" (Faust)
+    max_event_bytes: int = 32 * 1024
+    max_batch_bytes: int = 500 * 1024
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "events.sqlite3"
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "clickhouse"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.data_dir / "keys.json"
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.event_store.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def uses_bundled_broker(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer; set it to a number such as {default}") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    event_store = env.get("CDP_EVENT_STORE", "")
+    if event_store and not event_store.startswith(("postgresql://", "postgres://", "sqlite://")):
+        raise ConfigError(
+            f"CDP_EVENT_STORE={event_store!r}: use a postgresql://user@host:port/db URL, "
+            "sqlite:///path/to/file, or leave it unset for the SQLite file in CDP_DATA_DIR"
+        )
+    clickhouse_url = env.get("CDP_CLICKHOUSE_URL", "")
+    if clickhouse_url and not clickhouse_url.startswith(("http://", "https://", "chdb://")):
+        raise ConfigError(
+            f"CDP_CLICKHOUSE_URL={clickhouse_url!r}: use http(s)://user:password@host:8123, "
+            "chdb:///path, or leave it unset for embedded ClickHouse in CDP_DATA_DIR"
+        )
+    driver = env.get("CDP_PROCESSOR_DRIVER", "log")
+    if driver not in ("log", "kafka"):
+        raise ConfigError(f"CDP_PROCESSOR_DRIVER={driver!r}: use 'log' or 'kafka'")
+    return Settings(
+        data_dir=Path(env.get("CDP_DATA_DIR", "./.cdp")).resolve(),
+        http_host=env.get("CDP_HTTP_HOST", "127.0.0.1"),
+        http_port=_int(env, "CDP_HTTP_PORT", 8000),
+        event_store=event_store,
+        clickhouse_url=clickhouse_url,
+        clickhouse_database=env.get("CDP_CLICKHOUSE_DATABASE", "cdp"),
+        kafka_bootstrap=env.get("CDP_KAFKA_BOOTSTRAP", ""),
+        kafka_port=_int(env, "CDP_KAFKA_PORT", 9092),
+        kafka_partitions=_int(env, "CDP_KAFKA_PARTITIONS", 4),
+        write_key=env.get("CDP_WRITE_KEY") or None,
+        read_key=env.get("CDP_READ_KEY") or None,
+        processor_driver=driver,
+    )

@@ -1,0 +1,38 @@
+"""The event store: the eventsourcing persistence environment chosen by configuration."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, unquote, urlparse
+
+from domain.application import CustomerData
+from infra.config import Settings
+
+
+def eventsourcing_env(settings: Settings) -> dict[str, str]:
+    """eventsourcing settings for the configured store: SQLite file (default) or PostgreSQL."""
+    if settings.uses_postgres:
+        url = urlparse(settings.event_store)
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": url.path.lstrip("/") or "postgres",
+            "POSTGRES_HOST": url.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": unquote(url.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(url.password or ""),
+            "POSTGRES_POOL_SIZE": "4",
+        }
+        schema = parse_qs(url.query).get("schema")
+        if schema:
+            env["POSTGRES_SCHEMA"] = schema[0]
+        return env
+    if settings.event_store.startswith("sqlite://"):
+        path = urlparse(settings.event_store).path
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path = str(settings.sqlite_path)
+    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "30"}
+
+
+def open_event_store(settings: Settings) -> CustomerData:
+    """The write model on the configured store, with its identity state loaded from the log."""
+    return CustomerData(env=eventsourcing_env(settings))

@@ -1,0 +1,1 @@
+"""Segment-compatible HTTP ingest and the group committer that acknowledges after durable append."""

@@ -1,0 +1,124 @@
+"""Group commit: many concurrent requests, one transaction, each acknowledged only after it.
+
+Requests queue their validated batches; one writer thread takes everything queued,
+records it in one event-store transaction, then resolves each request. A batch
+stays all-or-nothing: if a group fails, its batches are retried one by one so a
+single bad batch cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import Any, Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[str, Sequence[dict[str, Any]]]
+RecordFn = Callable[[Sequence[Batch]], list[list[Any]]]
+
+
+class StoreUnavailable(RuntimeError):
+    """The event store did not take the batch; nothing of it was stored."""
+
+
+class GroupCommitter:
+    def __init__(self, record: RecordFn, on_commit: Callable[[], None] = lambda: None, max_events: int = 5000) -> None:
+        self._record = record
+        self._on_commit = on_commit
+        self._max_events = max_events
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    async def submit(self, workspace_id: str, calls: Sequence[dict[str, Any]]) -> list[Any]:
+        """Record `calls` durably; returns one `Recorded` per call."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._queue.put(((workspace_id, calls), future, loop))
+        return await future
+
+    def record_now(self, workspace_id: str, calls: Sequence[dict[str, Any]]) -> list[Any]:
+        """Synchronous variant for callers without an event loop (imports, tests)."""
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        class _Sync:
+            def set_result(self, value: Any) -> None:
+                box["result"] = value
+                done.set()
+
+            def set_exception(self, exc: BaseException) -> None:
+                box["error"] = exc
+                done.set()
+
+            def cancelled(self) -> bool:
+                return False
+
+        self._queue.put(((workspace_id, calls), _Sync(), None))
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            size = len(first[0][1])
+            stop = False
+            while size < self._max_events:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                group.append(item)
+                size += len(item[0][1])
+            self._commit(group)
+            if stop:
+                return
+
+    def _commit(self, group: list[Any]) -> None:
+        try:
+            results = self._record([batch for batch, _, _ in group])
+        except Exception as exc:
+            if len(group) > 1:
+                for item in group:
+                    self._commit([item])
+                return
+            log.exception("recording a batch failed")
+            _resolve(group[0], error=StoreUnavailable(f"the event store did not take the batch: {exc}"))
+            return
+        self._on_commit()
+        for item, result in zip(group, results):
+            _resolve(item, result=result)
+
+
+def _resolve(item: Any, result: Any = None, error: BaseException | None = None) -> None:
+    _, future, loop = item
+
+    def settle() -> None:
+        if future.cancelled():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    if loop is None:
+        settle()
+    else:
+        loop.call_soon_threadsafe(settle)

@@ -1,0 +1,184 @@
+"""Segment-compatible HTTP ingest: `/v1/batch` and the single-call endpoints.
+
+Translates requests into validated, normalised calls and the outcome into status
+codes; recording is the committer's job. Outcomes:
+200 `{"success": true}` only after every event of the request is durably stored;
+400 with each rejected event's index, field path and reason; 401 for a missing or
+unknown write key; 413 above the size limits. A request is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime, timezone
+from typing import Any, Protocol, Sequence
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import ORJSONResponse
+from pydantic import ValidationError
+
+from domain.segment import CALL_TYPES, call_adapter, normalise
+from ingest.committer import StoreUnavailable
+
+
+class IngestService(Protocol):
+    max_event_bytes: int
+    max_batch_bytes: int
+
+    def authorise_write(self, key: str) -> str | None: ...
+    async def submit(self, workspace_id: str, calls: Sequence[dict[str, Any]]) -> list[Any]: ...
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, error: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.errors = errors or []
+
+    def response(self) -> ORJSONResponse:
+        body: dict[str, Any] = {"success": False, "error": self.error}
+        if self.errors:
+            body["errors"] = self.errors
+        headers = {"WWW-Authenticate": 'Basic realm="cdp"'} if self.status == 401 else None
+        return ORJSONResponse(body, status_code=self.status, headers=headers)
+
+
+def _basic_username(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic" or not token:
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise Rejected(401, "the Authorization header is not valid HTTP Basic credentials") from None
+    return decoded.partition(":")[0] or None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Rejected(413, f"request body of {declared} bytes is above the {limit} byte limit; send smaller batches")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks.extend(chunk)
+        if len(chunks) > limit:
+            raise Rejected(413, f"request body is above the {limit} byte limit; send smaller batches")
+    return bytes(chunks)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in CALL_TYPES:  # the discriminator pydantic puts first
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or "(event)"
+
+
+def _validation_errors(index: int, exc: ValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for err in exc.errors(include_url=False):
+        field = _field(err["loc"])
+        reason = err["msg"]
+        if err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            field, reason = "type", f"type must be one of {', '.join(CALL_TYPES)}"
+        errors.append({"index": index, "field": field, "reason": reason})
+    return errors
+
+
+def parse_calls(
+    items: list[Any], received_at: datetime, batch_sent_at: Any, max_event_bytes: int
+) -> list[dict[str, Any]]:
+    """Validate and normalise every call; raise `Rejected` listing every bad one."""
+    errors: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    oversized: list[dict[str, Any]] = []
+    sent_at = None
+    if batch_sent_at is not None:
+        try:
+            sent_at = datetime.fromisoformat(str(batch_sent_at).replace("Z", "+00:00"))
+        except ValueError:
+            errors.append({"index": None, "field": "sentAt", "reason": "not an ISO 8601 date-time"})
+    for index, item in enumerate(items):
+        size = len(orjson.dumps(item))
+        if size > max_event_bytes:
+            oversized.append(
+                {"index": index, "field": "(event)", "reason": f"{size} bytes, above the {max_event_bytes} byte limit"}
+            )
+            continue
+        try:
+            call = call_adapter.validate_python(item)
+        except ValidationError as exc:
+            errors.extend(_validation_errors(index, exc))
+            continue
+        calls.append(normalise(call, received_at, sent_at))
+    if oversized:
+        raise Rejected(413, "events above the size limit; nothing was stored", oversized + errors)
+    if errors:
+        raise Rejected(400, "invalid events; nothing was stored", errors)
+    return calls
+
+
+def build_ingest_router(service: IngestService) -> APIRouter:
+    router = APIRouter(tags=["ingest"])
+
+    async def ingest(request: Request, call_type: str | None) -> ORJSONResponse:
+        try:
+            limit = service.max_batch_bytes if call_type is None else service.max_event_bytes
+            raw = await _read_body(request, limit)
+            if call_type is not None and len(raw) > service.max_event_bytes:
+                raise Rejected(413, f"event is above the {service.max_event_bytes} byte limit")
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise Rejected(400, f"the body is not valid JSON: {exc}") from None
+            if not isinstance(body, dict):
+                raise Rejected(400, "the body must be a JSON object")
+            key = _basic_username(request) or body.get("writeKey")
+            if not key:
+                raise Rejected(401, "missing write key: send it as the HTTP Basic username or as writeKey in the body")
+            workspace_id = service.authorise_write(str(key))
+            if workspace_id is None:
+                raise Rejected(401, "unknown write key; use a write key of your workspace (see `cdp up` output)")
+            if call_type is None:
+                items = body.get("batch")
+                if not isinstance(items, list) or not items:
+                    raise Rejected(
+                        400,
+                        "invalid batch; nothing was stored",
+                        [{"index": None, "field": "batch", "reason": "must be a non-empty array of events"}],
+                    )
+                shared = {k: body[k] for k in ("context", "integrations") if isinstance(body.get(k), dict)}
+                items = [{**shared, **item} if isinstance(item, dict) and shared else item for item in items]
+            else:
+                items = [{k: v for k, v in body.items() if k != "writeKey"} | {"type": call_type}]
+            calls = parse_calls(
+                items, datetime.now(timezone.utc), body.get("sentAt") if call_type is None else None,
+                service.max_event_bytes,
+            )  # fmt: skip
+            try:
+                await service.submit(workspace_id, calls)
+            except StoreUnavailable as exc:
+                raise Rejected(503, f"{exc}; retry the request (retries are deduplicated by messageId)") from None
+        except Rejected as rejected:
+            return rejected.response()
+        return ORJSONResponse({"success": True})
+
+    @router.post("/v1/batch", summary="Record a batch of calls (all-or-nothing)")
+    async def batch(request: Request) -> ORJSONResponse:
+        return await ingest(request, None)
+
+    def single(call_type: str) -> None:
+        async def endpoint(request: Request) -> ORJSONResponse:
+            return await ingest(request, call_type)
+
+        router.add_api_route(
+            f"/v1/{call_type}", endpoint, methods=["POST"], summary=f"Record one {call_type} call",
+            name=f"ingest_{call_type}",
+        )  # fmt: skip
+
+    for call_type in CALL_TYPES:
+        single(call_type)
+    return router

@@ -1,0 +1,1 @@
+"""ClickHouse schema, migrations and writers of the projections built from the event log."""

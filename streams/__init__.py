@@ -1,0 +1,1 @@
+"""The relay (event log → Kafka) and the processors that build projections from log messages."""

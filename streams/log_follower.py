@@ -1,0 +1,89 @@
+"""Drive processors by following the event store's notification log in-process.
+
+The embedded default's processor driver: no broker hop, one global position,
+woken by the writer after each commit and polling as a fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+from streams.messages import Message, to_message
+
+log = logging.getLogger(__name__)
+
+
+def read_messages(app: Any, after: int, limit: int) -> tuple[list[Message], int]:
+    """Messages of the log entries after `after`, and the last position read (`after` if none)."""
+    notifications = app.read_log(after, limit)
+    messages = []
+    for notification in notifications:
+        message = to_message(app.mapper.to_domain_event(notification), notification.id)
+        if message is not None:
+            messages.append(message)
+    return messages, (notifications[-1].id if notifications else after)
+
+
+class LogFollower:
+    """Feeds `process(messages)` with the log from `start`, in order, recording `save(position)`."""
+
+    def __init__(
+        self,
+        app: Any,
+        process: Callable[[list[Message]], Any],
+        save: Callable[[int], None],
+        start: int,
+        batch: int = 5000,
+        idle_wait: float = 0.25,
+        name: str = "log-follower",
+    ) -> None:
+        self.app = app
+        self.process = process
+        self.save = save
+        self.position = start
+        self.batch = batch
+        self.idle_wait = idle_wait
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.wake.set()
+        self._thread.join(timeout)
+
+    def step(self) -> int:
+        """Apply one page of the log; returns how many log entries it covered."""
+        messages, last = read_messages(self.app, self.position, self.batch)
+        if last == self.position:
+            return 0
+        self.process(messages)
+        self.save(last)
+        covered = last - self.position
+        self.position = last
+        return covered
+
+    def drain(self) -> None:
+        """Apply everything in the log now (used by rebuilds and tests)."""
+        while self.step():
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.wake.clear()  # before reading: a commit after this point wakes the wait below
+            try:
+                if self.step():
+                    continue
+                self.error = None
+            except Exception as exc:  # keep following; the same page is retried
+                self.error = exc
+                log.exception("processing the log after position %s failed; retrying", self.position)
+                self._stop.wait(1.0)
+                continue
+            self.wake.wait(self.idle_wait)

@@ -1,0 +1,95 @@
+"""The relay: the event store's notification log, in order, onto Kafka topic `cdp.events`.
+
+Messages are keyed by profile id (a profile's messages stay in one partition, in
+log order) and carry their log position and event id in the value and headers.
+The relay records the position it has published; after a restart it resumes
+from there, or from earlier if a Kafka consumer needs it (a forgetful broker).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from streams.log_follower import LogFollower
+from streams.messages import Message, encode
+
+log = logging.getLogger(__name__)
+
+EVENTS_TOPIC = "cdp.events"
+
+
+def ensure_topics(bootstrap: str, partitions: int, topics: list[str]) -> list[str]:
+    """Create missing topics; returns the ones created now."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="cdp-admin", request_timeout_ms=10_000)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing])
+            except TopicAlreadyExistsError:
+                pass
+        return missing
+    finally:
+        admin.close()
+
+
+class KafkaPublisher:
+    """Publishes messages with kafka-python, waiting for the broker's acknowledgement per page."""
+
+    def __init__(self, bootstrap: str, topic: str = EVENTS_TOPIC) -> None:
+        self.topic = topic
+        self.producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id="cdp-relay",
+            acks="all",
+            linger_ms=5,
+            batch_size=256 * 1024,
+            max_request_size=4 * 1024 * 1024,
+            retries=5,
+        )
+
+    def publish(self, messages: list[Message]) -> None:
+        futures = []
+        for m in messages:
+            headers = [("position", str(m["position"]).encode()), ("event_id", m["event_id"].encode())]
+            futures.append(
+                self.producer.send(self.topic, key=m["profile_id"].encode(), value=encode(m), headers=headers)
+            )
+        self.producer.flush()
+        for future in futures:
+            future.get(timeout=30)  # raises if the broker refused a message: the page is retried
+
+    def close(self) -> None:
+        self.producer.close(timeout=5)
+
+
+class Relay:
+    """Follows the log from `start` and publishes each page, recording the position after the broker acks."""
+
+    def __init__(
+        self, app: Any, publisher: KafkaPublisher, save: Callable[[int], None], start: int, batch: int = 5000
+    ) -> None:
+        self.publisher = publisher
+        self.follower = LogFollower(app, publisher.publish, save, start, batch=batch, name="relay")
+
+    @property
+    def position(self) -> int:
+        return self.follower.position
+
+    @property
+    def wake(self) -> threading.Event:
+        return self.follower.wake
+
+    def start(self) -> None:
+        self.follower.start()
+
+    def stop(self) -> None:
+        self.follower.stop()
+        self.publisher.close()
