@@ -139,7 +139,10 @@ class Platform:
                 "error": repr(self.follower.error) if self.follower.error else None,
             }
         if self.kafka_driver is not None:
-            projections["profiles"] = self.kafka_driver.status(self.relay.position if self.relay else 0, log_position)
+            assert self.relay is not None
+            projections["profiles"] = self.kafka_driver.status(
+                self.relay.publisher.sent, self.relay.position, log_position
+            )
         relay = {"topic": EVENTS_TOPIC, "position": self.relay.position if self.relay else 0}
         relay["lag"] = log_position - relay["position"]
         return {

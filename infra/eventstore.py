@@ -33,6 +33,23 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "30"}
 
 
+def _ensure_postgres_schema(env: dict[str, str]) -> None:
+    schema = env.get("POSTGRES_SCHEMA")
+    if not schema:
+        return
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]),
+        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None, autocommit=True,
+    ) as conn:  # fmt: skip
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+
 def open_event_store(settings: Settings) -> CustomerData:
     """The write model on the configured store, with its identity state loaded from the log."""
-    return CustomerData(env=eventsourcing_env(settings))
+    env = eventsourcing_env(settings)
+    if settings.uses_postgres:
+        _ensure_postgres_schema(env)
+    return CustomerData(env=env)

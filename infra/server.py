@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from infra.bootstrap import Platform
 from ingest.http import build_ingest_router
@@ -32,7 +31,6 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
         summary="Event-sourced customer data platform: Segment-compatible ingest, unified profiles, projections.",
         version="0.1.0",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     app.include_router(build_ingest_router(platform))
     app.include_router(build_query_router(platform))

@@ -16,11 +16,15 @@ from typing import Any, Protocol, Sequence
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from domain.segment import CALL_TYPES, call_adapter, normalise
 from ingest.committer import StoreUnavailable
+
+
+def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status_code, headers=headers, media_type="application/json")
 
 
 class IngestService(Protocol):
@@ -38,12 +42,12 @@ class Rejected(Exception):
         self.error = error
         self.errors = errors or []
 
-    def response(self) -> ORJSONResponse:
+    def response(self) -> Response:
         body: dict[str, Any] = {"success": False, "error": self.error}
         if self.errors:
             body["errors"] = self.errors
         headers = {"WWW-Authenticate": 'Basic realm="cdp"'} if self.status == 401 else None
-        return ORJSONResponse(body, status_code=self.status, headers=headers)
+        return json_response(body, status_code=self.status, headers=headers)
 
 
 def _basic_username(request: Request) -> str | None:
@@ -124,7 +128,7 @@ def parse_calls(
 def build_ingest_router(service: IngestService) -> APIRouter:
     router = APIRouter(tags=["ingest"])
 
-    async def ingest(request: Request, call_type: str | None) -> ORJSONResponse:
+    async def ingest(request: Request, call_type: str | None) -> Response:
         try:
             limit = service.max_batch_bytes if call_type is None else service.max_event_bytes
             raw = await _read_body(request, limit)
@@ -164,14 +168,14 @@ def build_ingest_router(service: IngestService) -> APIRouter:
                 raise Rejected(503, f"{exc}; retry the request (retries are deduplicated by messageId)") from None
         except Rejected as rejected:
             return rejected.response()
-        return ORJSONResponse({"success": True})
+        return json_response({"success": True})
 
     @router.post("/v1/batch", summary="Record a batch of calls (all-or-nothing)")
-    async def batch(request: Request) -> ORJSONResponse:
+    async def batch(request: Request) -> Response:
         return await ingest(request, None)
 
     def single(call_type: str) -> None:
-        async def endpoint(request: Request) -> ORJSONResponse:
+        async def endpoint(request: Request) -> Response:
             return await ingest(request, call_type)
 
         router.add_api_route(

@@ -11,12 +11,16 @@ from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 
 from domain.identity import IDENTIFIER_TYPES, normalise_email, split_identifier
 from projections.store import ProfileView, ProjectionStore
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status_code, headers=headers, media_type="application/json")
 
 
 class QueryService(Protocol):
@@ -96,13 +100,13 @@ def build_query_router(service: QueryService) -> APIRouter:
         return profile_id
 
     @router.get("/v1/profiles/{identifier}", summary="A unified profile by identifier or profile id")
-    def get_profile(identifier: str, workspace_id: str = Depends(workspace)) -> ORJSONResponse:
+    def get_profile(identifier: str, workspace_id: str = Depends(workspace)) -> Response:
         profile_id = resolve(workspace_id, identifier)
         view = service.store.read_profile(workspace_id, profile_id)
         if view is None:
             raise HTTPException(404, f"no profile has the identifier {identifier!r} (yet)")
         fragments = service.store.fragments_of(workspace_id, [profile_id]).get(profile_id, [profile_id])
-        return ORJSONResponse(profile_body(view, fragments))
+        return json_response(profile_body(view, fragments))
 
     @router.get("/v1/profiles/{identifier}/events", summary="A profile's timeline, newest first")
     def get_events(
@@ -110,7 +114,7 @@ def build_query_router(service: QueryService) -> APIRouter:
         limit: int = Query(50, ge=1, le=1000),
         cursor: str | None = None,
         workspace_id: str = Depends(workspace),
-    ) -> ORJSONResponse:
+    ) -> Response:
         profile_id = resolve(workspace_id, identifier)
         before = _decode_cursor(cursor) if cursor else None
         rows = service.store.timeline(workspace_id, profile_id, limit + 1, before)
@@ -134,10 +138,10 @@ def build_query_router(service: QueryService) -> APIRouter:
             for r in page
         ]
         next_cursor = _encode_cursor(page[-1]["timestamp"], page[-1]["toString(event_id)"]) if more else None
-        return ORJSONResponse({"profile_id": profile_id, "events": events, "next_cursor": next_cursor})
+        return json_response({"profile_id": profile_id, "events": events, "next_cursor": next_cursor})
 
     @router.get("/v1/status", summary="The log's last position and each projection's applied position")
-    def get_status(workspace_id: str = Depends(workspace)) -> ORJSONResponse:
-        return ORJSONResponse(service.status())
+    def get_status(workspace_id: str = Depends(workspace)) -> Response:
+        return json_response(service.status())
 
     return router

@@ -45,6 +45,7 @@ class KafkaPublisher:
 
     def __init__(self, bootstrap: str, topic: str = EVENTS_TOPIC) -> None:
         self.topic = topic
+        self.sent: dict[int, int] = {}  # partition → last position the broker acknowledged
         self.producer = KafkaProducer(
             bootstrap_servers=bootstrap,
             client_id="cdp-relay",
@@ -63,8 +64,9 @@ class KafkaPublisher:
                 self.producer.send(self.topic, key=m["profile_id"].encode(), value=encode(m), headers=headers)
             )
         self.producer.flush()
-        for future in futures:
-            future.get(timeout=30)  # raises if the broker refused a message: the page is retried
+        for m, future in zip(messages, futures):
+            metadata = future.get(timeout=30)  # raises if the broker refused a message: the page is retried
+            self.sent[metadata.partition] = max(self.sent.get(metadata.partition, 0), m["position"])
 
     def close(self) -> None:
         self.producer.close(timeout=5)

@@ -1,0 +1,152 @@
+"""Shared fixtures: every test runs against real parts (chDB, SQLite/PostgreSQL, the bundled broker).
+
+chDB allows one data path per process, so the whole session shares one chDB path
+and each test gets its own ClickHouse database, data dir and ports.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from infra.bootstrap import Platform
+from infra.broker import free_port
+from infra.config import Settings
+from infra.server import create_app
+
+POSTGRES_URL = os.environ.get("CDP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return "chdb://" + str(tmp_path_factory.mktemp("chdb"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, chdb_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        http_port=free_port(),
+        kafka_port=free_port(),
+        kafka_partitions=2,
+        clickhouse_url=chdb_url,
+        clickhouse_database=f"t_{uuid.uuid4().hex[:12]}",
+    )
+
+
+def postgres_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, connect_timeout=2):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh PostgreSQL schema; required in CI (CI=true), skipped elsewhere when unreachable."""
+    if not postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required in CI (set CDP_TEST_POSTGRES)")
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable")
+    return f"{POSTGRES_URL}?schema=t_{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class Running:
+    """A started platform and an HTTP client on it."""
+
+    platform: Platform
+    http: Any  # TestClient or httpx.Client
+
+    @property
+    def write_key(self) -> str:
+        return self.platform.keys.write_key
+
+    @property
+    def read_key(self) -> str:
+        return self.platform.keys.read_key
+
+    @property
+    def read_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.read_key}"}
+
+    def send(self, path: str, body: Any, **kwargs: Any) -> Any:
+        return self.http.post(path, json=body, auth=(self.write_key, ""), **kwargs)
+
+    def wait_caught_up(self, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.platform.status()
+            if status["caught_up"] and status["relay"]["lag"] == 0:
+                return status
+            if time.monotonic() > deadline:
+                raise AssertionError(f"projections did not catch up within {timeout}s: {status}")
+            time.sleep(0.02)
+
+    def profile(self, identifier: str) -> Any:
+        return self.http.get(f"/v1/profiles/{identifier}", headers=self.read_headers)
+
+    def stored_event_count(self) -> int:
+        """Customer events in the event store (the system of record)."""
+        from domain.model import CustomerEvent
+        from eventsourcing.utils import get_topic
+
+        topic = get_topic(CustomerEvent.Recorded)
+        return len(self.platform.app.recorder.select_notifications(1, 1_000_000, topics=[topic]))
+
+
+@pytest.fixture
+def running(settings: Settings) -> Iterator[Running]:
+    """The platform on embedded defaults (SQLite, chDB, bundled broker), served in-process."""
+    platform = Platform(settings)
+    with TestClient(create_app(platform)) as client:
+        yield Running(platform, client)
+
+
+class LiveServer:
+    """uvicorn on a real port in a thread: for clients that speak real HTTP (SDKs)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.platform = Platform(settings)
+        self.url = f"http://{settings.http_host}:{settings.http_port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(create_app(self.platform), host=settings.http_host, port=settings.http_port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the live server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture
+def live(settings: Settings) -> Iterator[Running]:
+    import httpx
+
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        yield Running(server.platform, client)
+
+
+def with_store(settings: Settings, event_store: str) -> Settings:
+    return replace(settings, event_store=event_store)
