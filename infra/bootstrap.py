@@ -8,7 +8,7 @@ the processors driven by the log follower (or by Faust on Kafka), writing to chD
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from domain.application import CustomerData
 from infra.broker import BundledBroker
@@ -18,7 +18,7 @@ from infra.eventstore import open_event_store
 from infra.keys import Keys, load_or_create_keys
 from ingest.committer import GroupCommitter
 from projections.migrate import migrate
-from projections.store import ProjectionStore
+from projections.store import ProjectionStore, differences
 from streams.log_follower import LogFollower
 from streams.processors import ProfileProcessor
 from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics
@@ -151,3 +151,30 @@ class Platform:
             "projections": projections,
             "caught_up": all(p["lag"] == 0 for p in projections.values()),
         }
+
+
+def rebuild(
+    app: CustomerData, client: Any, database: str, batch: int = 5000, progress: Callable[[int], None] | None = None
+) -> int:
+    """Drop `database` and replay the whole log into it; returns the log position reached."""
+    client.command(f"DROP DATABASE IF EXISTS {database}")
+    migrate(client, database)
+    store = ProjectionStore(client, database)
+    processor = ProfileProcessor(store)
+    follower = LogFollower(
+        app, processor.process, save=lambda p: store.save_position(processor.name, 0, p), start=0, batch=batch
+    )
+    while follower.step():
+        if progress is not None:
+            progress(follower.position)
+    return follower.position
+
+
+def verify_rebuild(app: CustomerData, client: Any, live_database: str) -> list[str]:
+    """Rebuild into a scratch database and compare with the live projections (empty list: identical)."""
+    scratch = f"{live_database}_verify"
+    rebuild(app, client, scratch)
+    try:
+        return differences(ProjectionStore(client, live_database), ProjectionStore(client, scratch))
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {scratch}")

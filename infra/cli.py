@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
+from typing import Iterator
 
 import httpx
 import typer
@@ -40,6 +43,19 @@ def _banner(platform: Platform) -> None:
     console.print(f"  API docs  : {base}/docs    Ctrl-C stops")
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; `cdp up` exits 0 instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 @app.command()
 def up() -> None:
     """Run ingest, processors and queries in the foreground (Ctrl-C or SIGTERM stops cleanly)."""
@@ -48,7 +64,7 @@ def up() -> None:
     for noisy in ("kafka", "aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     platform = Platform(settings)
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             create_app(platform, on_started=_banner),
             host=settings.http_host,
@@ -58,6 +74,43 @@ def up() -> None:
         )
     )
     server.run()
+    if not server.started:
+        raise typer.Exit(1)
+    console.print("cdp stopped cleanly")
+
+
+@app.command()
+def rebuild(
+    verify: bool = typer.Option(False, help="Rebuild into a scratch database and compare with the live one instead."),
+) -> None:
+    """Replay the whole event log into fresh projections (stop `cdp up` first: chDB is one process per data dir)."""
+    from rich.progress import Progress
+
+    from infra.bootstrap import rebuild as rebuild_projections
+    from infra.bootstrap import verify_rebuild
+    from infra.clickhouse import clickhouse_client
+    from infra.eventstore import open_event_store
+
+    settings = _settings()
+    store = open_event_store(settings)
+    client = clickhouse_client(settings)
+    if verify:
+        found = verify_rebuild(store, client, settings.clickhouse_database)
+        if found:
+            console.print("[red]live projections differ from a rebuild:[/red]")
+            for line in found:
+                console.print(f"  {line}")
+            raise typer.Exit(1)
+        console.print("[green]live projections equal a rebuild from position 0[/green]")
+        return
+    total = store.last_position()
+    with Progress(console=console) as progress:
+        task = progress.add_task("replaying the log", total=total or 1)
+        reached = rebuild_projections(
+            store, client, settings.clickhouse_database, progress=lambda p: progress.update(task, completed=p)
+        )
+        progress.update(task, completed=total or 1)
+    console.print(f"rebuilt {settings.clickhouse_database} up to log position {reached}")
 
 
 @app.command()

@@ -1,0 +1,132 @@
+"""`cdp up` as a user runs it: stop it, start it on the same data dir, and nothing is lost or doubled.
+
+The bundled broker keeps nothing across restarts; the event store is the system of record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from infra.broker import free_port
+
+RECORDED_TOPIC = "domain.model:CustomerEvent.Recorded"
+
+
+class CdpProcess:
+    def __init__(self, data_dir: Path, http_port: int, kafka_port: int) -> None:
+        self.env = {
+            **os.environ,
+            "CDP_DATA_DIR": str(data_dir),
+            "CDP_HTTP_PORT": str(http_port),
+            "CDP_KAFKA_PORT": str(kafka_port),
+        }
+        for name in ("CDP_EVENT_STORE", "CDP_CLICKHOUSE_URL", "CDP_KAFKA_BOOTSTRAP", "CDP_WRITE_KEY", "CDP_READ_KEY"):
+            self.env.pop(name, None)
+        self.data_dir = data_dir
+        self.url = f"http://127.0.0.1:{http_port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "infra.cli", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "up"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.stdout.read().decode()  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("cdp up did not become healthy")
+
+    def stop(self) -> str:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=60)
+        assert self.process.returncode == 0, output.decode()
+        return output.decode()
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return json.loads((self.data_dir / "keys.json").read_text())
+
+    def post(self, path: str, body: Any) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, auth=(self.keys["write_key"], ""), timeout=30)
+
+    def get(self, path: str) -> Any:
+        response = httpx.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.keys['read_key']}"})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_caught_up(self, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.get("/v1/status")
+            if status["caught_up"] and status["relay"]["lag"] == 0:
+                return status
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+
+    def stored_events(self) -> int:
+        with sqlite3.connect(self.data_dir / "events.sqlite3") as db:
+            return db.execute("SELECT count(*) FROM stored_events WHERE topic = ?", (RECORDED_TOPIC,)).fetchone()[0]
+
+
+def _batch(start: int, count: int) -> dict[str, Any]:
+    return {
+        "batch": [
+            {"type": "track", "anonymousId": f"anon-{i % 7}", "event": "Viewed", "messageId": f"m-{i}"}
+            if i % 5
+            else {"type": "identify", "anonymousId": f"anon-{i % 7}", "userId": f"user-{i % 3}",
+                  "traits": {"n": i}, "messageId": f"m-{i}"}  # fmt: skip
+            for i in range(start, start + count)
+        ]
+    }
+
+
+def test_restart_keeps_every_acknowledged_event_once(tmp_path: Path) -> None:
+    cdp = CdpProcess(tmp_path / "data", free_port(), free_port())
+    cdp.start()
+    try:
+        for start in (0, 100, 200):
+            assert cdp.post("/v1/batch", _batch(start, 100)).status_code == 200
+        before = cdp.wait_caught_up()
+        profile_before = cdp.get("/v1/profiles/user_id:user-1")
+    finally:
+        output = cdp.stop()
+    assert "cdp is up" in output and "cdp stopped cleanly" in output
+    assert cdp.stored_events() == 300
+
+    cdp.start()  # a fresh bundled broker: it remembers nothing
+    try:
+        status = cdp.wait_caught_up()
+        assert status["log_position"] == before["log_position"]
+        assert cdp.get("/v1/profiles/user_id:user-1") == profile_before
+        assert cdp.post("/v1/batch", _batch(100, 100)).status_code == 200  # a client retrying after the restart
+        assert cdp.post("/v1/batch", _batch(300, 50)).status_code == 200
+        cdp.wait_caught_up()
+        profile = cdp.get("/v1/profiles/user_id:user-1")
+        assert profile["event_count"] == 350
+    finally:
+        cdp.stop()
+    assert cdp.stored_events() == 350
+
+    verified = cdp.cli("rebuild", "--verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "equal a rebuild" in verified.stdout
