@@ -1,0 +1,40 @@
+"""The same processors driven by Faust on the real broker (CDP_PROCESSOR_DRIVER=kafka)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from infra.bootstrap import Platform, verify_rebuild
+from infra.config import Settings
+from infra.server import create_app
+from tests.conftest import Running
+
+
+@pytest.fixture
+def kafka_running(settings: Settings) -> Iterator[Running]:
+    platform = Platform(replace(settings, processor_driver="kafka", kafka_partitions=3))
+    with TestClient(create_app(platform)) as client:
+        yield Running(platform, client)
+
+
+def test_faust_driver_builds_the_same_projections(kafka_running: Running) -> None:
+    batch = [
+        {"type": "identify", "userId": f"u{i}", "anonymousId": f"a{i}", "traits": {"i": i}, "messageId": f"i{i}"}
+        for i in range(20)
+    ] + [{"type": "track", "anonymousId": f"a{i % 20}", "event": "Viewed", "messageId": f"t{i}"} for i in range(60)]
+    batch.append({"type": "alias", "previousId": "u1", "userId": "u2", "messageId": "merge"})
+    assert kafka_running.send("/v1/batch", {"batch": batch}).status_code == 200
+    status = kafka_running.wait_caught_up(timeout=60)
+    assert status["projections"]["profiles"]["driver"] == "kafka"
+
+    merged = kafka_running.profile("user_id:u2").json()
+    assert sorted(merged["identifiers"]["user_id"]) == ["u1", "u2"]
+    assert merged["event_count"] == 2 + 6 + 1  # two identifies, their devices' tracks, the alias
+    assert kafka_running.profile("user_id:u1").json() == merged
+
+    platform = kafka_running.platform
+    assert verify_rebuild(platform.app, platform.store.client, platform.settings.clickhouse_database) == []
