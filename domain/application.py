@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -36,7 +36,7 @@ def hash_key(key: str) -> str:
 @dataclass(frozen=True)
 class Recorded:
     event_id: str
-    profile_id: str
+    profile_id: str | None  # None for a retry of an event stored by an earlier request
     stored: bool  # False: the messageId was already stored (a retry); nothing new was written
 
 
@@ -49,9 +49,17 @@ class KeyGrant:
 class CustomerData(Application[UUID]):
     """Records tracking calls and the identity changes they cause, in one transaction per save."""
 
-    def __init__(self, env: dict[str, str] | None = None, rules: IdentityRules | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        rules: IdentityRules | None = None,
+        existing_ids: Callable[[list[UUID]], set[UUID]] | None = None,
+    ) -> None:
+        """`existing_ids` answers which aggregate ids are already stored, in one round trip;
+        infra/ provides it per store. Without it, each id is looked up on its own."""
         super().__init__(env=env)
         self.rules = rules or IdentityRules()
+        self.existing_ids = existing_ids or self._existing_ids_one_by_one
         self.load()
 
     # Loading state from the log -------------------------------------------------------------
@@ -137,6 +145,8 @@ class CustomerData(Application[UUID]):
         """
         group = _Group()
         results: list[list[Recorded]] = []
+        candidates = [customer_event_id_for(ws, call["messageId"]) for ws, calls in batches for call in calls]
+        group.already_stored = self.existing_ids(candidates)
         try:
             for workspace_id, calls in batches:
                 results.append([self._record_one(workspace_id, call, group) for call in calls])
@@ -149,17 +159,17 @@ class CustomerData(Application[UUID]):
 
     def _record_one(self, workspace_id: str, call: dict[str, Any], group: "_Group") -> Recorded:
         event_id = customer_event_id_for(workspace_id, call["messageId"])
-        profile_id = group.recorded.get(event_id) or self._stored_profile(event_id)
-        if profile_id is not None:
-            return Recorded(str(event_id), profile_id, stored=False)
+        if event_id in group.recorded:
+            return Recorded(str(event_id), group.recorded[event_id], stored=False)
+        if event_id in group.already_stored:
+            return Recorded(str(event_id), None, stored=False)
         profile_id = self._resolve(workspace_id, call, str(event_id), group)
         group.add(CustomerEvent(workspace_id, call["messageId"], profile_id, call))
         group.recorded[event_id] = profile_id
         return Recorded(str(event_id), profile_id, stored=True)
 
-    def _stored_profile(self, event_id: UUID) -> str | None:
-        stored = self.recorder.select_events(event_id, limit=1)
-        return str(self.mapper.to_domain_event(stored[0]).profile_id) if stored else None
+    def _existing_ids_one_by_one(self, ids: Iterable[UUID]) -> set[UUID]:
+        return {i for i in set(ids) if self.recorder.select_events(i, limit=1)}
 
     def identifiers_of(self, workspace_id: str, call: dict[str, Any]) -> list[str]:
         idents = self.rules.identifiers_of(call)
@@ -209,6 +219,7 @@ class _Group:
     def __init__(self) -> None:
         self.events: list[Any] = []
         self.recorded: dict[UUID, str] = {}  # event id → profile id, for retries inside the group
+        self.already_stored: set[UUID] = set()  # event ids stored by earlier groups
 
     def add(self, *aggregates: Any) -> None:
         for aggregate in aggregates:

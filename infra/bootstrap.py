@@ -73,6 +73,7 @@ class Platform:
                 processor.process,
                 save=lambda p: self.store.save_position(processor.name, 0, p),
                 start=positions.get(processor.name, {}).get(0, 0),
+                coalesce=0.05,
                 name="profiles",
             )
             self.follower.start()

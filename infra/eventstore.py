@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlparse
+from uuid import UUID
+
+from eventsourcing.postgres import PostgresAggregateRecorder
+from eventsourcing.sqlite import SQLiteAggregateRecorder
+from psycopg import sql
 
 from domain.application import CustomerData
 from infra.config import Settings
@@ -38,7 +44,6 @@ def _ensure_postgres_schema(env: dict[str, str]) -> None:
     if not schema:
         return
     import psycopg
-    from psycopg import sql
 
     with psycopg.connect(
         dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]),
@@ -47,9 +52,45 @@ def _ensure_postgres_schema(env: dict[str, str]) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
 
 
+def existing_ids_query(recorder: Any) -> Callable[[list[UUID]], set[UUID]] | None:
+    """One query answering which aggregate ids are stored (dedup of a whole group commit)."""
+    if isinstance(recorder, SQLiteAggregateRecorder):
+
+        def sqlite_existing(ids: list[UUID]) -> set[UUID]:
+            found: set[UUID] = set()
+            for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+                chunk = [i.hex for i in ids[start : start + 500]]
+                statement = (
+                    f"SELECT DISTINCT originator_id FROM {recorder.events_table_name} "
+                    f"WHERE originator_id IN ({','.join('?' * len(chunk))})"
+                )
+                with recorder.datastore.transaction(commit=False) as cursor:
+                    cursor.execute(statement, chunk)
+                    found.update(UUID(row[0]) for row in cursor.fetchall())
+            return found
+
+        return sqlite_existing
+    if isinstance(recorder, PostgresAggregateRecorder):
+        statement = sql.SQL("SELECT DISTINCT originator_id FROM {}.{} WHERE originator_id = ANY(%s)").format(
+            sql.Identifier(recorder.datastore.schema), sql.Identifier(recorder.events_table_name)
+        )
+
+        def postgres_existing(ids: list[UUID]) -> set[UUID]:
+            if not ids:
+                return set()
+            with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+                cursor.execute(statement, [ids])
+                return {UUID(str(row["originator_id"])) for row in cursor.fetchall()}
+
+        return postgres_existing
+    return None
+
+
 def open_event_store(settings: Settings) -> CustomerData:
     """The write model on the configured store, with its identity state loaded from the log."""
     env = eventsourcing_env(settings)
     if settings.uses_postgres:
         _ensure_postgres_schema(env)
-    return CustomerData(env=env)
+    app = CustomerData(env=env)
+    app.existing_ids = existing_ids_query(app.recorder) or app.existing_ids
+    return app

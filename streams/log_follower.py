@@ -37,6 +37,7 @@ class LogFollower:
         start: int,
         batch: int = 5000,
         idle_wait: float = 0.25,
+        coalesce: float = 0.0,
         name: str = "log-follower",
     ) -> None:
         self.app = app
@@ -45,6 +46,7 @@ class LogFollower:
         self.position = start
         self.batch = batch
         self.idle_wait = idle_wait
+        self.coalesce = coalesce
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -78,9 +80,13 @@ class LogFollower:
         while not self._stop.is_set():
             self.wake.clear()  # before reading: a commit after this point wakes the wait below
             try:
-                if self.step():
-                    continue
+                covered = self.step()
                 self.error = None
+                if covered:
+                    if covered < self.batch and self.coalesce:
+                        # Under a steady stream, let a few commits gather: fewer, larger projection writes.
+                        self._stop.wait(self.coalesce)
+                    continue
             except Exception as exc:  # keep following; the same page is retried
                 self.error = exc
                 log.exception("processing the log after position %s failed; retrying", self.position)
