@@ -4,13 +4,40 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Iterator
 
 from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 
 from infra.bootstrap import Platform
 from ingest.http import build_ingest_router
 from queries.http import build_query_router
+
+
+class _PositionsCollector:
+    """Log, relay and projection positions, read at scrape time from the serving platform."""
+
+    platform: Platform | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        platform = self.platform
+        if platform is None or not hasattr(platform, "app"):
+            return
+        status = platform.status()
+        yield GaugeMetricFamily("cdp_log_position", "Last position of the event log", value=status["log_position"])
+        yield GaugeMetricFamily(
+            "cdp_relay_position", "Last log position published to Kafka", value=status["relay"]["position"]
+        )
+        lag = GaugeMetricFamily("cdp_projection_lag", "Log entries not yet applied", labels=["projection"])
+        for name, projection in status["projections"].items():
+            lag.add_metric([name], projection["lag"])
+        yield lag
+
+
+_positions = _PositionsCollector()
+REGISTRY.register(_positions)  # type: ignore[arg-type]
 
 
 def create_app(platform: Platform, on_started: Callable[[Platform], None] | None = None) -> FastAPI:
@@ -19,6 +46,7 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
         await asyncio.to_thread(platform.start)
         try:
             await platform.start_async()
+            _positions.platform = platform
             if on_started is not None:
                 on_started(platform)
             yield
@@ -38,5 +66,9 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app

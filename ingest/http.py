@@ -17,10 +17,15 @@ from typing import Any, Protocol, Sequence
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from domain.segment import CALL_TYPES, call_adapter, normalise
 from ingest.committer import StoreUnavailable
+
+
+REQUESTS = Counter("cdp_ingest_requests", "Ingest requests by endpoint and status code", ["endpoint", "status"])
+EVENTS = Counter("cdp_ingest_events", "Events acknowledged, by outcome (stored, duplicate)", ["outcome"])
 
 
 def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -129,6 +134,7 @@ def build_ingest_router(service: IngestService) -> APIRouter:
     router = APIRouter(tags=["ingest"])
 
     async def ingest(request: Request, call_type: str | None) -> Response:
+        endpoint = call_type or "batch"
         try:
             limit = service.max_batch_bytes if call_type is None else service.max_event_bytes
             raw = await _read_body(request, limit)
@@ -163,11 +169,16 @@ def build_ingest_router(service: IngestService) -> APIRouter:
                 service.max_event_bytes,
             )  # fmt: skip
             try:
-                await service.submit(workspace_id, calls)
+                recorded = await service.submit(workspace_id, calls)
             except StoreUnavailable as exc:
                 raise Rejected(503, f"{exc}; retry the request (retries are deduplicated by messageId)") from None
         except Rejected as rejected:
+            REQUESTS.labels(endpoint, str(rejected.status)).inc()
             return rejected.response()
+        stored = sum(1 for r in recorded if r.stored)
+        EVENTS.labels("stored").inc(stored)
+        EVENTS.labels("duplicate").inc(len(recorded) - stored)
+        REQUESTS.labels(endpoint, "200").inc()
         return json_response({"success": True})
 
     @router.post("/v1/batch", summary="Record a batch of calls (all-or-nothing)")
