@@ -109,10 +109,11 @@ def normalise(call: _Call, received_at: datetime, batch_sent_at: datetime | None
     when there is no `sentAt` to correct it with.
     """
     received_at = _utc(received_at)
-    original = call.originalTimestamp or call.timestamp or received_at
+    client_time = call.originalTimestamp or call.timestamp
+    original = client_time or received_at
     sent_at = call.sentAt or batch_sent_at
     corrected = _utc(original)
-    if sent_at is not None:
+    if sent_at is not None and client_time is not None:  # a server-side time needs no correction
         corrected = corrected + (received_at - _utc(sent_at))
     data = call.model_dump(mode="json", exclude_none=True)
     data["messageId"] = call.messageId or str(uuid.uuid4())

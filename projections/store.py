@@ -21,7 +21,7 @@ EVENT_COLUMNS = [
     "sent_at", "received_at", "properties", "traits", "context",
 ]  # fmt: skip
 PROFILE_COLUMNS = [
-    "workspace_id", "profile_id", "identifiers", "traits", "trait_times", "first_seen", "last_seen",
+    "workspace_id", "profile_id", "identifiers", "fragments", "traits", "trait_times", "first_seen", "last_seen",
     "event_count", "counts", "position", "version", "is_deleted",
 ]  # fmt: skip
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -33,6 +33,7 @@ class ProfileView:
 
     profile_id: str
     identifiers: list[str] = field(default_factory=list)
+    fragments: list[str] = field(default_factory=list)
     traits: dict[str, Any] = field(default_factory=dict)
     trait_times: dict[str, datetime] = field(default_factory=dict)
     first_seen: datetime | None = None
@@ -84,7 +85,7 @@ class ProjectionStore:
         """Tombstone profiles merged into another one."""
         version = time.time_ns()
         rows = [
-            [workspace_id, pid, [], {}, {}, EPOCH, EPOCH, 0, {}, position, version, 1] for pid in profile_ids
+            [workspace_id, pid, [], [], {}, {}, EPOCH, EPOCH, 0, {}, position, version, 1] for pid in profile_ids
         ]
         if rows:
             self.client.insert(f"{self.db}.profiles", rows, column_names=PROFILE_COLUMNS)
@@ -95,7 +96,8 @@ class ProjectionStore:
         version = time.time_ns()
         rows = [
             [
-                workspace_id, v.profile_id, v.identifiers, {k: orjson.dumps(x).decode() for k, x in v.traits.items()},
+                workspace_id, v.profile_id, v.identifiers, v.fragments,
+                {k: orjson.dumps(x).decode() for k, x in v.traits.items()},
                 v.trait_times, v.first_seen or EPOCH, v.last_seen or EPOCH, v.event_count, v.counts, v.position,
                 version, 0,
             ]  # fmt: skip
@@ -156,7 +158,7 @@ class ProjectionStore:
         owner = {frag: pid for pid, frags in members.items() for frag in frags}
         if not owner:
             return {}
-        views = {pid: ProfileView(profile_id=pid) for pid in members}
+        views = {pid: ProfileView(profile_id=pid, fragments=sorted(frags)) for pid, frags in members.items()}
         params = {"ws": workspace_id, "frags": sorted(owner)}
         for frag, ident in self.client.query(
             f"SELECT DISTINCT toString(fragment_id), identifier FROM {self.db}.fragment_identifiers "
@@ -195,17 +197,18 @@ class ProjectionStore:
 
     def read_profile(self, workspace_id: str, profile_id: str) -> ProfileView | None:
         rows = self.client.query(
-            f"SELECT toString(profile_id), identifiers, traits, trait_times, first_seen, last_seen, event_count, "
-            f"counts, position FROM {self.db}.profiles FINAL "
+            f"SELECT toString(profile_id), identifiers, arrayMap(x -> toString(x), fragments), traits, trait_times, "
+            f"first_seen, last_seen, event_count, counts, position FROM {self.db}.profiles FINAL "
             "WHERE workspace_id = {ws:String} AND profile_id = {pid:UUID}",
             parameters={"ws": workspace_id, "pid": profile_id},
         ).result_rows
         if not rows:
             return None
-        pid, idents, traits, times, first, last, count, counts, position = rows[0]
+        pid, idents, fragments, traits, times, first, last, count, counts, position = rows[0]
         return ProfileView(
             profile_id=pid,
             identifiers=list(idents),
+            fragments=list(fragments),
             traits={k: orjson.loads(v) for k, v in traits.items()},
             trait_times={k: _utc(v) for k, v in times.items()},
             first_seen=_utc(first),
@@ -224,10 +227,13 @@ class ProjectionStore:
         return rows[0][0] if rows else None
 
     def timeline(
-        self, workspace_id: str, profile_id: str, limit: int, before: tuple[datetime, str] | None = None
+        self,
+        workspace_id: str,
+        fragments: list[str],
+        limit: int,
+        before: tuple[datetime, str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Events of a profile and its merged fragments, newest first, keyset-paginated."""
-        fragments = self.fragments_of(workspace_id, [profile_id]).get(profile_id, [profile_id])
+        """Events of a profile's fragments (itself and what merged into it), newest first, keyset-paginated."""
         condition = ""
         params: dict[str, Any] = {"ws": workspace_id, "frags": fragments, "limit": limit}
         if before is not None:
@@ -260,8 +266,8 @@ COMPARED_TABLES = {
     "profile_fragments": ("workspace_id, fragment_id, profile_id", "workspace_id, fragment_id"),
     "fragment_identifiers": ("workspace_id, fragment_id, identifier", "workspace_id, fragment_id, identifier"),
     "profiles": (
-        "workspace_id, profile_id, identifiers, traits, trait_times, first_seen, last_seen, event_count, counts, "
-        "position",
+        "workspace_id, profile_id, identifiers, fragments, traits, trait_times, first_seen, last_seen, event_count, "
+        "counts, position",
         "workspace_id, profile_id",
     ),
 }

@@ -37,7 +37,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def profile_body(view: ProfileView, fragments: list[str]) -> dict[str, Any]:
+def profile_body(view: ProfileView) -> dict[str, Any]:
     grouped: dict[str, list[str]] = {kind: [] for kind in IDENTIFIER_TYPES}
     for ident in view.identifiers:
         kind, value = split_identifier(ident)
@@ -50,7 +50,7 @@ def profile_body(view: ProfileView, fragments: list[str]) -> dict[str, Any]:
         "last_seen": _iso(view.last_seen),
         "event_count": view.event_count,
         "counts": view.counts,
-        "merged_profiles": sorted(f for f in fragments if f != view.profile_id),
+        "merged_profiles": sorted(f for f in view.fragments if f != view.profile_id),
         "position": view.position,
     }
 
@@ -99,14 +99,15 @@ def build_query_router(service: QueryService) -> APIRouter:
             raise HTTPException(404, f"no profile has the identifier {identifier!r} (yet)")
         return profile_id
 
-    @router.get("/v1/profiles/{identifier}", summary="A unified profile by identifier or profile id")
-    def get_profile(identifier: str, workspace_id: str = Depends(workspace)) -> Response:
-        profile_id = resolve(workspace_id, identifier)
-        view = service.store.read_profile(workspace_id, profile_id)
+    def load(workspace_id: str, identifier: str) -> ProfileView:
+        view = service.store.read_profile(workspace_id, resolve(workspace_id, identifier))
         if view is None:
             raise HTTPException(404, f"no profile has the identifier {identifier!r} (yet)")
-        fragments = service.store.fragments_of(workspace_id, [profile_id]).get(profile_id, [profile_id])
-        return json_response(profile_body(view, fragments))
+        return view
+
+    @router.get("/v1/profiles/{identifier}", summary="A unified profile by identifier or profile id")
+    def get_profile(identifier: str, workspace_id: str = Depends(workspace)) -> Response:
+        return json_response(profile_body(load(workspace_id, identifier)))
 
     @router.get("/v1/profiles/{identifier}/events", summary="A profile's timeline, newest first")
     def get_events(
@@ -115,9 +116,9 @@ def build_query_router(service: QueryService) -> APIRouter:
         cursor: str | None = None,
         workspace_id: str = Depends(workspace),
     ) -> Response:
-        profile_id = resolve(workspace_id, identifier)
+        view = load(workspace_id, identifier)
         before = _decode_cursor(cursor) if cursor else None
-        rows = service.store.timeline(workspace_id, profile_id, limit + 1, before)
+        rows = service.store.timeline(workspace_id, view.fragments, limit + 1, before)
         page, more = rows[:limit], len(rows) > limit
         events = [
             {
@@ -138,7 +139,7 @@ def build_query_router(service: QueryService) -> APIRouter:
             for r in page
         ]
         next_cursor = _encode_cursor(page[-1]["timestamp"], page[-1]["toString(event_id)"]) if more else None
-        return json_response({"profile_id": profile_id, "events": events, "next_cursor": next_cursor})
+        return json_response({"profile_id": view.profile_id, "events": events, "next_cursor": next_cursor})
 
     @router.get("/v1/status", summary="The log's last position and each projection's applied position")
     def get_status(workspace_id: str = Depends(workspace)) -> Response:

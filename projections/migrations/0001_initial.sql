@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS {db}.profiles
     workspace_id LowCardinality(String),
     profile_id   UUID,
     identifiers  Array(String),
+    fragments    Array(UUID) COMMENT 'every profile merged into this one, itself included',
     traits       Map(String, String) COMMENT 'trait → JSON value, latest by event time',
     trait_times  Map(String, DateTime64(3, 'UTC')),
     first_seen   DateTime64(3, 'UTC'),
