@@ -259,10 +259,6 @@ def test_a_client_clock_one_hour_fast_is_corrected(running: Running, batched: bo
     assert abs(stamp - datetime.now(timezone.utc)) < timedelta(seconds=5)
 
 
-@pytest.mark.xfail(
-    reason="without a timestamp the receivedAt - sentAt correction is applied to receivedAt (one hour off)",
-    strict=True,
-)
 def test_a_call_without_timestamp_is_timed_at_receipt_even_with_sent_at(running: Running) -> None:
     ahead = iso(datetime.now(timezone.utc) + timedelta(hours=1))
     assert running.send("/v1/track", {**track("m1"), "sentAt": ahead}).status_code == 200
