@@ -1,7 +1,9 @@
 """The write side: record customer events with identity resolved, atomically.
 
 `CustomerData` is an eventsourcing Application. Persistence (SQLite file or
-PostgreSQL) is chosen by the environment it is given, never here.
+PostgreSQL) is chosen by the environment it is given, never here. All writes go
+through one writer (the group committer), so in-memory identity state is only
+ever changed by one thread, and is rebuilt from the log when a save fails.
 """
 
 from __future__ import annotations
@@ -20,17 +22,27 @@ from domain.identity import IdentityGraph, IdentityRules, identifier
 from domain.model import CustomerEvent, Profile, Workspace, customer_event_id_for
 
 PROFILE_TOPICS = [
-    get_topic(Profile.Created),
-    get_topic(Profile.IdentifiersLinked),
-    get_topic(Profile.Absorbed),
-    get_topic(Profile.MergedInto),
-]
-WORKSPACE_TOPICS = [get_topic(Workspace.Created), get_topic(Workspace.KeyIssued)]
+    get_topic(cls)
+    for cls in (
+        Profile.Created, Profile.IdentifiersLinked, Profile.Absorbed, Profile.MergedInto, Profile.MergeRefused,
+        Profile.SplitApart,
+    )
+]  # fmt: skip
+WORKSPACE_TOPICS = [get_topic(Workspace.Created), get_topic(Workspace.KeyIssued), get_topic(Workspace.RulesChanged)]
 LOAD_PAGE = 10_000
 
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def own_identifier(profile_id: str) -> str:
+    """Every profile owns its own id: the anchor of events that carry no usable identifier."""
+    return identifier("profile_id", profile_id)
+
+
+class IdentityError(ValueError):
+    """A split or rules change that cannot be applied; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -52,24 +64,23 @@ class CustomerData(Application[UUID]):
     def __init__(
         self,
         env: dict[str, str] | None = None,
-        rules: IdentityRules | None = None,
         existing_ids: Callable[[list[UUID]], set[UUID]] | None = None,
     ) -> None:
         """`existing_ids` answers which aggregate ids are already stored, in one round trip;
         infra/ provides it per store. Without it, each id is looked up on its own."""
         super().__init__(env=env)
-        self.rules = rules or IdentityRules()
         self.existing_ids = existing_ids or self._existing_ids_one_by_one
         self.load()
 
     # Loading state from the log -------------------------------------------------------------
 
     def load(self) -> None:
-        """Rebuild the identity graph and key index by replaying their events from the log."""
+        """Rebuild the identity graph, rules and key index by replaying their events from the log."""
         self.graph = IdentityGraph()
         self.profiles: dict[str, Profile] = {}
         self.workspaces: dict[str, Workspace] = {}
         self.keys: dict[str, KeyGrant] = {}
+        self._rules: dict[str, IdentityRules] = {}
         for domain_event in self._replay(PROFILE_TOPICS + WORKSPACE_TOPICS):
             self._apply(domain_event)
 
@@ -83,30 +94,33 @@ class CustomerData(Application[UUID]):
                 return
             start = page[-1].id + 1
 
-    def _apply(self, domain_event: Any) -> None:
-        if isinstance(domain_event, Workspace.Created):
-            self.workspaces[str(domain_event.originator_id)] = domain_event.mutate(None)
-        elif isinstance(domain_event, Workspace.KeyIssued):
-            workspace = self.workspaces[str(domain_event.originator_id)]
-            domain_event.mutate(workspace)
-            self.keys[domain_event.key_hash] = KeyGrant(str(workspace.id), domain_event.kind)
-        elif isinstance(domain_event, Profile.Created):
-            profile = domain_event.mutate(None)
-            self.profiles[str(profile.id)] = profile
-            self.graph.created(
-                profile.workspace_id, str(profile.id), domain_event.identifiers, domain_event.timestamp.timestamp()
-            )
-        elif isinstance(domain_event, Profile.IdentifiersLinked):
-            profile = self.profiles[str(domain_event.originator_id)]
-            domain_event.mutate(profile)
-            self.graph.linked(profile.workspace_id, str(profile.id), domain_event.identifiers)
-        elif isinstance(domain_event, Profile.Absorbed):
-            domain_event.mutate(self.profiles[str(domain_event.originator_id)])
-            self.graph.merged(str(domain_event.originator_id), domain_event.absorbed_id)
-        elif isinstance(domain_event, Profile.MergedInto):
-            domain_event.mutate(self.profiles[str(domain_event.originator_id)])
+    def _apply(self, e: Any) -> None:
+        originator = str(e.originator_id)
+        if isinstance(e, Workspace.Created):
+            self.workspaces[originator] = e.mutate(None)
+            return
+        if isinstance(e, (Workspace.KeyIssued, Workspace.RulesChanged)):
+            e.mutate(self.workspaces[originator])
+            if isinstance(e, Workspace.KeyIssued):
+                self.keys[e.key_hash] = KeyGrant(originator, e.kind)
+            else:
+                self._rules.pop(originator, None)
+            return
+        if isinstance(e, Profile.Created):
+            self.profiles[originator] = e.mutate(None)
+            self.graph.created(e.workspace_id, originator, e.identifiers, e.timestamp.timestamp())
+            return
+        e.mutate(self.profiles[originator])
+        if isinstance(e, Profile.IdentifiersLinked):
+            self.graph.linked(e.workspace_id, originator, e.identifiers)
+        elif isinstance(e, Profile.Absorbed):
+            self.graph.merged(e.workspace_id, originator, e.absorbed_id)
+        elif isinstance(e, Profile.MergeRefused):
+            self.graph.refused(e.workspace_id, originator, e.identifiers)
+        elif isinstance(e, Profile.SplitApart):
+            self.graph.identifiers[originator] = [i for i in self.graph.identifiers[originator] if i not in e.identifiers]
 
-    # Workspaces and keys -------------------------------------------------------------------
+    # Workspaces, keys and rules -------------------------------------------------------------
 
     def ensure_workspace(self, name: str) -> str:
         workspace_id = str(Workspace.create_id(name))
@@ -134,14 +148,33 @@ class CustomerData(Application[UUID]):
         grant = self.keys.get(hash_key(key))
         return grant.workspace_id if grant is not None and grant.kind == kind else None
 
+    def rules_for(self, workspace_id: str) -> IdentityRules:
+        if workspace_id not in self._rules:
+            stored = self.workspaces[workspace_id].rules if workspace_id in self.workspaces else {}
+            self._rules[workspace_id] = IdentityRules.model_validate(stored)
+        return self._rules[workspace_id]
+
+    def rules_version(self, workspace_id: str) -> int:
+        return self.workspaces[workspace_id].rules_version
+
+    def set_rules(self, workspace_id: str, rules: IdentityRules) -> int:
+        """Store a new version of the workspace's rules; returns its version number."""
+        workspace = self.workspaces[workspace_id]
+        workspace.change_rules(workspace.rules_version + 1, rules.model_dump(mode="json"))
+        self.save(workspace)
+        self._rules[workspace_id] = rules
+        return workspace.rules_version
+
     # Recording events ----------------------------------------------------------------------
 
     def record(self, batches: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> list[list[Recorded]]:
         """Record several batches of normalised calls in one transaction (a group commit).
 
         Each call must carry a `messageId`. A messageId already stored in the workspace
-        is acknowledged again without writing. If anything fails, nothing is written
-        and in-memory identity state is reloaded from the log.
+        is acknowledged again without writing. Within a batch, identity is resolved in
+        event-time order (then messageId), so the order calls arrive in does not change
+        who is who. If anything fails, nothing is written and in-memory identity state
+        is reloaded from the log.
         """
         group = _Group()
         results: list[list[Recorded]] = []
@@ -149,7 +182,11 @@ class CustomerData(Application[UUID]):
         group.already_stored = self.existing_ids(candidates)
         try:
             for workspace_id, calls in batches:
-                results.append([self._record_one(workspace_id, call, group) for call in calls])
+                order = sorted(range(len(calls)), key=lambda i: (calls[i]["timestamp"], calls[i]["messageId"]))
+                out: list[Recorded | None] = [None] * len(calls)
+                for i in order:
+                    out[i] = self._record_one(workspace_id, calls[i], group)
+                results.append(out)  # type: ignore[arg-type]
             if group.events:
                 self.save(*group.events)
         except BaseException:
@@ -163,8 +200,8 @@ class CustomerData(Application[UUID]):
             return Recorded(str(event_id), group.recorded[event_id], stored=False)
         if event_id in group.already_stored:
             return Recorded(str(event_id), None, stored=False)
-        profile_id = self._resolve(workspace_id, call, str(event_id), group)
-        group.add(CustomerEvent(workspace_id, call["messageId"], profile_id, call))
+        profile_id, anchor = self._resolve(workspace_id, call, str(event_id), group)
+        group.add(CustomerEvent(workspace_id, call["messageId"], profile_id, anchor, call))
         group.recorded[event_id] = profile_id
         return Recorded(str(event_id), profile_id, stored=True)
 
@@ -172,37 +209,77 @@ class CustomerData(Application[UUID]):
         return {i for i in set(ids) if self.recorder.select_events(i, limit=1)}
 
     def identifiers_of(self, workspace_id: str, call: dict[str, Any]) -> list[str]:
-        idents = self.rules.identifiers_of(call)
-        if call.get("type") == "alias" and self.rules.usable(call.get("previousId")):
-            previous = call["previousId"]
+        """The event's identifiers, strongest first; alias's previousId is whichever id it names."""
+        rules = self.rules_for(workspace_id)
+        idents = rules.identifiers_of(call)
+        if call.get("type") == "alias" and rules.usable(call.get("previousId")):
+            previous = str(call["previousId"]).strip()
             as_user = identifier("user_id", previous)
             known_user = self.graph.profile_of(workspace_id, as_user) is not None
-            idents.append(as_user if known_user else identifier("anonymous_id", previous))
+            extra = as_user if known_user else identifier("anonymous_id", previous)
+            if extra not in idents:
+                idents.append(extra)
         return idents
 
-    def _resolve(self, workspace_id: str, call: dict[str, Any], cause: str, group: "_Group") -> str:
-        resolution = self.graph.resolve(workspace_id, self.identifiers_of(workspace_id, call))
+    def _resolve(self, workspace_id: str, call: dict[str, Any], cause: str, group: "_Group") -> tuple[str, str]:
+        """Apply the event's identity consequences; returns (profile id, anchor)."""
+        rules = self.rules_for(workspace_id)
+        resolution = self.graph.resolve(workspace_id, self.identifiers_of(workspace_id, call), rules)
         if resolution.profile_id is None:
-            profile = Profile(workspace_id, resolution.new_identifiers, cause)
-            profile_id = str(profile.id)
-            self.profiles[profile_id] = profile
-            self.graph.created(workspace_id, profile_id, resolution.new_identifiers, profile.created_on.timestamp())
-            group.add(profile)
-            return profile_id
-        survivor = self.profiles[resolution.profile_id]
-        for absorbed_id in resolution.absorbed:
-            absorbed = self.profiles[absorbed_id]
-            fragments = sorted(self.graph.members[absorbed_id])
-            moved = list(self.graph.identifiers[absorbed_id])
-            survivor.absorb(workspace_id, absorbed_id, fragments, moved, cause, resolution.reason)
-            absorbed.merge_into(workspace_id, resolution.profile_id, cause, resolution.reason)
-            self.graph.merged(resolution.profile_id, absorbed_id)
-            group.add(survivor, absorbed)
-        if resolution.new_identifiers:
-            survivor.link(workspace_id, resolution.new_identifiers, cause)
-            self.graph.linked(workspace_id, resolution.profile_id, resolution.new_identifiers)
-            group.add(survivor)
-        return resolution.profile_id
+            target = Profile(workspace_id, resolution.new_identifiers, cause)
+            target_id = str(target.id)
+            self.profiles[target_id] = target
+            self.graph.created(workspace_id, target_id, resolution.new_identifiers, target.created_on.timestamp())
+        else:
+            target_id = resolution.profile_id
+            target = self.profiles[target_id]
+            for absorbed_id in resolution.absorbed:
+                absorbed = self.profiles[absorbed_id]
+                moved = list(self.graph.identifiers[absorbed_id])
+                target.absorb(workspace_id, absorbed_id, moved, cause, resolution.reason)
+                absorbed.merge_into(workspace_id, target_id, cause, resolution.reason)
+                self.graph.merged(workspace_id, target_id, absorbed_id)
+                group.add(target, absorbed)
+            if resolution.new_identifiers:
+                target.link(workspace_id, resolution.new_identifiers, cause)
+                self.graph.linked(workspace_id, target_id, resolution.new_identifiers)
+        for refusal in resolution.refusals:
+            target.refuse_merge(workspace_id, refusal.identifiers, refusal.profile_id, cause, refusal.reason)
+            self.graph.refused(workspace_id, target_id, refusal.identifiers)
+        group.add(target)
+        return target_id, resolution.anchor or own_identifier(target_id)
+
+    # Splitting ------------------------------------------------------------------------------
+
+    def split(self, workspace_id: str, profile_id: str, identifiers: list[str], reason: str = "") -> str:
+        """Move `identifiers` (and every event anchored on them) from a profile to a new one."""
+        profile = self.profiles.get(profile_id)
+        if profile is None or profile.workspace_id != workspace_id:
+            raise IdentityError(f"no profile {profile_id} in this workspace")
+        if profile.merged_into is not None:
+            raise IdentityError(f"profile {profile_id} was merged into {profile.merged_into}; split that one")
+        held = self.graph.identifiers[profile_id]
+        wanted = list(dict.fromkeys(identifiers))
+        missing = [i for i in wanted if i not in held]
+        if not wanted or missing:
+            raise IdentityError(
+                f"identifiers to split off must be some of the profile's own ({', '.join(held)}); "
+                f"not on it: {', '.join(missing) or 'none given'}"
+            )
+        if len(wanted) == len(held):
+            raise IdentityError("a split must leave at least one identifier on the profile")
+        cause = f"split:{profile_id}:{profile.version}"
+        new = Profile(workspace_id, wanted, cause)
+        profile.split_apart(workspace_id, str(new.id), wanted, reason or "split requested through the API")
+        try:
+            self.save(profile, new)
+        except BaseException:
+            self.load()
+            raise
+        self.profiles[str(new.id)] = new
+        self.graph.identifiers[profile_id] = [i for i in held if i not in wanted]
+        self.graph.created(workspace_id, str(new.id), wanted, new.created_on.timestamp())
+        return str(new.id)
 
     # Reading the log -----------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 Ids are deterministic (uuid5 of natural keys), so a retried `messageId` maps to
 the same aggregate id and the event store's uniqueness keeps it stored once.
+Identity changes are events of the Profile aggregate; every event repeats the
+workspace so each log entry is self-describing for consumers.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ def customer_event_id_for(workspace_id: str, message_id: str) -> UUID:
     return uuid5(NAMESPACE, f"{workspace_id}/message/{message_id}")
 
 
-def profile_id_for(workspace_id: str, first_identifier: str) -> UUID:
-    return uuid5(NAMESPACE, f"{workspace_id}/profile/{first_identifier}")
+def profile_id_for(workspace_id: str, seed: str) -> UUID:
+    return uuid5(NAMESPACE, f"{workspace_id}/profile/{seed}")
 
 
 class Workspace(Aggregate):
-    """A tenant. Keys are stored as SHA-256 hashes, never in clear."""
+    """A tenant. Keys are stored as SHA-256 hashes, never in clear; identity rules are versioned."""
 
     @staticmethod
     def create_id(name: str) -> UUID:
@@ -37,18 +39,28 @@ class Workspace(Aggregate):
     def __init__(self, name: str) -> None:
         self.name = name
         self.key_hashes: dict[str, str] = {}  # hash → "write" | "read"
+        self.rules: dict[str, Any] = {}
+        self.rules_version = 0
 
     @event("KeyIssued")
     def issue_key(self, kind: str, key_hash: str) -> None:
         self.key_hashes[key_hash] = kind
 
+    @event("RulesChanged")
+    def change_rules(self, version: int, rules: dict[str, Any]) -> None:
+        self.rules = rules
+        self.rules_version = version
+
 
 class Profile(Aggregate):
-    """One person as first seen: a fragment that later merges may fold into a survivor."""
+    """One person. Identifiers move in (links, merges) and out (splits) as events."""
 
     @staticmethod
     def create_id(workspace_id: str, identifiers: list[str], cause_event_id: str) -> UUID:
-        # An event whose every identifier is blocked still gets a profile of its own.
+        # The first identifier names the profile; a split-off profile is named by its split
+        # (its identifiers may have named a profile before), an identifier-less one by its event.
+        if cause_event_id.startswith("split:"):
+            return profile_id_for(workspace_id, cause_event_id)
         return profile_id_for(workspace_id, identifiers[0] if identifiers else f"event:{cause_event_id}")
 
     @event("Created")
@@ -57,39 +69,50 @@ class Profile(Aggregate):
         self.identifiers = list(identifiers)
         self.merged_into: str | None = None
 
-    # Every event repeats the workspace so each log entry is self-describing for consumers.
     @event("IdentifiersLinked")
     def link(self, workspace_id: str, identifiers: list[str], cause_event_id: str) -> None:
         self.identifiers.extend(identifiers)
 
     @event("Absorbed")
     def absorb(
-        self,
-        workspace_id: str,
-        absorbed_id: str,
-        fragments: list[str],
-        identifiers: list[str],
-        cause_event_id: str,
-        reason: str,
+        self, workspace_id: str, absorbed_id: str, identifiers: list[str], cause_event_id: str, reason: str
     ) -> None:
-        """This profile survives a merge; `fragments` and `identifiers` now resolve to it."""
+        """This profile survives a merge: `identifiers` (all of the absorbed profile's) now belong here."""
         self.identifiers.extend(identifiers)
 
     @event("MergedInto")
     def merge_into(self, workspace_id: str, survivor_id: str, cause_event_id: str, reason: str) -> None:
+        self.identifiers = []
         self.merged_into = survivor_id
+
+    @event("MergeRefused")
+    def refuse_merge(
+        self, workspace_id: str, identifiers: list[str], other_profile_id: str | None, cause_event_id: str, reason: str
+    ) -> None:
+        """An event on this profile carried `identifiers` the rules did not let it take."""
+
+    @event("SplitApart")
+    def split_apart(self, workspace_id: str, new_profile_id: str, identifiers: list[str], reason: str) -> None:
+        """`identifiers` (and the events anchored on them) moved to the new profile."""
+        self.identifiers = [i for i in self.identifiers if i not in identifiers]
 
 
 class CustomerEvent(Aggregate):
-    """One accepted call of the tracking spec, attributed to the profile it resolved to."""
+    """One accepted call of the tracking spec.
+
+    `anchor` is its strongest identifier: the event belongs to whichever profile owns
+    the anchor, so merges and splits carry history along. `profile_id` is that owner
+    when the event was recorded.
+    """
 
     @staticmethod
-    def create_id(workspace_id: str, message_id: str, profile_id: str, call: dict[str, Any]) -> UUID:
+    def create_id(workspace_id: str, message_id: str, profile_id: str, anchor: str, call: dict[str, Any]) -> UUID:
         return customer_event_id_for(workspace_id, message_id)
 
     @event("Recorded")
-    def __init__(self, workspace_id: str, message_id: str, profile_id: str, call: dict[str, Any]) -> None:
+    def __init__(self, workspace_id: str, message_id: str, profile_id: str, anchor: str, call: dict[str, Any]) -> None:
         self.workspace_id = workspace_id
         self.message_id = message_id
         self.profile_id = profile_id
+        self.anchor = anchor
         self.call = call

@@ -11,17 +11,18 @@ import logging
 from typing import Any, Callable, Sequence
 
 from domain.application import CustomerData
+from domain.identity import IdentityRules
 from infra.broker import BundledBroker
 from infra.clickhouse import clickhouse_client
-from infra.config import Settings
+from infra.config import ConfigError, Settings
 from infra.eventstore import open_event_store
 from infra.keys import Keys, load_or_create_keys
 from ingest.committer import GroupCommitter
 from projections.migrate import migrate
 from projections.store import ProjectionStore, differences
 from streams.log_follower import LogFollower
-from streams.processors import ProfileProcessor
-from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics
+from streams.processors import PROFILE_CHANGES_TOPIC, ProfileProcessor
+from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics, kafka_producer
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Platform:
         self.follower: LogFollower | None = None
         self.relay: Relay | None = None
         self.kafka_driver: Any = None
+        self.producer: Any = None
         self.app: CustomerData
         self.store: ProjectionStore
         self.committer: GroupCommitter
@@ -56,6 +58,8 @@ class Platform:
         self.app = open_event_store(s)
         self.workspace_id = self.app.ensure_workspace(DEFAULT_WORKSPACE)
         self.keys = load_or_create_keys(s)
+        if self.keys.write_key == self.keys.read_key:
+            raise ConfigError("CDP_WRITE_KEY and CDP_READ_KEY must differ: a read key must not be able to write")
         self.app.grant_key(self.workspace_id, "write", self.keys.write_key)
         self.app.grant_key(self.workspace_id, "read", self.keys.read_key)
 
@@ -63,9 +67,10 @@ class Platform:
         migrate(client, s.clickhouse_database)
         self.store = ProjectionStore(client, s.clickhouse_database)
         positions = self.store.positions()
-        processor = ProfileProcessor(self.store)
 
-        ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC])
+        ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC, PROFILE_CHANGES_TOPIC])
+        self.producer = kafka_producer(s.bootstrap_servers)
+        processor = ProfileProcessor(self.store, publish=KafkaPublisher(self.producer, PROFILE_CHANGES_TOPIC).publish)
         relay_start = positions.get(RELAY, {}).get(0, 0)
         if s.processor_driver == "log":
             self.follower = LogFollower(
@@ -80,11 +85,11 @@ class Platform:
         else:
             from streams.faust_driver import KafkaDriver
 
-            self.kafka_driver = KafkaDriver(s.bootstrap_servers, processor, self.store)
+            self.kafka_driver = KafkaDriver(s.bootstrap_servers, processor, self.store, s.data_dir)
             # The bundled broker forgets everything on restart: republish what the consumer has not applied.
             relay_start = min(relay_start, self.kafka_driver.applied_position())
         self.relay = Relay(
-            self.app, KafkaPublisher(s.bootstrap_servers), save=lambda p: self.store.save_position(RELAY, 0, p),
+            self.app, KafkaPublisher(self.producer), save=lambda p: self.store.save_position(RELAY, 0, p),
             start=relay_start,
         )  # fmt: skip
         self.relay.start()
@@ -108,6 +113,8 @@ class Platform:
                     part.stop()
                 except Exception:
                     log.exception("stopping %s failed", type(part).__name__)
+        if self.producer is not None:
+            self.producer.close(timeout=5)
         if self.broker is not None:
             self.broker.stop()
 
@@ -128,6 +135,15 @@ class Platform:
     async def submit(self, workspace_id: str, calls: Sequence[dict[str, Any]]) -> list[Any]:
         return await self.committer.submit(workspace_id, calls)
 
+    def rules(self, workspace_id: str) -> tuple[int, IdentityRules]:
+        return self.app.rules_version(workspace_id), self.app.rules_for(workspace_id)
+
+    async def set_rules(self, workspace_id: str, rules: IdentityRules) -> int:
+        return await self.committer.run(lambda: self.app.set_rules(workspace_id, rules))
+
+    async def split(self, workspace_id: str, profile_id: str, identifiers: list[str], reason: str) -> str:
+        return await self.committer.run(lambda: self.app.split(workspace_id, profile_id, identifiers, reason))
+
     def status(self) -> dict[str, Any]:
         log_position = self.app.last_position()
         projections: dict[str, Any] = {}
@@ -144,13 +160,15 @@ class Platform:
             projections["profiles"] = self.kafka_driver.status(
                 self.relay.publisher.sent, self.relay.position, log_position
             )
-        relay = {"topic": EVENTS_TOPIC, "position": self.relay.position if self.relay else 0}
+        relay: dict[str, Any] = {"topic": EVENTS_TOPIC, "position": self.relay.position if self.relay else 0}
         relay["lag"] = log_position - relay["position"]
+        error = self.relay.follower.error if self.relay else None
+        relay["error"] = repr(error) if error else None
         return {
             "log_position": log_position,
             "relay": relay,
             "projections": projections,
-            "caught_up": all(p["lag"] == 0 for p in projections.values()),
+            "caught_up": relay["lag"] == 0 and all(p["lag"] == 0 for p in projections.values()),
         }
 
 
@@ -161,7 +179,7 @@ def rebuild(
     client.command(f"DROP DATABASE IF EXISTS {database}")
     migrate(client, database)
     store = ProjectionStore(client, database)
-    processor = ProfileProcessor(store)
+    processor = ProfileProcessor(store)  # a rebuild republishes no profile changes
     follower = LogFollower(
         app, processor.process, save=lambda p: store.save_position(processor.name, 0, p), start=0, batch=batch
     )

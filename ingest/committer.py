@@ -46,6 +46,13 @@ class GroupCommitter:
         self._queue.put(((workspace_id, calls), future, loop))
         return await future
 
+    async def run(self, command: Callable[[], Any]) -> Any:
+        """Run a write command (a split, a rules change) on the writer thread, between group commits."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((command, future, loop))
+        return await future
+
     def record_now(self, workspace_id: str, calls: Sequence[dict[str, Any]]) -> list[Any]:
         """Synchronous variant for callers without an event loop (imports, tests)."""
         done = threading.Event()
@@ -74,22 +81,38 @@ class GroupCommitter:
             first = self._queue.get()
             if first is None:
                 return
+            if callable(first[0]):
+                self._command(first)
+                continue
             group = [first]
             size = len(first[0][1])
-            stop = False
+            pending = None
             while size < self._max_events:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is None:
-                    stop = True
+                if item is None or callable(item[0]):
+                    pending = item  # a stop or a command runs after this group
                     break
                 group.append(item)
                 size += len(item[0][1])
             self._commit(group)
-            if stop:
+            if pending is None:
+                continue
+            if callable(pending[0]):
+                self._command(pending)
+            else:
                 return
+
+    def _command(self, item: Any) -> None:
+        try:
+            result = item[0]()
+        except Exception as exc:
+            _resolve(item, error=exc)
+            return
+        self._on_commit()
+        _resolve(item, result=result)
 
     def _commit(self, group: list[Any]) -> None:
         try:

@@ -136,6 +136,10 @@ def build_ingest_router(service: IngestService) -> APIRouter:
     async def ingest(request: Request, call_type: str | None) -> Response:
         endpoint = call_type or "batch"
         try:
+            basic_key = _basic_username(request)
+            if basic_key is not None and service.authorise_write(basic_key) is None:
+                # Refuse unknown keys before reading a byte of the body.
+                raise Rejected(401, "unknown write key; use a write key of your workspace (see `cdp up` output)")
             limit = service.max_batch_bytes if call_type is None else service.max_event_bytes
             raw = await _read_body(request, limit)
             if call_type is not None and len(raw) > service.max_event_bytes:
@@ -146,7 +150,7 @@ def build_ingest_router(service: IngestService) -> APIRouter:
                 raise Rejected(400, f"the body is not valid JSON: {exc}") from None
             if not isinstance(body, dict):
                 raise Rejected(400, "the body must be a JSON object")
-            key = _basic_username(request) or body.get("writeKey")
+            key = basic_key or body.get("writeKey")
             if not key:
                 raise Rejected(401, "missing write key: send it as the HTTP Basic username or as writeKey in the body")
             workspace_id = service.authorise_write(str(key))

@@ -3,6 +3,9 @@
 Every write is idempotent: rows are keyed so that a redelivered message replaces
 itself, and profiles are recomputed from the (deduplicated) events table rather
 than incremented, so applying a batch twice leaves the same answer.
+
+An event belongs to the profile that owns its anchor identifier; a profile's
+events are therefore `events WHERE anchor IN <its identifiers>`.
 """
 
 from __future__ import annotations
@@ -16,15 +19,29 @@ from typing import Any, Iterable, Sequence
 import orjson
 
 EVENT_COLUMNS = [
-    "workspace_id", "event_id", "message_id", "profile_id", "position", "type", "event", "name",
-    "user_id", "anonymous_id", "email", "group_id", "previous_id", "timestamp", "original_timestamp",
-    "sent_at", "received_at", "properties", "traits", "context",
+    "workspace_id", "event_id", "message_id", "anchor", "profile_id", "position", "type", "event", "name", "source",
+    "user_id", "anonymous_id", "email", "group_id", "previous_id", "timestamp", "original_timestamp", "sent_at",
+    "received_at", "properties", "traits", "context",
 ]  # fmt: skip
 PROFILE_COLUMNS = [
-    "workspace_id", "profile_id", "identifiers", "fragments", "traits", "trait_times", "first_seen", "last_seen",
-    "event_count", "counts", "position", "version", "is_deleted",
+    "workspace_id", "profile_id", "identifiers", "traits", "trait_times", "trait_sources", "first_seen", "last_seen",
+    "event_count", "counts", "track_counts", "orders_count", "order_counts", "revenue", "last_order_at",
+    "open_tickets", "csat_count", "csat_sum", "position", "version", "is_deleted",
+]  # fmt: skip
+CHANGE_COLUMNS = [
+    "workspace_id", "profile_id", "position", "change", "other_profile_id", "identifiers", "cause_event_id", "reason",
+    "recorded_at",
 ]  # fmt: skip
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ORDER_COMPLETED, ORDER_REFUNDED = "Order Completed", "Order Refunded"
+TICKET_OPENED, TICKET_RESOLVED = "Ticket Opened", "Ticket Resolved"
+FEEDBACK = "Feedback Submitted"
+_REVENUE = "if(JSONHas(properties, 'revenue'), JSONExtractFloat(properties, 'revenue'), JSONExtractFloat(properties, 'total'))"
+_CURRENCY = "upper(if(JSONExtractString(properties, 'currency') = '', 'USD', JSONExtractString(properties, 'currency')))"
+
+
+def own_identifier(profile_id: str) -> str:
+    return f"profile_id:{profile_id}"
 
 
 @dataclass
@@ -33,14 +50,53 @@ class ProfileView:
 
     profile_id: str
     identifiers: list[str] = field(default_factory=list)
-    fragments: list[str] = field(default_factory=list)
     traits: dict[str, Any] = field(default_factory=dict)
     trait_times: dict[str, datetime] = field(default_factory=dict)
+    trait_sources: dict[str, str] = field(default_factory=dict)
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     event_count: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    track_counts: dict[str, int] = field(default_factory=dict)
+    orders_count: int = 0
+    order_counts: dict[str, int] = field(default_factory=dict)
+    revenue: dict[str, float] = field(default_factory=dict)
+    last_order_at: datetime | None = None
+    open_tickets: int = 0
+    csat_count: int = 0
+    csat_sum: float = 0.0
     position: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.identifiers) or self.event_count > 0
+
+    def computed(self) -> dict[str, Any]:
+        """The computed traits that follow from the profile's own events."""
+        return {
+            "first_seen": _iso(self.first_seen),
+            "last_seen": _iso(self.last_seen),
+            "event_count": self.event_count,
+            "counts": dict(sorted(self.counts.items())),
+            "orders_count": self.orders_count,
+            "revenue": {c: round(v, 2) for c, v in sorted(self.revenue.items())},
+            "average_order_value": {
+                c: round(self.revenue.get(c, 0.0) / n, 2) for c, n in sorted(self.order_counts.items()) if n
+            },
+            "last_order_at": _iso(self.last_order_at),
+            "open_tickets": self.open_tickets,
+            "average_csat": round(self.csat_sum / self.csat_count, 2) if self.csat_count else None,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return _utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 class ProjectionStore:
@@ -50,70 +106,84 @@ class ProjectionStore:
         self.client = client
         self.db = database
 
+    def _insert(self, table: str, rows: Sequence[Sequence[Any]], columns: list[str]) -> None:
+        if rows:
+            self.client.insert(f"{self.db}.{table}", rows, column_names=columns)
+
     # Writes --------------------------------------------------------------------------------
 
     def insert_events(self, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            self.client.insert(f"{self.db}.events", rows, column_names=EVENT_COLUMNS)
+        self._insert("events", rows, EVENT_COLUMNS)
 
-    def insert_identities(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Rows of (workspace_id, identifier, profile_id, position)."""
-        if rows:
-            self.client.insert(
-                f"{self.db}.identities", rows, column_names=["workspace_id", "identifier", "profile_id", "position"]
-            )
+    def insert_identity_history(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Rows of (workspace_id, identifier, profile_id, position, recorded_at)."""
+        self._insert("identity_history", rows, ["workspace_id", "identifier", "profile_id", "position", "recorded_at"])
 
-    def insert_fragments(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Rows of (workspace_id, fragment_id, profile_id, position)."""
-        if rows:
-            self.client.insert(
-                f"{self.db}.profile_fragments",
-                rows,
-                column_names=["workspace_id", "fragment_id", "profile_id", "position"],
-            )
+    def insert_profile_identifiers(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Rows of (workspace_id, profile_id, identifier, position, is_deleted)."""
+        self._insert(
+            "profile_identifiers", rows, ["workspace_id", "profile_id", "identifier", "position", "is_deleted"]
+        )
 
-    def insert_fragment_identifiers(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Rows of (workspace_id, fragment_id, identifier, position)."""
-        if rows:
-            self.client.insert(
-                f"{self.db}.fragment_identifiers",
-                rows,
-                column_names=["workspace_id", "fragment_id", "identifier", "position"],
-            )
+    def insert_changes(self, rows: Sequence[Sequence[Any]]) -> None:
+        self._insert("profile_changes", rows, CHANGE_COLUMNS)
 
-    def delete_profiles(self, workspace_id: str, profile_ids: Iterable[str], position: int) -> None:
-        """Tombstone profiles merged into another one."""
-        version = time.time_ns()
-        rows = [
-            [workspace_id, pid, [], [], {}, {}, EPOCH, EPOCH, 0, {}, position, version, 1] for pid in profile_ids
-        ]
-        if rows:
-            self.client.insert(f"{self.db}.profiles", rows, column_names=PROFILE_COLUMNS)
-
-    def refresh_profiles(self, workspace_id: str, profile_ids: Iterable[str]) -> None:
-        """Recompute the given surviving profiles from their fragments' events and identifiers."""
-        views = self.compute_profiles(workspace_id, profile_ids)
+    def write_profiles(self, workspace_id: str, views: Iterable[ProfileView], gone: Iterable[str], top: int) -> None:
+        """Upsert live profiles and tombstone the ones left without identifiers or events."""
         version = time.time_ns()
         rows = [
             [
-                workspace_id, v.profile_id, v.identifiers, v.fragments,
-                {k: orjson.dumps(x).decode() for k, x in v.traits.items()},
-                v.trait_times, v.first_seen or EPOCH, v.last_seen or EPOCH, v.event_count, v.counts, v.position,
-                version, 0,
+                workspace_id, v.profile_id, v.identifiers, {k: orjson.dumps(x).decode() for k, x in v.traits.items()},
+                v.trait_times, v.trait_sources, v.first_seen or EPOCH, v.last_seen or EPOCH, v.event_count, v.counts,
+                v.track_counts, v.orders_count, v.order_counts, v.revenue, v.last_order_at, v.open_tickets,
+                v.csat_count, v.csat_sum, v.position, version, 0,
             ]  # fmt: skip
-            for v in views.values()
+            for v in views
         ]
-        if rows:
-            self.client.insert(f"{self.db}.profiles", rows, column_names=PROFILE_COLUMNS)
+        rows += [
+            [workspace_id, pid, [], {}, {}, {}, EPOCH, EPOCH, 0, {}, {}, 0, {}, {}, None, 0, 0, 0.0, top, version, 1]
+            for pid in gone
+        ]
+        self._insert("profiles", rows, PROFILE_COLUMNS)
+
+    def existing_changes(self, workspace_id: str, keys: list[tuple[str, int, str]]) -> set[tuple[str, int, str]]:
+        """Which (profile id, position, change) identity changes are already projected."""
+        if not keys:
+            return set()
+        rows = self.client.query(
+            f"SELECT toString(profile_id), position, change FROM {self.db}.profile_changes "
+            "WHERE workspace_id = {ws:String} AND profile_id IN {pids:Array(UUID)} AND position IN {pos:Array(UInt64)}",
+            parameters={"ws": workspace_id, "pids": sorted({k[0] for k in keys}), "pos": sorted({k[1] for k in keys})},
+        ).result_rows
+        return {tuple(r) for r in rows} & set(keys)  # type: ignore[misc]
+
+    def insert_rules(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Rows of (workspace_id, version, rules JSON, position)."""
+        self._insert("workspace_rules", rows, ["workspace_id", "version", "rules", "position"])
+
+    def latest_rules(self) -> dict[str, dict[str, Any]]:
+        """workspace → the newest rules the log recorded for it."""
+        rows = self.client.query(
+            f"SELECT workspace_id, argMax(rules, version) FROM {self.db}.workspace_rules GROUP BY workspace_id"
+        ).result_rows
+        return {ws: orjson.loads(rules) for ws, rules in rows}
+
+    def profile_ids(self, workspace_id: str) -> list[str]:
+        rows = self.client.query(
+            f"SELECT DISTINCT toString(profile_id) FROM {self.db}.profile_identifiers FINAL "
+            "WHERE workspace_id = {ws:String}",
+            parameters={"ws": workspace_id},
+        ).result_rows
+        return [r[0] for r in rows]
 
     def save_position(self, name: str, partition: int, position: int) -> None:
-        self.client.insert(
-            f"{self.db}.positions",
+        self._insert(
+            "positions",
             [[name, partition, position, datetime.now(timezone.utc)]],
-            column_names=["name", "partition", "position", "updated_at"],
+            ["name", "partition", "position", "updated_at"],
         )
 
-    # Reads ---------------------------------------------------------------------------------
+    # Identity reads ------------------------------------------------------------------------
 
     def positions(self) -> dict[str, dict[int, int]]:
         result: dict[str, dict[int, int]] = defaultdict(dict)
@@ -124,126 +194,245 @@ class ProjectionStore:
             result[name][partition] = position
         return dict(result)
 
-    def canonical_of(self, workspace_id: str, fragment_ids: Iterable[str]) -> dict[str, str]:
-        """fragment → the profile it belongs to now."""
-        ids = sorted(set(fragment_ids))
-        if not ids:
-            return {}
+    def owner_of(self, workspace_id: str, ident: str, as_of: datetime | None = None) -> str | None:
+        """The profile that owns an identifier now (or at `as_of`)."""
+        condition = "AND recorded_at <= {t:DateTime64(6, 'UTC')}" if as_of else ""
         rows = self.client.query(
-            f"SELECT toString(fragment_id), toString(argMax(profile_id, position)) FROM {self.db}.profile_fragments "
-            "WHERE workspace_id = {ws:String} AND fragment_id IN {ids:Array(UUID)} GROUP BY fragment_id",
-            parameters={"ws": workspace_id, "ids": ids},
+            f"SELECT toString(argMax(profile_id, position)) FROM {self.db}.identity_history "
+            f"WHERE workspace_id = {{ws:String}} AND identifier = {{ident:String}} {condition} HAVING count() > 0",
+            parameters={"ws": workspace_id, "ident": ident, "t": as_of},
         ).result_rows
-        return dict(rows)
+        return rows[0][0] if rows else None
 
-    def fragments_of(self, workspace_id: str, profile_ids: Iterable[str]) -> dict[str, list[str]]:
-        """surviving profile → every fragment that belongs to it (itself included)."""
+    def merged_into(self, workspace_id: str, profile_id: str) -> str | None:
+        """Where a merged-away profile went (following later merges), or None if it was never merged."""
+        seen = {profile_id}
+        current, moved = profile_id, None
+        while True:
+            rows = self.client.query(
+                f"SELECT other_profile_id FROM {self.db}.profile_changes WHERE workspace_id = {{ws:String}} "
+                "AND profile_id = {pid:UUID} AND change = 'merged_into' ORDER BY position DESC LIMIT 1",
+                parameters={"ws": workspace_id, "pid": current},
+            ).result_rows
+            if not rows or rows[0][0] in seen:
+                return moved
+            current = moved = rows[0][0]
+            seen.add(current)
+
+    def identifiers_of(
+        self, workspace_id: str, profile_ids: Iterable[str], as_of: datetime | None = None
+    ) -> dict[str, list[str]]:
+        ids = sorted(set(profile_ids))
+        result: dict[str, list[str]] = {pid: [] for pid in ids}
+        if not ids:
+            return result
+        if as_of is None:
+            query = (
+                f"SELECT toString(profile_id), identifier FROM {self.db}.profile_identifiers FINAL "
+                "WHERE workspace_id = {ws:String} AND profile_id IN {ids:Array(UUID)} ORDER BY identifier"
+            )
+        else:
+            query = (
+                f"SELECT p, identifier FROM (SELECT identifier, toString(argMax(profile_id, position)) AS p "
+                f"FROM {self.db}.identity_history WHERE workspace_id = {{ws:String}} "
+                "AND recorded_at <= {t:DateTime64(6, 'UTC')} GROUP BY identifier) "
+                "WHERE p IN {sids:Array(String)} ORDER BY identifier"
+            )
+        for pid, ident in self.client.query(
+            query, parameters={"ws": workspace_id, "ids": ids, "sids": ids, "t": as_of}
+        ).result_rows:
+            result[pid].append(ident)
+        return result
+
+    def changes(self, workspace_id: str, profile_id: str) -> list[dict[str, Any]]:
+        result = self.client.query(
+            f"SELECT toString(profile_id) AS profile, position, change, other_profile_id, identifiers, "
+            f"cause_event_id, reason, recorded_at FROM {self.db}.profile_changes FINAL "
+            "WHERE workspace_id = {ws:String} AND profile_id = {pid:UUID} ORDER BY position, change",
+            parameters={"ws": workspace_id, "pid": profile_id},
+        )
+        return [dict(zip(result.column_names, row)) for row in result.result_rows]
+
+    # Profile computation --------------------------------------------------------------------
+
+    def compute_profiles(
+        self,
+        workspace_id: str,
+        profile_ids: Iterable[str],
+        as_of: datetime | None = None,
+        trait_sources: dict[str, list[str]] | None = None,
+    ) -> dict[str, ProfileView]:
+        """Profiles as the events and identity tables say they are now (or were at `as_of`).
+
+        `trait_sources` maps a trait (or '*') to its sources, most trusted first; without
+        an entry, the latest value by event time wins.
+        """
+        idents = self.identifiers_of(workspace_id, profile_ids, as_of)
+        views = {pid: ProfileView(profile_id=pid, identifiers=list(ids)) for pid, ids in idents.items()}
+        owner = {own_identifier(pid): pid for pid in views}
+        owner.update({ident: pid for pid, ids in idents.items() for ident in ids})
+        if not views:
+            return views
+        known = "AND received_at <= {t:DateTime64(6, 'UTC')}" if as_of else ""
+        where = f"workspace_id = {{ws:String}} AND anchor IN {{anchors:Array(String)}} {known}"
+        params = {"ws": workspace_id, "anchors": sorted(owner), "t": as_of}
+        q = self.client.query
+
+        for anchor, kind, name, count, first, last, position in q(
+            f"SELECT anchor, type, event, count(), min(timestamp), max(timestamp), max(position) "
+            f"FROM {self.db}.events FINAL WHERE {where} GROUP BY anchor, type, event",
+            parameters=params,
+        ).result_rows:
+            v = views[owner[anchor]]
+            v.counts[kind] = v.counts.get(kind, 0) + count
+            if kind == "track":
+                v.track_counts[name] = v.track_counts.get(name, 0) + count
+            v.event_count += count
+            first, last = _utc(first), _utc(last)
+            v.first_seen = first if v.first_seen is None else min(v.first_seen, first)
+            v.last_seen = last if v.last_seen is None else max(v.last_seen, last)
+            v.position = max(v.position, position)
+
+        for anchor, name, currency, count, amount, last in q(
+            f"SELECT anchor, event, {_CURRENCY}, count(), sum({_REVENUE}), max(timestamp) FROM {self.db}.events FINAL "
+            f"WHERE {where} AND type = 'track' AND event IN ('{ORDER_COMPLETED}', '{ORDER_REFUNDED}') "
+            "GROUP BY anchor, event, 3",
+            parameters=params,
+        ).result_rows:
+            v = views[owner[anchor]]
+            sign = 1.0 if name == ORDER_COMPLETED else -1.0
+            v.revenue[currency] = v.revenue.get(currency, 0.0) + sign * amount
+            if name == ORDER_COMPLETED:
+                v.orders_count += count
+                v.order_counts[currency] = v.order_counts.get(currency, 0) + count
+                last = _utc(last)
+                v.last_order_at = last if v.last_order_at is None else max(v.last_order_at, last)
+
+        tickets: dict[str, dict[str, tuple[datetime, int, str]]] = defaultdict(dict)
+        for anchor, ticket, name, at, position in q(
+            f"SELECT anchor, JSONExtractString(properties, 'ticket_id') AS t, argMax(event, (timestamp, position)), "
+            f"max(timestamp), max(position) FROM {self.db}.events FINAL WHERE {where} AND type = 'track' "
+            f"AND event IN ('{TICKET_OPENED}', '{TICKET_RESOLVED}') AND t != '' GROUP BY anchor, t",
+            parameters=params,
+        ).result_rows:
+            latest = tickets[owner[anchor]].get(ticket)
+            if latest is None or (at, position) > latest[:2]:
+                tickets[owner[anchor]][ticket] = (at, position, name)
+        for pid, states in tickets.items():
+            views[pid].open_tickets = sum(1 for _, _, name in states.values() if name == TICKET_OPENED)
+
+        for anchor, count, total in q(
+            f"SELECT anchor, count(), sum(JSONExtractFloat(properties, 'csat')) FROM {self.db}.events FINAL "
+            f"WHERE {where} AND type = 'track' AND event = '{FEEDBACK}' AND JSONHas(properties, 'csat') "
+            "GROUP BY anchor",
+            parameters=params,
+        ).result_rows:
+            v = views[owner[anchor]]
+            v.csat_count += count
+            v.csat_sum += total
+
+        precedence = trait_sources or {}
+        candidates: dict[str, dict[str, list[tuple[str, datetime, int, Any]]]] = defaultdict(lambda: defaultdict(list))
+        for anchor, key, source, raw, at, position in q(
+            f"SELECT anchor, kv.1 AS k, source, argMax(kv.2, (timestamp, position)), max(timestamp), max(position) "
+            f"FROM {self.db}.events FINAL ARRAY JOIN JSONExtractKeysAndValuesRaw(traits) AS kv "
+            f"WHERE {where} AND type = 'identify' GROUP BY anchor, k, source",
+            parameters=params,
+        ).result_rows:
+            candidates[owner[anchor]][key].append((source, _utc(at), position, raw))
+        for pid, keys in candidates.items():
+            v = views[pid]
+            for key, options in keys.items():
+                order = precedence.get(key) or precedence.get("*") or []
+                rank = {source: i for i, source in enumerate(order)}
+                # A trusted source beats any other; among equals the latest event time wins.
+                source, at, _, raw = min(options, key=lambda o: (rank.get(o[0], len(order)), -o[1].timestamp(), -o[2]))
+                v.traits[key] = orjson.loads(raw)
+                v.trait_times[key] = at
+                v.trait_sources[key] = source
+        return views
+
+    def read_profiles(self, workspace_id: str, profile_ids: Iterable[str]) -> dict[str, ProfileView]:
         ids = sorted(set(profile_ids))
         if not ids:
             return {}
         rows = self.client.query(
-            f"SELECT toString(fragment_id), toString(argMax(profile_id, position)) AS p "
-            f"FROM {self.db}.profile_fragments WHERE workspace_id = {{ws:String}} "
-            "GROUP BY fragment_id HAVING p IN {ids:Array(String)}",
+            f"SELECT toString(profile_id), identifiers, traits, trait_times, trait_sources, first_seen, last_seen, "
+            f"event_count, counts, track_counts, orders_count, order_counts, revenue, last_order_at, open_tickets, "
+            f"csat_count, csat_sum, position FROM {self.db}.profiles FINAL "
+            "WHERE workspace_id = {ws:String} AND profile_id IN {ids:Array(UUID)}",
             parameters={"ws": workspace_id, "ids": ids},
         ).result_rows
-        result: dict[str, list[str]] = {pid: [] for pid in ids}
-        for fragment, profile in rows:
-            result[profile].append(fragment)
-        return {pid: frags for pid, frags in result.items() if frags}
-
-    def compute_profiles(self, workspace_id: str, profile_ids: Iterable[str]) -> dict[str, ProfileView]:
-        """Profiles as the events and identity tables say they are now."""
-        members = self.fragments_of(workspace_id, profile_ids)
-        owner = {frag: pid for pid, frags in members.items() for frag in frags}
-        if not owner:
-            return {}
-        views = {pid: ProfileView(profile_id=pid, fragments=sorted(frags)) for pid, frags in members.items()}
-        params = {"ws": workspace_id, "frags": sorted(owner)}
-        for frag, ident in self.client.query(
-            f"SELECT DISTINCT toString(fragment_id), identifier FROM {self.db}.fragment_identifiers "
-            "WHERE workspace_id = {ws:String} AND fragment_id IN {frags:Array(UUID)} ORDER BY identifier",
-            parameters=params,
-        ).result_rows:
-            views[owner[frag]].identifiers.append(ident)
-        for frag, kind, count, first, last, position in self.client.query(
-            f"SELECT toString(profile_id), type, count(), min(timestamp), max(timestamp), max(position) "
-            f"FROM {self.db}.events FINAL WHERE workspace_id = {{ws:String}} AND profile_id IN {{frags:Array(UUID)}} "
-            "GROUP BY profile_id, type",
-            parameters=params,
-        ).result_rows:
-            view = views[owner[frag]]
-            view.counts[kind] = view.counts.get(kind, 0) + count
-            view.event_count += count
-            first, last = _utc(first), _utc(last)
-            view.first_seen = first if view.first_seen is None else min(view.first_seen, first)
-            view.last_seen = last if view.last_seen is None else max(view.last_seen, last)
-            view.position = max(view.position, position)
-        for frag, key, raw, at in self.client.query(
-            f"SELECT toString(profile_id), kv.1 AS k, argMax(kv.2, (timestamp, position)), max(timestamp) "
-            f"FROM {self.db}.events FINAL ARRAY JOIN JSONExtractKeysAndValuesRaw(traits) AS kv "
-            "WHERE workspace_id = {ws:String} AND profile_id IN {frags:Array(UUID)} AND type = 'identify' "
-            "GROUP BY profile_id, k",
-            parameters=params,
-        ).result_rows:
-            view = views[owner[frag]]
-            at = _utc(at)
-            if key not in view.trait_times or at > view.trait_times[key]:
-                view.traits[key] = orjson.loads(raw)
-                view.trait_times[key] = at
-        for view in views.values():
-            view.identifiers = sorted(set(view.identifiers))
-        return views
+        return {row[0]: _view(row) for row in rows}
 
     def read_profile(self, workspace_id: str, profile_id: str) -> ProfileView | None:
-        rows = self.client.query(
-            f"SELECT toString(profile_id), identifiers, arrayMap(x -> toString(x), fragments), traits, trait_times, "
-            f"first_seen, last_seen, event_count, counts, position FROM {self.db}.profiles FINAL "
-            "WHERE workspace_id = {ws:String} AND profile_id = {pid:UUID}",
-            parameters={"ws": workspace_id, "pid": profile_id},
-        ).result_rows
-        if not rows:
-            return None
-        pid, idents, fragments, traits, times, first, last, count, counts, position = rows[0]
-        return ProfileView(
-            profile_id=pid,
-            identifiers=list(idents),
-            fragments=list(fragments),
-            traits={k: orjson.loads(v) for k, v in traits.items()},
-            trait_times={k: _utc(v) for k, v in times.items()},
-            first_seen=_utc(first),
-            last_seen=_utc(last),
-            event_count=count,
-            counts=dict(counts),
-            position=position,
-        )
+        return self.read_profiles(workspace_id, [profile_id]).get(profile_id)
 
-    def profile_for_identifier(self, workspace_id: str, ident: str) -> str | None:
+    def find_profiles(
+        self, workspace_id: str, traits: dict[str, list[str]], limit: int, after: str | None = None
+    ) -> list[ProfileView]:
+        """Profiles whose traits match (each trait: any of the given raw JSON values), by profile id."""
+        conditions, params = [], {"ws": workspace_id, "limit": limit, "after": after or ""}
+        for i, (key, raws) in enumerate(sorted(traits.items())):
+            conditions.append(f"traits[{{k{i}:String}}] IN {{v{i}:Array(String)}}")
+            params[f"k{i}"], params[f"v{i}"] = key, raws
+        where = " AND ".join(conditions) or "1"
         rows = self.client.query(
-            f"SELECT toString(argMax(profile_id, position)) FROM {self.db}.identities "
-            "WHERE workspace_id = {ws:String} AND identifier = {ident:String} HAVING count() > 0",
-            parameters={"ws": workspace_id, "ident": ident},
+            f"SELECT toString(profile_id), identifiers, traits, trait_times, trait_sources, first_seen, last_seen, "
+            f"event_count, counts, track_counts, orders_count, order_counts, revenue, last_order_at, open_tickets, "
+            f"csat_count, csat_sum, position FROM {self.db}.profiles FINAL "
+            f"WHERE workspace_id = {{ws:String}} AND toString(profile_id) > {{after:String}} AND {where} "
+            "ORDER BY toString(profile_id) LIMIT {limit:UInt32}",
+            parameters=params,
         ).result_rows
-        return rows[0][0] if rows else None
+        return [_view(row) for row in rows]
+
+    def rfm_boundaries(self, workspace_id: str) -> dict[str, list[float]]:
+        """Quintile boundaries of recency (days since last order), frequency and monetary among buyers."""
+        rows = self.client.query(
+            f"SELECT quantiles(0.2, 0.4, 0.6, 0.8)(dateDiff('second', last_order_at, now64(3)) / 86400), "
+            f"quantiles(0.2, 0.4, 0.6, 0.8)(orders_count), "
+            f"quantiles(0.2, 0.4, 0.6, 0.8)(arraySum(mapValues(revenue))) "
+            f"FROM {self.db}.profiles FINAL WHERE workspace_id = {{ws:String}} AND orders_count > 0",
+            parameters={"ws": workspace_id},
+        ).result_rows
+        recency, frequency, monetary = rows[0] if rows else ([], [], [])
+        return {"recency_days": list(recency), "frequency": list(frequency), "monetary": list(monetary)}
 
     def timeline(
         self,
         workspace_id: str,
-        fragments: list[str],
+        anchors: list[str],
         limit: int,
         before: tuple[datetime, str] | None = None,
+        types: list[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        as_of: datetime | None = None,
     ) -> list[dict[str, Any]]:
-        """Events of a profile's fragments (itself and what merged into it), newest first, keyset-paginated."""
-        condition = ""
-        params: dict[str, Any] = {"ws": workspace_id, "frags": fragments, "limit": limit}
+        """Events anchored on a profile's identifiers, newest first, keyset-paginated and filtered."""
+        conditions = ["workspace_id = {ws:String}", "anchor IN {anchors:Array(String)}"]
+        params: dict[str, Any] = {"ws": workspace_id, "anchors": anchors, "limit": limit}
         if before is not None:
-            condition = "AND (timestamp, event_id) < ({bt:DateTime64(3, 'UTC')}, {bid:UUID})"
+            conditions.append("(timestamp, event_id) < ({bt:DateTime64(3, 'UTC')}, {bid:UUID})")
             params.update(bt=before[0], bid=before[1])
+        if types:
+            conditions.append("(type IN {types:Array(String)} OR event IN {types:Array(String)})")
+            params["types"] = types
+        if since is not None:
+            conditions.append("timestamp >= {since:DateTime64(3, 'UTC')}")
+            params["since"] = since
+        if until is not None:
+            conditions.append("timestamp < {until:DateTime64(3, 'UTC')}")
+            params["until"] = until
+        if as_of is not None:
+            conditions.append("received_at <= {as_of:DateTime64(3, 'UTC')}")
+            params["as_of"] = as_of
         result = self.client.query(
-            f"SELECT toString(event_id), message_id, type, event, name, timestamp, received_at, position, "
-            f"properties, traits, context, user_id, anonymous_id "
-            f"FROM {self.db}.events FINAL WHERE workspace_id = {{ws:String}} AND profile_id IN {{frags:Array(UUID)}} "
-            f"{condition} ORDER BY timestamp DESC, event_id DESC LIMIT {{limit:UInt32}}",
+            f"SELECT toString(event_id) AS id, message_id, type, event, name, source, anchor, timestamp, "
+            f"received_at, position, properties, traits, context, user_id, anonymous_id "
+            f"FROM {self.db}.events FINAL WHERE {' AND '.join(conditions)} "
+            "ORDER BY timestamp DESC, event_id DESC LIMIT {limit:UInt32}",
             parameters=params,
         )
         return [dict(zip(result.column_names, row)) for row in result.result_rows]
@@ -255,21 +444,30 @@ class ProjectionStore:
         ).result_rows]  # fmt: skip
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+def _view(row: Sequence[Any]) -> ProfileView:
+    (pid, idents, traits, times, sources, first, last, count, counts, track_counts, orders, order_counts, revenue,
+     last_order, tickets, csat_count, csat_sum, position) = row  # fmt: skip
+    return ProfileView(
+        profile_id=pid, identifiers=list(idents), traits={k: orjson.loads(v) for k, v in traits.items()},
+        trait_times={k: _utc(v) for k, v in times.items()}, trait_sources=dict(sources), first_seen=_utc(first),
+        last_seen=_utc(last), event_count=count, counts=dict(counts), track_counts=dict(track_counts),
+        orders_count=orders, order_counts=dict(order_counts), revenue=dict(revenue),
+        last_order_at=_utc(last_order) if last_order else None, open_tickets=tickets, csat_count=csat_count,
+        csat_sum=csat_sum, position=position,
+    )  # fmt: skip
 
 
 # What a rebuild must reproduce exactly: each table as exact reads see it, minus bookkeeping columns.
 COMPARED_TABLES = {
-    "events": ("*", "workspace_id, profile_id, timestamp, event_id"),
-    "identities": ("workspace_id, identifier, profile_id", "workspace_id, identifier"),
-    "profile_fragments": ("workspace_id, fragment_id, profile_id", "workspace_id, fragment_id"),
-    "fragment_identifiers": ("workspace_id, fragment_id, identifier", "workspace_id, fragment_id, identifier"),
-    "profiles": (
-        "workspace_id, profile_id, identifiers, fragments, traits, trait_times, first_seen, last_seen, event_count, "
-        "counts, position",
-        "workspace_id, profile_id",
+    "events": ("*", "workspace_id, anchor, timestamp, event_id"),
+    "identity_history": ("workspace_id, identifier, profile_id, position", "workspace_id, identifier, position"),
+    "profile_identifiers": ("workspace_id, profile_id, identifier", "workspace_id, profile_id, identifier"),
+    "profile_changes": (
+        "workspace_id, profile_id, position, change, other_profile_id, identifiers, cause_event_id, reason",
+        "workspace_id, profile_id, position, change, other_profile_id",
     ),
+    "profiles": (", ".join(c for c in PROFILE_COLUMNS if c != "version"), "workspace_id, profile_id"),
+    "workspace_rules": ("workspace_id, version, rules, position", "workspace_id, version"),
 }
 
 
@@ -280,6 +478,6 @@ def differences(live: ProjectionStore, rebuilt: ProjectionStore) -> list[str]:
         a = live.table_snapshot(table, columns, order_by)
         b = rebuilt.table_snapshot(table, columns, order_by)
         if a != b:
-            found.append(f"{table}: {len(a)} rows live, {len(b)} rebuilt, first difference at row "
-                         f"{next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))}")
+            first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            found.append(f"{table}: {len(a)} rows live, {len(b)} rebuilt, first difference at row {first}")
     return found

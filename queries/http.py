@@ -1,33 +1,46 @@
-"""Read API over the projections: profiles, timelines, status. Read key as `Authorization: Bearer`."""
+"""Read API over the projections, and the identity commands (split, rules).
+
+Reads need the read key as `Authorization: Bearer`; identity commands change data
+and need the write key (as Bearer or as the HTTP Basic username).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import re
+import time
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Awaitable, Protocol
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
+from pydantic import ValidationError
 
-from domain.identity import IDENTIFIER_TYPES, normalise_email, split_identifier
-from projections.store import ProfileView, ProjectionStore
+from domain.application import IdentityError
+from domain.identity import IdentityRules, normalise_email, normalise_phone, split_identifier
+from domain.traits import lifecycle_stage, rfm
+from projections.store import ProfileView, ProjectionStore, own_identifier
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
-
-
-def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status_code, headers=headers, media_type="application/json")
+RFM_TTL_SECONDS = 5.0
 
 
 class QueryService(Protocol):
     store: ProjectionStore
 
     def authorise_read(self, key: str) -> str | None: ...
+    def authorise_write(self, key: str) -> str | None: ...
     def status(self) -> dict[str, Any]: ...
+    def rules(self, workspace_id: str) -> tuple[int, IdentityRules]: ...
+    def set_rules(self, workspace_id: str, rules: IdentityRules) -> Awaitable[int]: ...
+    def split(self, workspace_id: str, profile_id: str, identifiers: list[str], reason: str) -> Awaitable[str]: ...
+
+
+def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status_code, headers=headers, media_type="application/json")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -37,22 +50,14 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def profile_body(view: ProfileView) -> dict[str, Any]:
-    grouped: dict[str, list[str]] = {kind: [] for kind in IDENTIFIER_TYPES}
-    for ident in view.identifiers:
-        kind, value = split_identifier(ident)
-        grouped.setdefault(kind, []).append(value)
-    return {
-        "profile_id": view.profile_id,
-        "identifiers": grouped,
-        "traits": view.traits,
-        "first_seen": _iso(view.first_seen),
-        "last_seen": _iso(view.last_seen),
-        "event_count": view.event_count,
-        "counts": view.counts,
-        "merged_profiles": sorted(f for f in view.fragments if f != view.profile_id),
-        "position": view.position,
-    }
+def _parse_time(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPException(400, f"{name}={value!r} is not an ISO 8601 time such as 2026-01-31T12:00:00Z") from None
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
 
 
 def _encode_cursor(timestamp: datetime, event_id: str) -> str:
@@ -67,82 +72,257 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise HTTPException(400, "cursor is not one this API returned; pass next_cursor unchanged") from None
 
 
+def _grouped(identifiers: list[str], types: list[str]) -> dict[str, list[str]]:
+    """{type: values} in the workspace's type order, only the types the profile has."""
+    grouped: dict[str, list[str]] = {}
+    for ident in identifiers:
+        kind, _, value = ident.partition(":")
+        grouped.setdefault(kind, []).append(value)
+    order = {kind: i for i, kind in enumerate(types)}
+    return {kind: sorted(grouped[kind]) for kind in sorted(grouped, key=lambda k: (order.get(k, len(order)), k))}
+
+
+def _change(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "profile_id": row["profile"],
+        "position": row["position"],
+        "change": row["change"],
+        "other_profile_id": row["other_profile_id"] or None,
+        "identifiers": list(row["identifiers"]),
+        "cause_event_id": row["cause_event_id"] or None,
+        "reason": row["reason"] or None,
+        "recorded_at": _iso(row["recorded_at"]),
+    }
+
+
 def build_query_router(service: QueryService) -> APIRouter:
-    router = APIRouter(tags=["queries"])
+    router = APIRouter(tags=["profiles"])
+    rfm_cache: dict[str, tuple[float, dict[str, list[float]]]] = {}
+
+    def bearer(request: Request) -> str:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
 
     def workspace(request: Request) -> str:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer(request)
+        if not token:
             raise HTTPException(401, "missing read key: send it as 'Authorization: Bearer <read key>'")
-        workspace_id = service.authorise_read(token.strip())
+        workspace_id = service.authorise_read(token)
         if workspace_id is None:
             raise HTTPException(401, "unknown read key; use a read key of your workspace (see `cdp up` output)")
         return workspace_id
 
-    def resolve(workspace_id: str, identifier: str) -> str:
-        """The surviving profile id for `type:value` or a profile id (merged ones too)."""
-        kind, value = split_identifier(identifier)
+    def writer(request: Request) -> str:
+        token = bearer(request)
+        scheme, _, basic = request.headers.get("authorization", "").partition(" ")
+        if not token and scheme.lower() == "basic":
+            try:
+                token = base64.b64decode(basic.strip(), validate=True).decode().partition(":")[0]
+            except (binascii.Error, UnicodeDecodeError):
+                token = ""
+        if not token:
+            raise HTTPException(401, "missing write key: this changes data; send 'Authorization: Bearer <write key>'")
+        workspace_id = service.authorise_write(token)
+        if workspace_id is None:
+            raise HTTPException(401, "unknown write key; identity commands need a write key of your workspace")
+        return workspace_id
+
+    def resolve(workspace_id: str, identifier: str, as_of: datetime | None = None) -> str:
+        """The profile id for `type:value` or a profile id (a merged-away one resolves to its survivor)."""
+        _, rules = service.rules(workspace_id)
+        kind, value = split_identifier(identifier, rules.types)
         if kind == "profile_id":
             if not _UUID.match(value):
                 raise HTTPException(
-                    400,
-                    f"{identifier!r} is neither a profile id nor type:value with a type of "
-                    f"{', '.join(IDENTIFIER_TYPES)}",
+                    400, f"{identifier!r} is neither a profile id nor type:value with a type of {', '.join(rules.types)}"
                 )
-            canonical = service.store.canonical_of(workspace_id, [str(UUID(value))])
-            profile_id = canonical.get(str(UUID(value)))
-        else:
-            if kind == "email":
-                value = normalise_email(value)
-            profile_id = service.store.profile_for_identifier(workspace_id, f"{kind}:{value}")
+            profile_id = str(UUID(value))
+            if as_of is None and service.store.read_profile(workspace_id, profile_id) is None:
+                profile_id = service.store.merged_into(workspace_id, profile_id) or profile_id
+            return profile_id
+        if kind == "email":
+            value = normalise_email(value)
+        elif kind == "phone":
+            value = normalise_phone(value) or value
+        profile_id = service.store.owner_of(workspace_id, f"{kind}:{value}", as_of)
         if profile_id is None:
-            raise HTTPException(404, f"no profile has the identifier {identifier!r} (yet)")
+            raise HTTPException(404, f"no profile has the identifier {identifier!r}" + (" at that time" if as_of else ""))
         return profile_id
 
-    def load(workspace_id: str, identifier: str) -> ProfileView:
-        view = service.store.read_profile(workspace_id, resolve(workspace_id, identifier))
+    def load(workspace_id: str, identifier: str, as_of: datetime | None = None) -> ProfileView:
+        profile_id = resolve(workspace_id, identifier, as_of)
+        if as_of is None:
+            view = service.store.read_profile(workspace_id, profile_id)
+        else:
+            _, rules = service.rules(workspace_id)
+            view = service.store.compute_profiles(workspace_id, [profile_id], as_of, rules.trait_sources)[profile_id]
+            view = view if view.alive else None
         if view is None:
-            raise HTTPException(404, f"no profile has the identifier {identifier!r} (yet)")
+            raise HTTPException(404, f"no profile has the identifier {identifier!r}" + (" at that time" if as_of else ""))
         return view
 
-    @router.get("/v1/profiles/{identifier}", summary="A unified profile by identifier or profile id")
-    def get_profile(identifier: str, workspace_id: str = Depends(workspace)) -> Response:
-        return json_response(profile_body(load(workspace_id, identifier)))
+    def boundaries(workspace_id: str) -> dict[str, list[float]]:
+        cached = rfm_cache.get(workspace_id)
+        if cached is None or time.monotonic() - cached[0] > RFM_TTL_SECONDS:
+            cached = (time.monotonic(), service.store.rfm_boundaries(workspace_id))
+            rfm_cache[workspace_id] = cached
+        return cached[1]
 
-    @router.get("/v1/profiles/{identifier}/events", summary="A profile's timeline, newest first")
-    def get_events(
-        identifier: str,
+    def body(workspace_id: str, view: ProfileView, as_of: datetime | None, with_changes: bool) -> dict[str, Any]:
+        _, rules = service.rules(workspace_id)
+        now = as_of or datetime.now(timezone.utc)
+        computed = view.computed()
+        days = (now - view.last_order_at).total_seconds() / 86400 if view.last_order_at else None
+        computed["rfm"] = rfm(days, view.orders_count, sum(view.revenue.values()), boundaries(workspace_id))
+        computed["lifecycle_stage"] = lifecycle_stage(
+            {i.partition(":")[0] for i in view.identifiers}, view.orders_count, view.last_order_at,
+            view.track_counts, now, rules.lifecycle,
+        )  # fmt: skip
+        result: dict[str, Any] = {
+            "profile_id": view.profile_id,
+            "identifiers": _grouped(view.identifiers, rules.types),
+            "traits": view.traits,
+            "trait_sources": view.trait_sources,
+            "computed_traits": computed,
+            "first_seen": computed["first_seen"],
+            "last_seen": computed["last_seen"],
+            "event_count": view.event_count,
+            "counts": computed["counts"],
+            "position": view.position,
+        }
+        if as_of is not None:
+            result["as_of"] = _iso(as_of)
+        if with_changes:
+            changes = [_change(r) for r in service.store.changes(workspace_id, view.profile_id)]
+            if as_of is not None:
+                changes = [c for c in changes if c["recorded_at"] <= _iso(as_of)]
+            result["merged_profiles"] = sorted(
+                {c["other_profile_id"] for c in changes if c["change"] == "absorbed" and c["profile_id"] == view.profile_id}
+            )
+            result["merge_history"] = [c for c in changes if c["change"] != "linked"]
+        return result
+
+    @router.get("/v1/profiles", summary="Find profiles by trait: ?trait.plan=pro&trait.country=DE (paginated)")
+    def find_profiles(
+        request: Request,
         limit: int = Query(50, ge=1, le=1000),
         cursor: str | None = None,
         workspace_id: str = Depends(workspace),
     ) -> Response:
-        view = load(workspace_id, identifier)
-        before = _decode_cursor(cursor) if cursor else None
-        rows = service.store.timeline(workspace_id, view.fragments, limit + 1, before)
+        wanted: dict[str, list[str]] = {}
+        for key, value in request.query_params.multi_items():
+            if key.startswith("trait."):
+                raws = [orjson.dumps(value).decode()]
+                try:
+                    parsed = orjson.loads(value)
+                    if not isinstance(parsed, str):
+                        raws.append(orjson.dumps(parsed).decode())
+                except orjson.JSONDecodeError:
+                    pass
+                wanted.setdefault(key[len("trait.") :], []).extend(raws)
+            elif key not in ("limit", "cursor"):
+                raise HTTPException(400, f"unknown parameter {key!r}: filter with trait.<name>=<value>")
+        if not wanted:
+            raise HTTPException(400, "give at least one trait filter, e.g. ?trait.plan=pro")
+        views = service.store.find_profiles(workspace_id, wanted, limit + 1, cursor)
+        page = views[:limit]
+        return json_response(
+            {
+                "profiles": [body(workspace_id, v, None, with_changes=False) for v in page],
+                "next_cursor": page[-1].profile_id if len(views) > limit else None,
+            }
+        )
+
+    @router.get("/v1/profiles/{identifier}", summary="A unified profile by identifier or profile id")
+    def get_profile(identifier: str, as_of: str | None = None, workspace_id: str = Depends(workspace)) -> Response:
+        when = _parse_time("as_of", as_of)
+        return json_response(body(workspace_id, load(workspace_id, identifier, when), when, with_changes=True))
+
+    @router.get("/v1/profiles/{identifier}/events", summary="A profile's timeline, newest first, filterable")
+    def get_events(
+        identifier: str,
+        limit: int = Query(50, ge=1, le=1000),
+        cursor: str | None = None,
+        type: list[str] = Query(default_factory=list, description="call type or track event name; repeatable"),
+        since: str | None = Query(None, alias="from"),
+        until: str | None = Query(None, alias="to"),
+        as_of: str | None = None,
+        workspace_id: str = Depends(workspace),
+    ) -> Response:
+        when = _parse_time("as_of", as_of)
+        view = load(workspace_id, identifier, when)
+        rows = service.store.timeline(
+            workspace_id, view.identifiers + [own_identifier(view.profile_id)], limit + 1,
+            _decode_cursor(cursor) if cursor else None, type, _parse_time("from", since), _parse_time("to", until), when,
+        )  # fmt: skip
         page, more = rows[:limit], len(rows) > limit
         events = [
             {
-                "event_id": r["toString(event_id)"],
-                "message_id": r["message_id"],
-                "type": r["type"],
-                "event": r["event"] or None,
-                "name": r["name"] or None,
-                "timestamp": _iso(r["timestamp"]),
-                "received_at": _iso(r["received_at"]),
-                "position": r["position"],
-                "user_id": r["user_id"] or None,
-                "anonymous_id": r["anonymous_id"] or None,
-                "properties": orjson.loads(r["properties"]),
-                "traits": orjson.loads(r["traits"]),
+                "event_id": r["id"], "message_id": r["message_id"], "type": r["type"],
+                "event": r["event"] or None, "name": r["name"] or None, "source": r["source"] or None,
+                "anchor": r["anchor"], "timestamp": _iso(r["timestamp"]), "received_at": _iso(r["received_at"]),
+                "position": r["position"], "user_id": r["user_id"] or None, "anonymous_id": r["anonymous_id"] or None,
+                "properties": orjson.loads(r["properties"]), "traits": orjson.loads(r["traits"]),
                 "context": orjson.loads(r["context"]),
-            }
+            }  # fmt: skip
             for r in page
         ]
-        next_cursor = _encode_cursor(page[-1]["timestamp"], page[-1]["toString(event_id)"]) if more else None
+        next_cursor = _encode_cursor(page[-1]["timestamp"], page[-1]["id"]) if more else None
         return json_response({"profile_id": view.profile_id, "events": events, "next_cursor": next_cursor})
 
-    @router.get("/v1/status", summary="The log's last position and each projection's applied position")
+    @router.get("/v1/profiles/{identifier}/merges", summary="A profile's identity events: links, merges, refusals, splits")
+    def get_merges(identifier: str, workspace_id: str = Depends(workspace)) -> Response:
+        profile_id = resolve(workspace_id, identifier)
+        # The profile's own identity events, and those of every profile merged into it.
+        changes, pending, seen = [], [profile_id], set()
+        while pending:
+            current = pending.pop()
+            seen.add(current)
+            for row in service.store.changes(workspace_id, current):
+                change = _change(row)
+                changes.append(change)
+                if change["change"] == "absorbed" and change["other_profile_id"] not in seen:
+                    pending.append(change["other_profile_id"])
+        changes.sort(key=lambda c: (c["position"], c["profile_id"], c["change"]))
+        return json_response({"profile_id": profile_id, "changes": changes})
+
+    @router.post("/v1/profiles/{identifier}/split", summary="Move identifiers, and their events, to a new profile")
+    async def split_profile(
+        identifier: str,
+        payload: dict[str, Any] = Body(..., examples=[{"identifiers": ["anonymous_id:device-9"], "reason": "shared"}]),
+        workspace_id: str = Depends(writer),
+    ) -> Response:
+        idents = payload.get("identifiers")
+        if not isinstance(idents, list) or not idents or not all(isinstance(i, str) for i in idents):
+            raise HTTPException(400, "identifiers: give a non-empty list of type:value strings to split off")
+        profile_id = resolve(workspace_id, identifier)
+        try:
+            new_id = await service.split(workspace_id, profile_id, idents, str(payload.get("reason") or ""))
+        except IdentityError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return json_response({"profile_id": profile_id, "new_profile_id": new_id, "identifiers": idents}, 201)
+
+    @router.get("/v1/identity/rules", tags=["identity"], summary="The workspace's identity and trait rules")
+    def get_rules(workspace_id: str = Depends(workspace)) -> Response:
+        version, rules = service.rules(workspace_id)
+        return json_response({"version": version, "rules": rules.model_dump(mode="json")})
+
+    @router.put("/v1/identity/rules", tags=["identity"], summary="Replace the rules (a new version)")
+    async def put_rules(payload: dict[str, Any] = Body(...), workspace_id: str = Depends(writer)) -> Response:
+        try:
+            rules = IdentityRules.model_validate(payload)
+        except ValidationError as exc:
+            errors = [
+                {"field": ".".join(str(p) for p in e["loc"]) or "(rules)", "reason": e["msg"]}
+                for e in exc.errors(include_url=False)
+            ]
+            return json_response({"error": "invalid rules; nothing changed", "errors": errors}, 400)
+        version = await service.set_rules(workspace_id, rules)
+        return json_response({"version": version, "rules": rules.model_dump(mode="json")})
+
+    @router.get("/v1/status", tags=["operations"], summary="The log's last position and each projection's position")
     def get_status(workspace_id: str = Depends(workspace)) -> Response:
         return json_response(service.status())
 
     return router
+

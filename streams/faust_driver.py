@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -23,7 +24,9 @@ POSITIONS_NAME = "profiles@kafka"
 
 
 class KafkaDriver:
-    def __init__(self, bootstrap: str, processor: ProfileProcessor, store: Any, group: str = "cdp-processors") -> None:
+    def __init__(
+        self, bootstrap: str, processor: ProfileProcessor, store: Any, data_dir: Path, group: str = "cdp-processors"
+    ) -> None:
         self.processor = processor
         self.store = store
         self.applied: dict[int, int] = dict(store.positions().get(POSITIONS_NAME, {}))
@@ -32,6 +35,7 @@ class KafkaDriver:
             group,
             broker=f"kafka://{bootstrap}",
             web_enabled=False,
+            datadir=str(data_dir / "faust"),  # Faust keeps table state here; never in the working directory
             autodiscover=False,
             store="memory://",
             broker_rebalance_timeout=5,

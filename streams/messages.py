@@ -1,8 +1,9 @@
 """Log entries as messages: the JSON shape published on `cdp.events` and fed to processors.
 
 Every message carries its log `position` and an `event_id`, so consumers can
-discard redeliveries. `kind` is `event` (a tracking call) or `identity` (a
-profile created, identifiers linked, a merge).
+discard redeliveries. `kind` is `event` (a tracking call, with the `anchor`
+identifier it belongs by) or `identity` (a profile created, identifiers linked,
+a merge, a refused merge, a split).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from uuid import UUID, uuid5
 
 import orjson
 
-from domain.model import CustomerEvent, Profile
+from domain.model import CustomerEvent, Profile, Workspace
 
 Message = dict[str, Any]
 
@@ -21,8 +22,12 @@ _IDENTITY_CHANGES = {
     Profile.IdentifiersLinked: "linked",
     Profile.Absorbed: "absorbed",
     Profile.MergedInto: "merged_into",
+    Profile.MergeRefused: "merge_refused",
+    Profile.SplitApart: "split_apart",
 }
-_IDENTITY_FIELDS = ("identifiers", "fragments", "absorbed_id", "survivor_id", "cause_event_id", "reason")
+_IDENTITY_FIELDS = (
+    "identifiers", "absorbed_id", "survivor_id", "other_profile_id", "new_profile_id", "cause_event_id", "reason",
+)  # fmt: skip
 
 
 def _iso(value: Any) -> str:
@@ -38,10 +43,22 @@ def to_message(domain_event: Any, position: int) -> Message | None:
             "event_id": str(domain_event.originator_id),
             "workspace_id": domain_event.workspace_id,
             "profile_id": domain_event.profile_id,
+            "anchor": domain_event.anchor,
             "message_id": domain_event.message_id,
             "type": domain_event.call["type"],
             "recorded_at": _iso(domain_event.timestamp),
             "call": domain_event.call,
+        }
+    if isinstance(domain_event, Workspace.RulesChanged):
+        return {
+            "kind": "rules",
+            "position": position,
+            "event_id": str(uuid5(UUID(str(domain_event.originator_id)), str(domain_event.originator_version))),
+            "workspace_id": str(domain_event.originator_id),
+            "profile_id": "",
+            "version": domain_event.version,
+            "rules": domain_event.rules,
+            "recorded_at": _iso(domain_event.timestamp),
         }
     change = _IDENTITY_CHANGES.get(type(domain_event))
     if change is None:

@@ -1,15 +1,16 @@
-"""Processors: log messages in, projection rows out. No transport here.
+"""Processors: log messages in, projection rows and profile changes out. No transport here.
 
 The same `ProfileProcessor.process` runs behind the in-process log follower and
 behind the Faust agent on Kafka. It is idempotent: processing a message twice,
-or a batch again after a crash, leaves the projections as they were.
+or a batch again after a crash, leaves the projections as they were, and
+publishes no second change (a recompute that changes nothing emits nothing).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 from uuid import UUID
 
 import orjson
@@ -18,18 +19,25 @@ from domain.identity import IdentityRules, normalise_email
 from streams.messages import Message
 
 _rules = IdentityRules()
+PROFILE_CHANGES_TOPIC = "cdp.profile-changes"
 
 
 class ProjectionWriter(Protocol):
     """What a processor needs from projections/ (ProjectionStore implements it)."""
 
     def insert_events(self, rows: list[list[Any]]) -> None: ...
-    def insert_identities(self, rows: list[list[Any]]) -> None: ...
-    def insert_fragments(self, rows: list[list[Any]]) -> None: ...
-    def insert_fragment_identifiers(self, rows: list[list[Any]]) -> None: ...
-    def canonical_of(self, workspace_id: str, fragment_ids: Iterable[str]) -> dict[str, str]: ...
-    def refresh_profiles(self, workspace_id: str, profile_ids: Iterable[str]) -> None: ...
-    def delete_profiles(self, workspace_id: str, profile_ids: Iterable[str], position: int) -> None: ...
+    def insert_identity_history(self, rows: list[list[Any]]) -> None: ...
+    def insert_profile_identifiers(self, rows: list[list[Any]]) -> None: ...
+    def insert_changes(self, rows: list[list[Any]]) -> None: ...
+    def existing_changes(self, workspace_id: str, keys: list[tuple[str, int, str]]) -> set[tuple[str, int, str]]: ...
+    def insert_rules(self, rows: list[list[Any]]) -> None: ...
+    def latest_rules(self) -> dict[str, dict[str, Any]]: ...
+    def profile_ids(self, workspace_id: str) -> list[str]: ...
+    def read_profiles(self, workspace_id: str, profile_ids: Iterable[str]) -> dict[str, Any]: ...
+    def compute_profiles(
+        self, workspace_id: str, profile_ids: Iterable[str], as_of: Any = None, trait_sources: Any = None
+    ) -> dict[str, Any]: ...
+    def write_profiles(self, workspace_id: str, views: Iterable[Any], gone: Iterable[str], top: int) -> None: ...
 
 
 def _time(value: str | None) -> datetime | None:
@@ -43,7 +51,17 @@ def _json(value: Any) -> str:
 def _email(call: dict[str, Any]) -> str:
     traits = call.get("traits") or {}
     email = traits.get("email") or ((call.get("context") or {}).get("traits") or {}).get("email")
-    return normalise_email(email) if _rules.usable(email) else ""
+    return normalise_email(email) if isinstance(email, str) and _rules.usable(email) else ""
+
+
+def source_of(call: dict[str, Any]) -> str:
+    """Which channel an event came from: `context.source` if set, else the SDK's library name."""
+    context = call.get("context") or {}
+    source = context.get("source")
+    if isinstance(source, str) and source:
+        return source
+    library = context.get("library") or {}
+    return str(library.get("name") or "") if isinstance(library, dict) else ""
 
 
 def event_row(message: Message) -> list[Any]:
@@ -53,11 +71,13 @@ def event_row(message: Message) -> list[Any]:
         message["workspace_id"],
         UUID(message["event_id"]),
         message["message_id"],
+        message["anchor"],
         UUID(message["profile_id"]),
         message["position"],
         call["type"],
         call.get("event", ""),
         call.get("name") or "",
+        source_of(call),
         call.get("userId") or "",
         call.get("anonymousId") or "",
         _email(call),
@@ -73,55 +93,126 @@ def event_row(message: Message) -> list[Any]:
     ]
 
 
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: {"old": old.get(k), "new": new.get(k)} for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+
 class ProfileProcessor:
-    """Builds the events, identity and profiles projections."""
+    """Builds the events, identity and profiles projections, and the profile change stream."""
 
     name = "profiles"
 
-    def __init__(self, writer: ProjectionWriter) -> None:
+    def __init__(self, writer: ProjectionWriter, publish: Callable[[list[Message]], None] | None = None) -> None:
         self.writer = writer
+        self.publish = publish
+        # Trait precedence per workspace as of the last applied position (rules are in the log too).
+        self.trait_sources = {ws: r.get("trait_sources", {}) for ws, r in writer.latest_rules().items()}
 
     def process(self, messages: list[Message]) -> int:
         """Apply a batch of messages; returns the highest position in it (0 for none)."""
         if not messages:
             return 0
         events: list[list[Any]] = []
-        identities: list[list[Any]] = []
-        fragments: list[list[Any]] = []
-        fragment_identifiers: list[list[Any]] = []
+        rules: list[list[Any]] = []
+        history: list[list[Any]] = []
+        owned: list[list[Any]] = []
+        changes: list[list[Any]] = []
         touched: dict[str, set[str]] = defaultdict(set)
-        merged_away: dict[str, set[str]] = defaultdict(set)
+        identity_changes: list[Message] = []
+        trait_sources = dict(self.trait_sources)  # kept only once the whole batch is applied
         top = 0
         for m in sorted(messages, key=lambda m: m["position"]):
             ws, pid, pos = m["workspace_id"], m["profile_id"], m["position"]
             top = max(top, pos)
+            if m["kind"] == "rules":
+                rules.append([ws, m["version"], _json(m["rules"]), pos])
+                sources = m["rules"].get("trait_sources", {})
+                if sources != trait_sources.get(ws, {}):
+                    trait_sources[ws] = sources
+                    touched[ws].update(self.writer.profile_ids(ws))  # precedence changed: recompute everyone
+                continue
+            touched[ws].add(pid)
             if m["kind"] == "event":
                 events.append(event_row(m))
-                touched[ws].add(pid)
                 continue
-            change = m["change"]
+            at = _time(m["recorded_at"])
+            change, idents = m["change"], m.get("identifiers", [])
+            other = m.get("absorbed_id") or m.get("survivor_id") or m.get("other_profile_id") or m.get("new_profile_id")
+            changes.append([ws, UUID(pid), pos, change, other or "", idents, m.get("cause_event_id", ""),
+                            m.get("reason", ""), at])  # fmt: skip
             if change in ("created", "linked"):
-                if change == "created":
-                    fragments.append([ws, UUID(pid), UUID(pid), pos])
-                for ident in m["identifiers"]:
-                    fragment_identifiers.append([ws, UUID(pid), ident, pos])
-                    identities.append([ws, ident, UUID(pid), pos])
-            elif change == "absorbed":
-                for fragment in m["fragments"]:
-                    fragments.append([ws, UUID(fragment), UUID(pid), pos])
-                for ident in m["identifiers"]:
-                    identities.append([ws, ident, UUID(pid), pos])
-            elif change == "merged_into":
-                merged_away[ws].add(pid)
-            touched[ws].add(pid)
-        self.writer.insert_fragments(fragments)
-        self.writer.insert_fragment_identifiers(fragment_identifiers)
-        self.writer.insert_identities(identities)
+                history += [[ws, i, UUID(pid), pos, at] for i in idents]
+                owned += [[ws, UUID(pid), i, pos, 0] for i in idents]
+            elif change in ("absorbed", "split_apart"):
+                # absorbed: `other` gave its identifiers to pid; split_apart: pid gave them to `other`.
+                receiver, giver = (pid, other) if change == "absorbed" else (other, pid)
+                history += [[ws, i, UUID(receiver), pos, at] for i in idents]
+                owned += [[ws, UUID(receiver), i, pos, 0] for i in idents]
+                owned += [[ws, UUID(giver), i, pos, 1] for i in idents]
+                touched[ws].add(other)
+                identity_changes.append(m)
+            elif change == "merge_refused":
+                identity_changes.append(m)
+        if self.publish and identity_changes:
+            # A redelivered merge, split or refusal was published the first time: do not announce it twice.
+            seen: set[tuple[str, int, str]] = set()
+            for ws in {m["workspace_id"] for m in identity_changes}:
+                keys = [(m["profile_id"], m["position"], m["change"]) for m in identity_changes if m["workspace_id"] == ws]
+                seen |= self.writer.existing_changes(ws, keys)
+            identity_changes = [m for m in identity_changes if (m["profile_id"], m["position"], m["change"]) not in seen]
+        self.writer.insert_identity_history(history)
+        self.writer.insert_profile_identifiers(owned)
+        self.writer.insert_changes(changes)
         self.writer.insert_events(events)
-        for ws, fragment_ids in touched.items():
-            canonical = self.writer.canonical_of(ws, fragment_ids)
-            survivors = {canonical.get(f, f) for f in fragment_ids} - merged_away[ws]
-            self.writer.refresh_profiles(ws, survivors)
-        for ws, gone in merged_away.items():
-            self.writer.delete_profiles(ws, gone, top)
+        self.writer.insert_rules(rules)
+        out: list[Message] = [self._identity_change(m) for m in identity_changes]
+        for ws, pids in touched.items():
+            before = self.writer.read_profiles(ws, pids) if self.publish else {}
+            views = self.writer.compute_profiles(ws, pids, trait_sources=trait_sources.get(ws))
+            live = [v for v in views.values() if v.alive]
+            gone = [pid for pid, v in views.items() if not v.alive]
+            for view in live:
+                out += self._updates(ws, before.get(view.profile_id), view, top)
+            if self.publish:
+                out += [{"workspace_id": ws, "profile_id": pid, "change": "deleted", "position": top}
+                        for pid in gone if pid in before]  # fmt: skip
+            self.writer.write_profiles(ws, live, gone, top)
+        if self.publish and out:
+            self.publish(out)
+        self.trait_sources = trait_sources
         return top
+
+    @staticmethod
+    def _identity_change(m: Message) -> Message:
+        kind = {"absorbed": "merged", "split_apart": "split", "merge_refused": "merge_refused"}[m["change"]]
+        message: Message = {
+            "workspace_id": m["workspace_id"],
+            "profile_id": m["profile_id"],
+            "change": kind,
+            "position": m["position"],
+            "identifiers": m.get("identifiers", []),
+            "reason": m.get("reason", ""),
+        }
+        if kind == "merged":
+            message["merged_profile_id"] = m["absorbed_id"]
+            message["cause_event_id"] = m["cause_event_id"]
+        elif kind == "split":
+            message["new_profile_id"] = m["new_profile_id"]
+        else:
+            message["other_profile_id"] = m.get("other_profile_id")
+            message["cause_event_id"] = m["cause_event_id"]
+        return message
+
+    @staticmethod
+    def _updates(ws: str, old: Any, new: Any, top: int) -> list[Message]:
+        old_traits = old.traits if old else {}
+        old_computed = old.computed() if old else {}
+        traits, computed = _diff(old_traits, new.traits), _diff(old_computed, new.computed())
+        ids = {"old": old.identifiers if old else [], "new": new.identifiers}
+        if not traits and not computed and ids["old"] == ids["new"]:
+            return []
+        message: Message = {"workspace_id": ws, "profile_id": new.profile_id, "change": "updated" if old else "created",
+                            "position": top, "traits": traits, "computed_traits": computed}  # fmt: skip
+        if ids["old"] != ids["new"]:
+            message["identifiers"] = ids
+        return [message]

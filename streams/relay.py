@@ -40,36 +40,41 @@ def ensure_topics(bootstrap: str, partitions: int, topics: list[str]) -> list[st
         admin.close()
 
 
-class KafkaPublisher:
-    """Publishes messages with kafka-python, waiting for the broker's acknowledgement per page."""
+def kafka_producer(bootstrap: str) -> KafkaProducer:
+    """One producer per process (it is thread-safe), acknowledged by all in-sync replicas."""
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id="cdp",
+        acks="all",
+        linger_ms=5,
+        batch_size=256 * 1024,
+        max_request_size=4 * 1024 * 1024,
+        retries=5,
+    )
 
-    def __init__(self, bootstrap: str, topic: str = EVENTS_TOPIC) -> None:
+
+class KafkaPublisher:
+    """Publishes messages keyed by profile id, waiting for the broker's acknowledgement per page."""
+
+    def __init__(self, producer: KafkaProducer, topic: str = EVENTS_TOPIC) -> None:
         self.topic = topic
         self.sent: dict[int, int] = {}  # partition → last position the broker acknowledged
-        self.producer = KafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id="cdp-relay",
-            acks="all",
-            linger_ms=5,
-            batch_size=256 * 1024,
-            max_request_size=4 * 1024 * 1024,
-            retries=5,
-        )
+        self.producer = producer
 
     def publish(self, messages: list[Message]) -> None:
         futures = []
         for m in messages:
-            headers = [("position", str(m["position"]).encode()), ("event_id", m["event_id"].encode())]
+            headers = [("position", str(m["position"]).encode())]
+            if "event_id" in m:
+                headers.append(("event_id", m["event_id"].encode()))
             futures.append(
-                self.producer.send(self.topic, key=m["profile_id"].encode(), value=encode(m), headers=headers)
+                self.producer.send(self.topic, key=(m["profile_id"] or m["workspace_id"]).encode(), value=encode(m), headers=headers)
             )
         self.producer.flush()
         for m, future in zip(messages, futures):
             metadata = future.get(timeout=30)  # raises if the broker refused a message: the page is retried
             self.sent[metadata.partition] = max(self.sent.get(metadata.partition, 0), m["position"])
 
-    def close(self) -> None:
-        self.producer.close(timeout=5)
 
 
 class Relay:
@@ -94,4 +99,3 @@ class Relay:
 
     def stop(self) -> None:
         self.follower.stop()
-        self.publisher.close()

@@ -93,7 +93,7 @@ def _batch(start: int, count: int) -> dict[str, Any]:
         "batch": [
             {"type": "track", "anonymousId": f"anon-{i % 7}", "event": "Viewed", "messageId": f"m-{i}"}
             if i % 5
-            else {"type": "identify", "anonymousId": f"anon-{i % 7}", "userId": f"user-{i % 3}",
+            else {"type": "identify", "anonymousId": f"anon-{i % 7}", "userId": f"user-{i % 7 % 3}",
                   "traits": {"n": i}, "messageId": f"m-{i}"}  # fmt: skip
             for i in range(start, start + count)
         ]
@@ -121,8 +121,9 @@ def test_restart_keeps_every_acknowledged_event_once(tmp_path: Path) -> None:
         assert cdp.post("/v1/batch", _batch(100, 100)).status_code == 200  # a client retrying after the restart
         assert cdp.post("/v1/batch", _batch(300, 50)).status_code == 200
         cdp.wait_caught_up()
-        profile = cdp.get("/v1/profiles/user_id:user-1")
-        assert profile["event_count"] == 350
+        profiles = [cdp.get(f"/v1/profiles/user_id:user-{u}") for u in range(3)]
+        assert sum(p["event_count"] for p in profiles) == 350  # every device stitched to its user
+        assert profiles[1]["identifiers"]["anonymous_id"] == ["anon-1", "anon-4"]
     finally:
         cdp.stop()
     assert cdp.stored_events() == 350

@@ -26,15 +26,18 @@ def test_faust_driver_builds_the_same_projections(kafka_running: Running) -> Non
         {"type": "identify", "userId": f"u{i}", "anonymousId": f"a{i}", "traits": {"i": i}, "messageId": f"i{i}"}
         for i in range(20)
     ] + [{"type": "track", "anonymousId": f"a{i % 20}", "event": "Viewed", "messageId": f"t{i}"} for i in range(60)]
-    batch.append({"type": "alias", "previousId": "u1", "userId": "u2", "messageId": "merge"})
+    batch += [{"type": "track", "anonymousId": "z", "event": "Viewed", "messageId": f"z{i}"} for i in range(3)]
     assert kafka_running.send("/v1/batch", {"batch": batch}).status_code == 200
+    merge = {"type": "alias", "previousId": "z", "userId": "u2", "messageId": "merge"}
+    assert kafka_running.send("/v1/batch", {"batch": [merge]}).status_code == 200
     status = kafka_running.wait_caught_up(timeout=60)
     assert status["projections"]["profiles"]["driver"] == "kafka"
 
     merged = kafka_running.profile("user_id:u2").json()
-    assert sorted(merged["identifiers"]["user_id"]) == ["u1", "u2"]
-    assert merged["event_count"] == 2 + 6 + 1  # two identifies, their devices' tracks, the alias
-    assert kafka_running.profile("user_id:u1").json() == merged
+    assert merged["identifiers"] == {"user_id": ["u2"], "anonymous_id": ["a2", "z"]}
+    assert merged["event_count"] == 1 + 3 + 3 + 1  # identify, a2's tracks, z's tracks, the alias
+    assert len(merged["merged_profiles"]) == 1
+    assert kafka_running.profile("anonymous_id:z").json() == merged
 
     platform = kafka_running.platform
     assert verify_rebuild(platform.app, platform.store.client, platform.settings.clickhouse_database) == []

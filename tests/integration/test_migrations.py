@@ -12,9 +12,10 @@ def test_migrations_apply_once_and_create_every_table(settings: Settings) -> Non
     assert migrate(client, db) == []  # a restart applies nothing again
     tables = {r[0] for r in client.query("SELECT name FROM system.tables WHERE database = {d:String}",
                                          parameters={"d": db}).result_rows}  # fmt: skip
-    assert {"events", "identities", "profile_fragments", "fragment_identifiers", "profiles", "positions",
-            "schema_migrations"} <= tables  # fmt: skip
+    assert {"events", "identity_history", "profile_identifiers", "profile_changes", "profiles", "workspace_rules",
+            "positions", "schema_migrations"} <= tables  # fmt: skip
     columns = {r[0] for r in client.query(
         "SELECT table FROM system.columns WHERE database = {d:String} AND name = 'workspace_id'",
         parameters={"d": db}).result_rows}  # fmt: skip
-    assert {"events", "identities", "profile_fragments", "fragment_identifiers", "profiles"} <= columns
+    assert {"events", "identity_history", "profile_identifiers", "profile_changes", "profiles",
+            "workspace_rules"} <= columns  # fmt: skip

@@ -52,6 +52,6 @@ def test_rebuild_reaches_the_log_position(running: Running) -> None:
     scratch = platform.settings.clickhouse_database + "_scratch"
     assert rebuild(platform.app, platform.store.client, scratch) == status["log_position"]
     store = ProjectionStore(platform.store.client, scratch)
-    profile_id = store.profile_for_identifier(platform.workspace_id, "user_id:u1")
+    profile_id = store.owner_of(platform.workspace_id, "user_id:u1")
     assert profile_id is not None
     assert store.read_profile(platform.workspace_id, profile_id).event_count == 5

@@ -1,0 +1,71 @@
+"""Computed traits that depend on the whole workspace or on the clock: RFM scores and lifecycle stage.
+
+Pure functions: the projections supply the per-profile numbers, these turn them
+into scores and stages.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from domain.identity import LifecycleThresholds
+
+INTENT_EVENTS = frozenset({"Checkout Started", "Product Added", "Lead Created", "Opportunity Stage Changed"})
+CONTACT_TYPES = ("user_id", "email", "phone")
+
+
+def quintile(value: float, boundaries: list[float], higher_is_better: bool = True) -> int:
+    """Score 1..5 by the workspace's quintile boundaries (5 = best)."""
+    above = sum(1 for b in boundaries if value > b)
+    score = 1 + above if higher_is_better else 5 - above
+    return max(1, min(5, score))
+
+
+def rfm_tier(recency: int, frequency: int, monetary: int) -> str:
+    """Customer value tier from RFM scores, after the usual RFM segment grid."""
+    if recency >= 4 and frequency >= 4 and monetary >= 4:
+        return "champion"
+    if recency >= 3 and frequency >= 3:
+        return "loyal"
+    if recency >= 4 and frequency <= 2:
+        return "new"
+    if recency <= 2 and frequency >= 3:
+        return "at_risk"
+    if recency <= 2 and frequency <= 2:
+        return "hibernating"
+    return "needs_attention"
+
+
+def rfm(
+    days_since_last_order: float | None, orders: int, monetary: float, boundaries: dict[str, list[float]]
+) -> dict[str, object] | None:
+    """RFM scores within the workspace, or None for a profile without orders."""
+    if not orders or days_since_last_order is None:
+        return None
+    r = quintile(days_since_last_order, boundaries.get("recency_days", []), higher_is_better=False)
+    f = quintile(orders, boundaries.get("frequency", []))
+    m = quintile(monetary, boundaries.get("monetary", []))
+    return {"recency": r, "frequency": f, "monetary": m, "tier": rfm_tier(r, f, m)}
+
+
+def lifecycle_stage(
+    identifier_types: set[str],
+    orders: int,
+    last_order_at: datetime | None,
+    track_counts: dict[str, int],
+    now: datetime,
+    thresholds: LifecycleThresholds,
+) -> str:
+    """visitor → lead → prospect → customer → repeat_customer, then at_risk and churned as orders age."""
+    if orders and last_order_at is not None:
+        idle_days = (now - last_order_at).total_seconds() / 86400
+        if idle_days >= thresholds.churned_days:
+            return "churned"
+        if idle_days >= thresholds.at_risk_days:
+            return "at_risk"
+        return "repeat_customer" if orders >= thresholds.repeat_orders else "customer"
+    if any(track_counts.get(name) for name in INTENT_EVENTS):
+        return "prospect"
+    if identifier_types & set(CONTACT_TYPES):
+        return "lead"
+    return "visitor"
