@@ -96,7 +96,7 @@ def _utc(value: datetime) -> datetime:
 
 
 def _iso(value: datetime) -> str:
-    return _utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _utc(value).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def normalise(call: _Call, received_at: datetime, batch_sent_at: datetime | None = None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ EVENT_COLUMNS = [
 PROFILE_COLUMNS = [
     "workspace_id", "profile_id", "identifiers", "traits", "trait_times", "trait_sources", "first_seen", "last_seen",
     "event_count", "counts", "track_counts", "orders_count", "order_counts", "revenue", "last_order_at",
-    "open_tickets", "csat_count", "csat_sum", "position", "version", "is_deleted",
+    "open_tickets", "csat_count", "csat_sum", "position", "doc", "version", "is_deleted",
 ]  # fmt: skip
 CHANGE_COLUMNS = [
     "workspace_id", "profile_id", "position", "change", "other_profile_id", "identifiers", "cause_event_id", "reason",
@@ -66,6 +66,30 @@ class ProfileView:
     csat_count: int = 0
     csat_sum: float = 0.0
     position: int = 0
+    changes: list[dict[str, Any]] = field(default_factory=list)  # identity history, oldest first
+
+    def to_doc(self) -> bytes:
+        return orjson.dumps(
+            {
+                "profile_id": self.profile_id, "identifiers": self.identifiers, "traits": self.traits,
+                "trait_times": {k: _iso(v) for k, v in self.trait_times.items()}, "trait_sources": self.trait_sources,
+                "first_seen": _iso(self.first_seen), "last_seen": _iso(self.last_seen),
+                "event_count": self.event_count, "counts": self.counts, "track_counts": self.track_counts,
+                "orders_count": self.orders_count, "order_counts": self.order_counts, "revenue": self.revenue,
+                "last_order_at": _iso(self.last_order_at), "open_tickets": self.open_tickets,
+                "csat_count": self.csat_count, "csat_sum": self.csat_sum, "position": self.position,
+                "changes": self.changes,
+            },  # fmt: skip
+            option=orjson.OPT_SORT_KEYS,  # deterministic: a rebuild writes the same bytes
+        )
+
+    @classmethod
+    def from_doc(cls, raw: str | bytes) -> "ProfileView":
+        doc = orjson.loads(raw)
+        for name in ("first_seen", "last_seen", "last_order_at"):
+            doc[name] = _parse(doc[name])
+        doc["trait_times"] = {k: _parse(v) for k, v in doc["trait_times"].items()}
+        return cls(**doc)
 
     @property
     def alive(self) -> bool:
@@ -93,6 +117,10 @@ def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return _utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _utc(value: datetime) -> datetime:
@@ -136,12 +164,12 @@ class ProjectionStore:
                 workspace_id, v.profile_id, v.identifiers, {k: orjson.dumps(x).decode() for k, x in v.traits.items()},
                 v.trait_times, v.trait_sources, v.first_seen or EPOCH, v.last_seen or EPOCH, v.event_count, v.counts,
                 v.track_counts, v.orders_count, v.order_counts, v.revenue, v.last_order_at, v.open_tickets,
-                v.csat_count, v.csat_sum, v.position, version, 0,
+                v.csat_count, v.csat_sum, v.position, v.to_doc().decode(), version, 0,
             ]  # fmt: skip
             for v in views
         ]
         rows += [
-            [workspace_id, pid, [], {}, {}, {}, EPOCH, EPOCH, 0, {}, {}, 0, {}, {}, None, 0, 0, 0.0, top, version, 1]
+            [workspace_id, pid, [], {}, {}, {}, EPOCH, EPOCH, 0, {}, {}, 0, {}, {}, None, 0, 0, 0.0, top, "", version, 1]
             for pid in gone
         ]
         self._insert("profiles", rows, PROFILE_COLUMNS)
@@ -245,13 +273,27 @@ class ProjectionStore:
         return result
 
     def changes(self, workspace_id: str, profile_id: str) -> list[dict[str, Any]]:
-        result = self.client.query(
-            f"SELECT toString(profile_id) AS profile, position, change, other_profile_id, identifiers, "
-            f"cause_event_id, reason, recorded_at FROM {self.db}.profile_changes FINAL "
-            "WHERE workspace_id = {ws:String} AND profile_id = {pid:UUID} ORDER BY position, change",
-            parameters={"ws": workspace_id, "pid": profile_id},
-        )
-        return [dict(zip(result.column_names, row)) for row in result.result_rows]
+        return self.changes_of(workspace_id, [profile_id]).get(profile_id, [])
+
+    def changes_of(self, workspace_id: str, profile_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        """Identity changes recorded on each profile, oldest first, as the API shows them."""
+        ids = sorted(set(profile_ids))
+        result: dict[str, list[dict[str, Any]]] = {pid: [] for pid in ids}
+        if not ids:
+            return result
+        rows = self.client.query(
+            f"SELECT toString(profile_id), position, change, other_profile_id, identifiers, cause_event_id, reason, "
+            f"recorded_at FROM {self.db}.profile_changes FINAL "
+            "WHERE workspace_id = {ws:String} AND profile_id IN {ids:Array(UUID)} ORDER BY position, change",
+            parameters={"ws": workspace_id, "ids": ids},
+        ).result_rows
+        for pid, position, change, other, idents, cause, reason, at in rows:
+            result[pid].append({
+                "profile_id": pid, "position": position, "change": change, "other_profile_id": other or None,
+                "identifiers": list(idents), "cause_event_id": cause or None, "reason": reason or None,
+                "recorded_at": _iso(at),
+            })  # fmt: skip
+        return result
 
     # Profile computation --------------------------------------------------------------------
 
@@ -340,6 +382,9 @@ class ProjectionStore:
             parameters=params,
         ).result_rows:
             candidates[owner[anchor]][key].append((source, _utc(at), position, raw))
+        history = self.changes_of(workspace_id, views)
+        for pid, changes in history.items():
+            views[pid].changes = changes if as_of is None else [c for c in changes if c["recorded_at"] <= _iso(as_of)]
         for pid, keys in candidates.items():
             v = views[pid]
             for key, options in keys.items():
@@ -357,13 +402,11 @@ class ProjectionStore:
         if not ids:
             return {}
         rows = self.client.query(
-            f"SELECT toString(profile_id), identifiers, traits, trait_times, trait_sources, first_seen, last_seen, "
-            f"event_count, counts, track_counts, orders_count, order_counts, revenue, last_order_at, open_tickets, "
-            f"csat_count, csat_sum, position FROM {self.db}.profiles FINAL "
+            f"SELECT toString(profile_id), doc FROM {self.db}.profiles FINAL "
             "WHERE workspace_id = {ws:String} AND profile_id IN {ids:Array(UUID)}",
             parameters={"ws": workspace_id, "ids": ids},
         ).result_rows
-        return {row[0]: _view(row) for row in rows}
+        return {pid: ProfileView.from_doc(doc) for pid, doc in rows}
 
     def read_profile(self, workspace_id: str, profile_id: str) -> ProfileView | None:
         return self.read_profiles(workspace_id, [profile_id]).get(profile_id)
@@ -378,14 +421,12 @@ class ProjectionStore:
             params[f"k{i}"], params[f"v{i}"] = key, raws
         where = " AND ".join(conditions) or "1"
         rows = self.client.query(
-            f"SELECT toString(profile_id), identifiers, traits, trait_times, trait_sources, first_seen, last_seen, "
-            f"event_count, counts, track_counts, orders_count, order_counts, revenue, last_order_at, open_tickets, "
-            f"csat_count, csat_sum, position FROM {self.db}.profiles FINAL "
+            f"SELECT doc FROM {self.db}.profiles FINAL "
             f"WHERE workspace_id = {{ws:String}} AND toString(profile_id) > {{after:String}} AND {where} "
             "ORDER BY toString(profile_id) LIMIT {limit:UInt32}",
             parameters=params,
         ).result_rows
-        return [_view(row) for row in rows]
+        return [ProfileView.from_doc(row[0]) for row in rows]
 
     def rfm_boundaries(self, workspace_id: str) -> dict[str, list[float]]:
         """Quintile boundaries of recency (days since last order), frequency and monetary among buyers."""
@@ -442,19 +483,6 @@ class ProjectionStore:
         return [tuple(r) for r in self.client.query(
             f"SELECT {columns} FROM {self.db}.{table} FINAL ORDER BY {order_by}"
         ).result_rows]  # fmt: skip
-
-
-def _view(row: Sequence[Any]) -> ProfileView:
-    (pid, idents, traits, times, sources, first, last, count, counts, track_counts, orders, order_counts, revenue,
-     last_order, tickets, csat_count, csat_sum, position) = row  # fmt: skip
-    return ProfileView(
-        profile_id=pid, identifiers=list(idents), traits={k: orjson.loads(v) for k, v in traits.items()},
-        trait_times={k: _utc(v) for k, v in times.items()}, trait_sources=dict(sources), first_seen=_utc(first),
-        last_seen=_utc(last), event_count=count, counts=dict(counts), track_counts=dict(track_counts),
-        orders_count=orders, order_counts=dict(order_counts), revenue=dict(revenue),
-        last_order_at=_utc(last_order) if last_order else None, open_tickets=tickets, csat_count=csat_count,
-        csat_sum=csat_sum, position=position,
-    )  # fmt: skip
 
 
 # What a rebuild must reproduce exactly: each table as exact reads see it, minus bookkeeping columns.

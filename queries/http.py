@@ -82,19 +82,6 @@ def _grouped(identifiers: list[str], types: list[str]) -> dict[str, list[str]]:
     return {kind: sorted(grouped[kind]) for kind in sorted(grouped, key=lambda k: (order.get(k, len(order)), k))}
 
 
-def _change(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "profile_id": row["profile"],
-        "position": row["position"],
-        "change": row["change"],
-        "other_profile_id": row["other_profile_id"] or None,
-        "identifiers": list(row["identifiers"]),
-        "cause_event_id": row["cause_event_id"] or None,
-        "reason": row["reason"] or None,
-        "recorded_at": _iso(row["recorded_at"]),
-    }
-
-
 def build_query_router(service: QueryService) -> APIRouter:
     router = APIRouter(tags=["profiles"])
     rfm_cache: dict[str, tuple[float, dict[str, list[float]]]] = {}
@@ -193,9 +180,7 @@ def build_query_router(service: QueryService) -> APIRouter:
         if as_of is not None:
             result["as_of"] = _iso(as_of)
         if with_changes:
-            changes = [_change(r) for r in service.store.changes(workspace_id, view.profile_id)]
-            if as_of is not None:
-                changes = [c for c in changes if c["recorded_at"] <= _iso(as_of)]
+            changes = view.changes
             result["merged_profiles"] = sorted(
                 {c["other_profile_id"] for c in changes if c["change"] == "absorbed" and c["profile_id"] == view.profile_id}
             )
@@ -278,8 +263,7 @@ def build_query_router(service: QueryService) -> APIRouter:
         while pending:
             current = pending.pop()
             seen.add(current)
-            for row in service.store.changes(workspace_id, current):
-                change = _change(row)
+            for change in service.store.changes(workspace_id, current):
                 changes.append(change)
                 if change["change"] == "absorbed" and change["other_profile_id"] not in seen:
                     pending.append(change["other_profile_id"])

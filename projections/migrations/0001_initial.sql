@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS {db}.profiles
     csat_count     UInt32,
     csat_sum       Float64,
     position       UInt64 COMMENT 'highest log position among the events of the profile',
+    doc            String COMMENT 'the whole profile as JSON, with its identity changes: one column for API reads',
     version        UInt64,
     is_deleted     UInt8
 )
