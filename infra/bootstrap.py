@@ -51,6 +51,13 @@ class Platform:
     # Lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> "Platform":
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # whatever did start (the broker, threads) must not outlive a failed start
+            raise
+
+    def _start(self) -> "Platform":
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         if s.uses_bundled_broker:
@@ -107,7 +114,7 @@ class Platform:
             await self.kafka_driver.stop()
 
     def stop(self) -> None:
-        for part in (self.committer, self.relay, self.follower):
+        for part in (getattr(self, "committer", None), self.relay, self.follower):
             if part is not None:
                 try:
                     part.stop()
