@@ -149,7 +149,8 @@ class IdentityRules(BaseModel):
             if ident not in found:
                 found.append(ident)
 
-        traits = _dict(call.get("traits"))
+        # A group call's traits describe the company, not the person: they identify no one.
+        traits = _dict(call.get("traits")) if call.get("type") != "group" else {}
         context = _dict(call.get("context"))
         context_traits = _dict(context.get("traits"))
         add("user_id", call.get("userId"))
@@ -162,6 +163,19 @@ class IdentityRules(BaseModel):
             if isinstance(external, dict) and external.get("type") in self.external_id_types:
                 add(external["type"], external.get("id"))
         return sorted(found, key=lambda i: (self.rank(i.partition(":")[0]), found.index(i)))
+
+
+def normalise_identifier(text: str) -> str:
+    """`Email:Ann@X.com`-style input as stored: type lower-cased, emails and phones normalised."""
+    kind, _, value = text.partition(":")
+    kind = kind.strip().lower()
+    if kind == "email":
+        value = normalise_email(value)
+    elif kind == "phone":
+        value = normalise_phone(value) or value.strip()
+    else:
+        value = value.strip()
+    return identifier(kind, value)
 
 
 def _dict(value: Any) -> dict[str, Any]:

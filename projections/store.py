@@ -174,17 +174,6 @@ class ProjectionStore:
         ]
         self._insert("profiles", rows, PROFILE_COLUMNS)
 
-    def existing_changes(self, workspace_id: str, keys: list[tuple[str, int, str]]) -> set[tuple[str, int, str]]:
-        """Which (profile id, position, change) identity changes are already projected."""
-        if not keys:
-            return set()
-        rows = self.client.query(
-            f"SELECT toString(profile_id), position, change FROM {self.db}.profile_changes "
-            "WHERE workspace_id = {ws:String} AND profile_id IN {pids:Array(UUID)} AND position IN {pos:Array(UInt64)}",
-            parameters={"ws": workspace_id, "pids": sorted({k[0] for k in keys}), "pos": sorted({k[1] for k in keys})},
-        ).result_rows
-        return {tuple(r) for r in rows} & set(keys)  # type: ignore[misc]
-
     def insert_rules(self, rows: Sequence[Sequence[Any]]) -> None:
         """Rows of (workspace_id, version, rules JSON, position)."""
         self._insert("workspace_rules", rows, ["workspace_id", "version", "rules", "position"])

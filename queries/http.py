@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from domain.application import IdentityError
-from domain.identity import IdentityRules, normalise_email, normalise_phone, split_identifier
+from domain.identity import IdentityRules, normalise_email, normalise_identifier, normalise_phone, split_identifier
 from domain.traits import lifecycle_stage, rfm
 from projections.store import ProfileView, ProjectionStore, own_identifier
 
@@ -281,6 +281,7 @@ def build_query_router(service: QueryService) -> APIRouter:
             raise HTTPException(400, "identifiers: give a non-empty list of type:value strings to split off")
         profile_id = resolve(workspace_id, identifier)
         try:
+            idents = [normalise_identifier(i) for i in idents]
             new_id = await service.split(workspace_id, profile_id, idents, str(payload.get("reason") or ""))
         except IdentityError as exc:
             raise HTTPException(409, str(exc)) from None

@@ -2,8 +2,11 @@
 
 The same `ProfileProcessor.process` runs behind the in-process log follower and
 behind the Faust agent on Kafka. It is idempotent: processing a message twice,
-or a batch again after a crash, leaves the projections as they were, and
-publishes no second change (a recompute that changes nothing emits nothing).
+or a batch again after a crash, leaves the projections as they were. Profile
+changes are published at least once, before the profiles are written: a batch
+retried after a failure publishes its merges, splits and refusals again (with the
+same profile_id, position and change, the key consumers drop repeats by), while a
+recompute that changes nothing emits no update.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ class ProjectionWriter(Protocol):
     def insert_identity_history(self, rows: list[list[Any]]) -> None: ...
     def insert_profile_identifiers(self, rows: list[list[Any]]) -> None: ...
     def insert_changes(self, rows: list[list[Any]]) -> None: ...
-    def existing_changes(self, workspace_id: str, keys: list[tuple[str, int, str]]) -> set[tuple[str, int, str]]: ...
     def insert_rules(self, rows: list[list[Any]]) -> None: ...
     def latest_rules(self) -> dict[str, dict[str, Any]]: ...
     def profile_ids(self, workspace_id: str) -> list[str]: ...
@@ -153,19 +155,13 @@ class ProfileProcessor:
                 identity_changes.append(m)
             elif change == "merge_refused":
                 identity_changes.append(m)
-        if self.publish and identity_changes:
-            # A redelivered merge, split or refusal was published the first time: do not announce it twice.
-            seen: set[tuple[str, int, str]] = set()
-            for ws in {m["workspace_id"] for m in identity_changes}:
-                keys = [(m["profile_id"], m["position"], m["change"]) for m in identity_changes if m["workspace_id"] == ws]
-                seen |= self.writer.existing_changes(ws, keys)
-            identity_changes = [m for m in identity_changes if (m["profile_id"], m["position"], m["change"]) not in seen]
         self.writer.insert_identity_history(history)
         self.writer.insert_profile_identifiers(owned)
         self.writer.insert_changes(changes)
         self.writer.insert_events(events)
         self.writer.insert_rules(rules)
         out: list[Message] = [self._identity_change(m) for m in identity_changes]
+        writes: list[tuple[str, list[Any], list[str]]] = []
         for ws, pids in touched.items():
             before = self.writer.read_profiles(ws, pids) if self.publish else {}
             views = self.writer.compute_profiles(ws, pids, trait_sources=trait_sources.get(ws))
@@ -176,9 +172,11 @@ class ProfileProcessor:
             if self.publish:
                 out += [{"workspace_id": ws, "profile_id": pid, "change": "deleted", "position": top}
                         for pid in gone if pid in before]  # fmt: skip
-            self.writer.write_profiles(ws, live, gone, top)
+            writes.append((ws, live, gone))
         if self.publish and out:
-            self.publish(out)
+            self.publish(out)  # before the profiles are written: a failure here retries the whole batch
+        for ws, live, gone in writes:
+            self.writer.write_profiles(ws, live, gone, top)
         self.trait_sources = trait_sources
         return top
 

@@ -293,3 +293,21 @@ def test_timeline_filters_by_type_and_time(running: Running) -> None:
     assert events(type="Viewed") == ["m2", "m0"]
     assert events(**{"from": "2026-03-02T00:00:00Z", "to": "2026-03-04T00:00:00Z"}) == ["m2", "m1"]
     assert events(type=["Signed Up", "Order Completed"]) == ["m3", "m1"]
+
+
+def test_group_traits_identify_no_one_and_split_input_is_normalised(running: Running) -> None:
+    _batch(running,
+           {"type": "identify", "userId": "eve", "traits": {"email": "Eve@Example.com"}, "messageId": "a",
+            "timestamp": "2026-03-01T10:00:00Z"},
+           {"type": "identify", "userId": "eve", "anonymousId": "eve-laptop", "messageId": "b",
+            "timestamp": "2026-03-01T11:00:00Z"},
+           {"type": "group", "userId": "eve", "groupId": "acme", "traits": {"email": "billing@acme.com"},
+            "messageId": "c", "timestamp": "2026-03-01T12:00:00Z"})  # fmt: skip
+    running.wait_caught_up()
+    eve = _profile(running, "user_id:eve")
+    assert eve["identifiers"]["email"] == ["eve@example.com"]  # the company's email did not become hers
+    split = running.http.post(f"/v1/profiles/{eve['profile_id']}/split",
+                              json={"identifiers": ["Anonymous_ID: eve-laptop"]},
+                              headers=_write_headers(running))  # fmt: skip
+    assert split.status_code == 201, split.text
+    assert split.json()["identifiers"] == ["anonymous_id:eve-laptop"]
