@@ -277,8 +277,7 @@ class CustomerData(Application[UUID]):
             self.load()
             raise
         self.profiles[str(new.id)] = new
-        self.graph.identifiers[profile_id] = [i for i in held if i not in wanted]
-        self.graph.created(workspace_id, str(new.id), wanted, new.created_on.timestamp())
+        self.graph.split(workspace_id, profile_id, str(new.id), wanted, new.created_on.timestamp())
         return str(new.id)
 
     # Reading the log -----------------------------------------------------------------------

@@ -22,7 +22,6 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 BUILTIN_TYPES = ("user_id", "email", "phone", "anonymous_id")
-IDENTIFIER_TYPES = BUILTIN_TYPES  # kept for readers that only know the built-in ones
 DEFAULT_BLOCKED = (
     "", "null", "none", "undefined", "nil", "0", "-1", "anonymous", "unknown", "n/a", "test", "guest",
     "test@test.com", "test@example.com", "email@example.com", "noreply@example.com",
