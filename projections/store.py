@@ -397,6 +397,16 @@ class ProjectionStore:
         ).result_rows
         return {pid: ProfileView.from_doc(doc) for pid, doc in rows}
 
+    def read_profile_of(self, workspace_id: str, ident: str) -> ProfileView | None:
+        """The profile that owns an identifier, in one round trip (the hot path of the profile API)."""
+        rows = self.client.query(
+            f"SELECT doc FROM {self.db}.profiles FINAL WHERE workspace_id = {{ws:String}} AND profile_id IN "
+            f"(SELECT argMax(profile_id, position) FROM {self.db}.identity_history "
+            "WHERE workspace_id = {ws:String} AND identifier = {ident:String})",
+            parameters={"ws": workspace_id, "ident": ident},
+        ).result_rows
+        return ProfileView.from_doc(rows[0][0]) if rows else None
+
     def read_profile(self, workspace_id: str, profile_id: str) -> ProfileView | None:
         return self.read_profiles(workspace_id, [profile_id]).get(profile_id)
 

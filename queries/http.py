@@ -114,10 +114,20 @@ def build_query_router(service: QueryService) -> APIRouter:
             raise HTTPException(401, "unknown write key; identity commands need a write key of your workspace")
         return workspace_id
 
+    def typed(workspace_id: str, identifier: str) -> tuple[str, str]:
+        """(type, normalised value) of an identifier in the API's path; type `profile_id` for bare ids."""
+        _, rules = service.rules(workspace_id)
+        kind, value = split_identifier(identifier, rules.types)
+        if kind == "email":
+            value = normalise_email(value)
+        elif kind == "phone":
+            value = normalise_phone(value) or value
+        return kind, value
+
     def resolve(workspace_id: str, identifier: str, as_of: datetime | None = None) -> str:
         """The profile id for `type:value` or a profile id (a merged-away one resolves to its survivor)."""
         _, rules = service.rules(workspace_id)
-        kind, value = split_identifier(identifier, rules.types)
+        kind, value = typed(workspace_id, identifier)
         if kind == "profile_id":
             if not _UUID.match(value):
                 raise HTTPException(
@@ -127,16 +137,18 @@ def build_query_router(service: QueryService) -> APIRouter:
             if as_of is None and service.store.read_profile(workspace_id, profile_id) is None:
                 profile_id = service.store.merged_into(workspace_id, profile_id) or profile_id
             return profile_id
-        if kind == "email":
-            value = normalise_email(value)
-        elif kind == "phone":
-            value = normalise_phone(value) or value
         profile_id = service.store.owner_of(workspace_id, f"{kind}:{value}", as_of)
         if profile_id is None:
             raise HTTPException(404, f"no profile has the identifier {identifier!r}" + (" at that time" if as_of else ""))
         return profile_id
 
     def load(workspace_id: str, identifier: str, as_of: datetime | None = None) -> ProfileView:
+        kind, value = typed(workspace_id, identifier)
+        if as_of is None and kind != "profile_id":
+            found = service.store.read_profile_of(workspace_id, f"{kind}:{value}")
+            if found is None:
+                raise HTTPException(404, f"no profile has the identifier {identifier!r}")
+            return found
         profile_id = resolve(workspace_id, identifier, as_of)
         if as_of is None:
             view = service.store.read_profile(workspace_id, profile_id)
