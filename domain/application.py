@@ -18,7 +18,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
-from domain.identity import IdentityGraph, IdentityRules, identifier
+from domain.identity import IdentityGraph, IdentityRules, identifier, own_identifier
 from domain.model import CustomerEvent, Profile, Workspace, customer_event_id_for
 
 PROFILE_TOPICS = [
@@ -34,11 +34,6 @@ LOAD_PAGE = 10_000
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def own_identifier(profile_id: str) -> str:
-    """Every profile owns its own id: the anchor of events that carry no usable identifier."""
-    return identifier("profile_id", profile_id)
 
 
 class IdentityError(ValueError):

@@ -32,6 +32,11 @@ def identifier(kind: str, value: str) -> str:
     return f"{kind}:{value}"
 
 
+def own_identifier(profile_id: str) -> str:
+    """Every profile owns its own id: the anchor of events that carry no usable identifier."""
+    return identifier("profile_id", profile_id)
+
+
 def split_identifier(text: str, types: Iterable[str] = BUILTIN_TYPES) -> tuple[str, str]:
     """`user_id:42` → (`user_id`, `42`); anything without a known type prefix is a profile id."""
     kind, sep, value = text.partition(":")

@@ -18,6 +18,8 @@ from typing import Any, Iterable, Sequence
 
 import orjson
 
+from domain.identity import own_identifier
+
 EVENT_COLUMNS = [
     "workspace_id", "event_id", "message_id", "anchor", "profile_id", "position", "type", "event", "name", "source",
     "user_id", "anonymous_id", "email", "group_id", "previous_id", "timestamp", "original_timestamp", "sent_at",
@@ -38,10 +40,6 @@ TICKET_OPENED, TICKET_RESOLVED = "Ticket Opened", "Ticket Resolved"
 FEEDBACK = "Feedback Submitted"
 _REVENUE = "if(JSONHas(properties, 'revenue'), JSONExtractFloat(properties, 'revenue'), JSONExtractFloat(properties, 'total'))"
 _CURRENCY = "upper(if(JSONExtractString(properties, 'currency') = '', 'USD', JSONExtractString(properties, 'currency')))"
-
-
-def own_identifier(profile_id: str) -> str:
-    return f"profile_id:{profile_id}"
 
 
 @dataclass
@@ -72,11 +70,11 @@ class ProfileView:
         return orjson.dumps(
             {
                 "profile_id": self.profile_id, "identifiers": self.identifiers, "traits": self.traits,
-                "trait_times": {k: _iso(v) for k, v in self.trait_times.items()}, "trait_sources": self.trait_sources,
-                "first_seen": _iso(self.first_seen), "last_seen": _iso(self.last_seen),
+                "trait_times": {k: iso(v) for k, v in self.trait_times.items()}, "trait_sources": self.trait_sources,
+                "first_seen": iso(self.first_seen), "last_seen": iso(self.last_seen),
                 "event_count": self.event_count, "counts": self.counts, "track_counts": self.track_counts,
                 "orders_count": self.orders_count, "order_counts": self.order_counts, "revenue": self.revenue,
-                "last_order_at": _iso(self.last_order_at), "open_tickets": self.open_tickets,
+                "last_order_at": iso(self.last_order_at), "open_tickets": self.open_tickets,
                 "csat_count": self.csat_count, "csat_sum": self.csat_sum, "position": self.position,
                 "changes": self.changes,
             },  # fmt: skip
@@ -98,8 +96,8 @@ class ProfileView:
     def computed(self) -> dict[str, Any]:
         """The computed traits that follow from the profile's own events."""
         return {
-            "first_seen": _iso(self.first_seen),
-            "last_seen": _iso(self.last_seen),
+            "first_seen": iso(self.first_seen),
+            "last_seen": iso(self.last_seen),
             "event_count": self.event_count,
             "counts": dict(sorted(self.counts.items())),
             "orders_count": self.orders_count,
@@ -107,13 +105,14 @@ class ProfileView:
             "average_order_value": {
                 c: round(self.revenue.get(c, 0.0) / n, 2) for c, n in sorted(self.order_counts.items()) if n
             },
-            "last_order_at": _iso(self.last_order_at),
+            "last_order_at": iso(self.last_order_at),
             "open_tickets": self.open_tickets,
             "average_csat": round(self.csat_sum / self.csat_count, 2) if self.csat_count else None,
         }
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with milliseconds and a Z, as the API shows times (naive values are UTC)."""
     if value is None:
         return None
     return _utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -280,7 +279,7 @@ class ProjectionStore:
             result[pid].append({
                 "profile_id": pid, "position": position, "change": change, "other_profile_id": other or None,
                 "identifiers": list(idents), "cause_event_id": cause or None, "reason": reason or None,
-                "recorded_at": _iso(at),
+                "recorded_at": iso(at),
             })  # fmt: skip
         return result
 
@@ -373,7 +372,7 @@ class ProjectionStore:
             candidates[owner[anchor]][key].append((source, _utc(at), position, raw))
         history = self.changes_of(workspace_id, views)
         for pid, changes in history.items():
-            views[pid].changes = changes if as_of is None else [c for c in changes if c["recorded_at"] <= _iso(as_of)]
+            views[pid].changes = changes if as_of is None else [c for c in changes if c["recorded_at"] <= iso(as_of)]
         for pid, keys in candidates.items():
             v = views[pid]
             for key, options in keys.items():

@@ -20,9 +20,9 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from domain.application import IdentityError
-from domain.identity import IdentityRules, normalise_email, normalise_identifier, normalise_phone, split_identifier
+from domain.identity import IdentityRules, normalise_identifier, own_identifier, split_identifier
 from domain.traits import lifecycle_stage, rfm
-from projections.store import ProfileView, ProjectionStore, own_identifier
+from projections.store import ProfileView, ProjectionStore, iso
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 RFM_TTL_SECONDS = 5.0
@@ -43,13 +43,6 @@ def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | N
     return Response(orjson.dumps(body), status_code=status_code, headers=headers, media_type="application/json")
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _parse_time(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -61,7 +54,7 @@ def _parse_time(name: str, value: str | None) -> datetime | None:
 
 
 def _encode_cursor(timestamp: datetime, event_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{_iso(timestamp)}|{event_id}".encode()).decode()
+    return base64.urlsafe_b64encode(f"{iso(timestamp)}|{event_id}".encode()).decode()
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
@@ -118,10 +111,9 @@ def build_query_router(service: QueryService) -> APIRouter:
         """(type, normalised value) of an identifier in the API's path; type `profile_id` for bare ids."""
         _, rules = service.rules(workspace_id)
         kind, value = split_identifier(identifier, rules.types)
-        if kind == "email":
-            value = normalise_email(value)
-        elif kind == "phone":
-            value = normalise_phone(value) or value
+        if kind == "profile_id":
+            return kind, value
+        kind, _, value = normalise_identifier(f"{kind}:{value}").partition(":")
         return kind, value
 
     def resolve(workspace_id: str, identifier: str, as_of: datetime | None = None) -> str:
@@ -190,7 +182,7 @@ def build_query_router(service: QueryService) -> APIRouter:
             "position": view.position,
         }
         if as_of is not None:
-            result["as_of"] = _iso(as_of)
+            result["as_of"] = iso(as_of)
         if with_changes:
             changes = view.changes
             result["merged_profiles"] = sorted(
@@ -257,7 +249,7 @@ def build_query_router(service: QueryService) -> APIRouter:
             {
                 "event_id": r["id"], "message_id": r["message_id"], "type": r["type"],
                 "event": r["event"] or None, "name": r["name"] or None, "source": r["source"] or None,
-                "anchor": r["anchor"], "timestamp": _iso(r["timestamp"]), "received_at": _iso(r["received_at"]),
+                "anchor": r["anchor"], "timestamp": iso(r["timestamp"]), "received_at": iso(r["received_at"]),
                 "position": r["position"], "user_id": r["user_id"] or None, "anonymous_id": r["anonymous_id"] or None,
                 "properties": orjson.loads(r["properties"]), "traits": orjson.loads(r["traits"]),
                 "context": orjson.loads(r["context"]),

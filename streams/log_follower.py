@@ -71,11 +71,6 @@ class LogFollower:
         self.position = last
         return covered
 
-    def drain(self) -> None:
-        """Apply everything in the log now (used by rebuilds and tests)."""
-        while self.step():
-            pass
-
     def _run(self) -> None:
         while not self._stop.is_set():
             self.wake.clear()  # before reading: a commit after this point wakes the wait below
