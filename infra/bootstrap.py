@@ -21,6 +21,7 @@ from ingest.committer import GroupCommitter
 from projections.migrate import migrate
 from projections.store import ProjectionStore, differences
 from streams.log_follower import LogFollower
+from streams.pipeline import Pipeline
 from streams.processors import PROFILE_CHANGES_TOPIC, ProfileProcessor
 from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics, kafka_producer
 
@@ -28,6 +29,19 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE = "default"
 RELAY = "relay"
+DERIVED_TOPICS = [PROFILE_CHANGES_TOPIC]
+
+
+def build_pipeline(store: ProjectionStore, producer: Any = None, applied: dict[str, int] | None = None) -> Pipeline:
+    """Every processor, in the order they run; with no producer nothing is published (rebuilds)."""
+
+    def publisher(topic: str) -> Callable[[list[Any]], None] | None:
+        return KafkaPublisher(producer, topic).publish if producer is not None else None
+
+    processors = [ProfileProcessor(store, publish=publisher(PROFILE_CHANGES_TOPIC))]
+    if applied is None:
+        applied = {name: parts.get(0, 0) for name, parts in store.positions().items()}
+    return Pipeline(processors, applied, save=lambda name, position: store.save_position(name, 0, position))
 
 
 class Platform:
@@ -39,6 +53,7 @@ class Platform:
         self.max_batch_bytes = settings.max_batch_bytes
         self.broker: BundledBroker | None = None
         self.follower: LogFollower | None = None
+        self.pipeline: Pipeline | None = None
         self.relay: Relay | None = None
         self.kafka_driver: Any = None
         self.producer: Any = None
@@ -75,24 +90,22 @@ class Platform:
         self.store = ProjectionStore(client, s.clickhouse_database)
         positions = self.store.positions()
 
-        ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC, PROFILE_CHANGES_TOPIC])
+        ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC, *DERIVED_TOPICS])
         self.producer = kafka_producer(s.bootstrap_servers)
-        processor = ProfileProcessor(self.store, publish=KafkaPublisher(self.producer, PROFILE_CHANGES_TOPIC).publish)
         relay_start = positions.get(RELAY, {}).get(0, 0)
         if s.processor_driver == "log":
+            self.pipeline = build_pipeline(self.store, self.producer)
             self.follower = LogFollower(
-                self.app,
-                processor.process,
-                save=lambda p: self.store.save_position(processor.name, 0, p),
-                start=positions.get(processor.name, {}).get(0, 0),
-                coalesce=0.05,
-                name="profiles",
-            )
+                self.app, self.pipeline.process, save=self.pipeline.save, start=self.pipeline.start, coalesce=0.05,
+                name="processors",
+            )  # fmt: skip
             self.follower.start()
         else:
             from streams.faust_driver import KafkaDriver
 
-            self.kafka_driver = KafkaDriver(s.bootstrap_servers, processor, self.store, s.data_dir)
+            # The driver tracks positions per partition itself; the pipeline filters nothing.
+            self.pipeline = build_pipeline(self.store, self.producer, applied={})
+            self.kafka_driver = KafkaDriver(s.bootstrap_servers, self.pipeline, self.store, s.data_dir)
             # The bundled broker forgets everything on restart: republish what the consumer has not applied.
             relay_start = min(relay_start, self.kafka_driver.applied_position())
         self.relay = Relay(
@@ -154,19 +167,19 @@ class Platform:
     def status(self) -> dict[str, Any]:
         log_position = self.app.last_position()
         projections: dict[str, Any] = {}
-        if self.follower is not None:
-            position = self.follower.position
-            projections["profiles"] = {
-                "driver": "log",
-                "position": position,
-                "lag": log_position - position,
-                "error": repr(self.follower.error) if self.follower.error else None,
-            }
-        if self.kafka_driver is not None:
+        if self.follower is not None and self.pipeline is not None:
+            error = repr(self.follower.error) if self.follower.error else None
+            for name, position in self.pipeline.applied.items():
+                projections[name] = {
+                    "driver": "log",
+                    "position": position,
+                    "lag": log_position - position,
+                    "error": error,
+                }
+        if self.kafka_driver is not None and self.pipeline is not None:
             assert self.relay is not None
-            projections["profiles"] = self.kafka_driver.status(
-                self.relay.publisher.sent, self.relay.position, log_position
-            )
+            status = self.kafka_driver.status(self.relay.publisher.sent, self.relay.position, log_position)
+            projections.update({name: status for name in self.pipeline.applied})
         relay: dict[str, Any] = {"topic": EVENTS_TOPIC, "position": self.relay.position if self.relay else 0}
         relay["lag"] = log_position - relay["position"]
         error = self.relay.follower.error if self.relay else None
@@ -186,10 +199,8 @@ def rebuild(
     client.command(f"DROP DATABASE IF EXISTS {database}")
     migrate(client, database)
     store = ProjectionStore(client, database)
-    processor = ProfileProcessor(store)  # a rebuild republishes no profile changes
-    follower = LogFollower(
-        app, processor.process, save=lambda p: store.save_position(processor.name, 0, p), start=0, batch=batch
-    )
+    pipeline = build_pipeline(store, applied={})  # a rebuild republishes no changes
+    follower = LogFollower(app, pipeline.process, save=pipeline.save, start=0, batch=batch)
     while follower.step():
         if progress is not None:
             progress(follower.position)

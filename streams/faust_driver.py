@@ -15,7 +15,7 @@ from typing import Any
 import faust
 
 from streams.messages import decode
-from streams.processors import ProfileProcessor
+from streams.pipeline import Processor
 from streams.relay import EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ POSITIONS_NAME = "profiles@kafka"
 
 class KafkaDriver:
     def __init__(
-        self, bootstrap: str, processor: ProfileProcessor, store: Any, data_dir: Path, group: str = "cdp-processors"
+        self, bootstrap: str, processor: Processor, store: Any, data_dir: Path, group: str = "cdp-processors"
     ) -> None:
         self.processor = processor
         self.store = store
