@@ -45,7 +45,7 @@ def main(
             client.page(anonymous_id=anonymous_id, name=rng.choice(["Home", "Pricing", "Docs"]))
         else:
             client.track(anonymous_id=anonymous_id, event=rng.choice(["Viewed", "Added", "Order Completed"]),
-                         properties={"revenue": rng.randint(1, 200)})  # fmt: skip
+                         properties={"revenue": rng.randint(1, 200), "currency": "EUR"})  # fmt: skip
     client.flush()
     client.join()
     acked = time.perf_counter()

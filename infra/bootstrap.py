@@ -18,8 +18,10 @@ from infra.config import ConfigError, Settings
 from infra.eventstore import open_event_store
 from infra.keys import Keys, load_or_create_keys
 from ingest.committer import GroupCommitter
+from projections.kpis import KpiStore
 from projections.migrate import migrate
 from projections.store import ProjectionStore, differences
+from streams.kpis import KPI_UPDATES_TOPIC, KpiProcessor, KpiUpdates
 from streams.log_follower import LogFollower
 from streams.pipeline import Pipeline
 from streams.processors import PROFILE_CHANGES_TOPIC, ProfileProcessor
@@ -29,16 +31,24 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE = "default"
 RELAY = "relay"
-DERIVED_TOPICS = [PROFILE_CHANGES_TOPIC]
+DERIVED_TOPICS = [PROFILE_CHANGES_TOPIC, KPI_UPDATES_TOPIC]
 
 
-def build_pipeline(store: ProjectionStore, producer: Any = None, applied: dict[str, int] | None = None) -> Pipeline:
+def build_pipeline(
+    store: ProjectionStore,
+    producer: Any = None,
+    applied: dict[str, int] | None = None,
+    kpi_updates: KpiUpdates | None = None,
+) -> Pipeline:
     """Every processor, in the order they run; with no producer nothing is published (rebuilds)."""
 
     def publisher(topic: str) -> Callable[[list[Any]], None] | None:
         return KafkaPublisher(producer, topic).publish if producer is not None else None
 
-    processors = [ProfileProcessor(store, publish=publisher(PROFILE_CHANGES_TOPIC))]
+    processors = [
+        ProfileProcessor(store, publish=publisher(PROFILE_CHANGES_TOPIC)),
+        KpiProcessor(KpiStore(store.client, store.db), kpi_updates),
+    ]
     if applied is None:
         applied = {name: parts.get(0, 0) for name, parts in store.positions().items()}
     return Pipeline(processors, applied, save=lambda name, position: store.save_position(name, 0, position))
@@ -54,6 +64,7 @@ class Platform:
         self.broker: BundledBroker | None = None
         self.follower: LogFollower | None = None
         self.pipeline: Pipeline | None = None
+        self.kpi_updates: KpiUpdates | None = None
         self.relay: Relay | None = None
         self.kafka_driver: Any = None
         self.producer: Any = None
@@ -88,13 +99,18 @@ class Platform:
         client = clickhouse_client(s)
         migrate(client, s.clickhouse_database)
         self.store = ProjectionStore(client, s.clickhouse_database)
+        self.kpis = KpiStore(client, s.clickhouse_database)
         positions = self.store.positions()
 
         ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC, *DERIVED_TOPICS])
         self.producer = kafka_producer(s.bootstrap_servers)
+        self.kpi_updates = KpiUpdates(self.kpis.daily_values, KafkaPublisher(
+            self.producer, KPI_UPDATES_TOPIC, key=lambda m: f"{m['workspace_id']}:{m['kpi']}"
+        ).publish)
+        self.kpi_updates.start()
         relay_start = positions.get(RELAY, {}).get(0, 0)
         if s.processor_driver == "log":
-            self.pipeline = build_pipeline(self.store, self.producer)
+            self.pipeline = build_pipeline(self.store, self.producer, kpi_updates=self.kpi_updates)
             self.follower = LogFollower(
                 self.app, self.pipeline.process, save=self.pipeline.save, start=self.pipeline.start, coalesce=0.05,
                 name="processors",
@@ -104,7 +120,7 @@ class Platform:
             from streams.faust_driver import KafkaDriver
 
             # The driver tracks positions per partition itself; the pipeline filters nothing.
-            self.pipeline = build_pipeline(self.store, self.producer, applied={})
+            self.pipeline = build_pipeline(self.store, self.producer, applied={}, kpi_updates=self.kpi_updates)
             self.kafka_driver = KafkaDriver(s.bootstrap_servers, self.pipeline, self.store, s.data_dir)
             # The bundled broker forgets everything on restart: republish what the consumer has not applied.
             relay_start = min(relay_start, self.kafka_driver.applied_position())
@@ -127,7 +143,7 @@ class Platform:
             await self.kafka_driver.stop()
 
     def stop(self) -> None:
-        for part in (getattr(self, "committer", None), self.relay, self.follower):
+        for part in (getattr(self, "committer", None), self.relay, self.follower, self.kpi_updates):
             if part is not None:
                 try:
                     part.stop()

@@ -20,7 +20,8 @@ from fastapi.responses import Response
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from domain.segment import CALL_TYPES, call_adapter, normalise
+from domain.crm import validate_properties
+from domain.segment import CALL_TYPES, Track, call_adapter, normalise
 from ingest.committer import StoreUnavailable
 
 
@@ -86,10 +87,10 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in parts) or "(event)"
 
 
-def _validation_errors(index: int, exc: ValidationError) -> list[dict[str, Any]]:
+def _validation_errors(index: int, exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     errors = []
     for err in exc.errors(include_url=False):
-        field = _field(err["loc"])
+        field = _field(prefix + tuple(err["loc"]))
         reason = err["msg"]
         if err["type"] in ("union_tag_not_found", "union_tag_invalid"):
             field, reason = "type", f"type must be one of {', '.join(CALL_TYPES)}"
@@ -122,6 +123,12 @@ def parse_calls(
         except ValidationError as exc:
             errors.extend(_validation_errors(index, exc))
             continue
+        if isinstance(call, Track):
+            try:  # reserved CRM events (Order Completed, Ticket Opened, ...) have schemas of their own
+                call.properties = validate_properties(call.event, call.properties)
+            except ValidationError as exc:
+                errors.extend(_validation_errors(index, exc, prefix=("properties",)))
+                continue
         calls.append(normalise(call, received_at, sent_at))
     if oversized:
         raise Rejected(413, "events above the size limit; nothing was stored", oversized + errors)

@@ -11,7 +11,7 @@ import binascii
 import re
 import time
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 from uuid import UUID
 
 import orjson
@@ -43,7 +43,7 @@ def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | N
     return Response(orjson.dumps(body), status_code=status_code, headers=headers, media_type="application/json")
 
 
-def _parse_time(name: str, value: str | None) -> datetime | None:
+def parse_query_time(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
@@ -75,13 +75,13 @@ def _grouped(identifiers: list[str], types: list[str]) -> dict[str, list[str]]:
     return {kind: sorted(grouped[kind]) for kind in sorted(grouped, key=lambda k: (order.get(k, len(order)), k))}
 
 
-def build_query_router(service: QueryService) -> APIRouter:
-    router = APIRouter(tags=["profiles"])
-    rfm_cache: dict[str, tuple[float, dict[str, list[float]]]] = {}
+def bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
-    def bearer(request: Request) -> str:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return token.strip() if scheme.lower() == "bearer" else ""
+
+def read_access(service: Any) -> Callable[[Request], str]:
+    """A dependency resolving the read key (Bearer) to its workspace id, 401 otherwise."""
 
     def workspace(request: Request) -> str:
         token = bearer(request)
@@ -91,6 +91,14 @@ def build_query_router(service: QueryService) -> APIRouter:
         if workspace_id is None:
             raise HTTPException(401, "unknown read key; use a read key of your workspace (see `cdp up` output)")
         return workspace_id
+
+    return workspace
+
+
+def build_query_router(service: QueryService) -> APIRouter:
+    router = APIRouter(tags=["profiles"])
+    rfm_cache: dict[str, tuple[float, dict[str, list[float]]]] = {}
+    workspace = read_access(service)
 
     def writer(request: Request) -> str:
         token = bearer(request)
@@ -224,7 +232,7 @@ def build_query_router(service: QueryService) -> APIRouter:
 
     @router.get("/v1/profiles/{identifier}", summary="A unified profile by identifier or profile id")
     def get_profile(identifier: str, as_of: str | None = None, workspace_id: str = Depends(workspace)) -> Response:
-        when = _parse_time("as_of", as_of)
+        when = parse_query_time("as_of", as_of)
         return json_response(body(workspace_id, load(workspace_id, identifier, when), when, with_changes=True))
 
     @router.get("/v1/profiles/{identifier}/events", summary="A profile's timeline, newest first, filterable")
@@ -238,11 +246,11 @@ def build_query_router(service: QueryService) -> APIRouter:
         as_of: str | None = None,
         workspace_id: str = Depends(workspace),
     ) -> Response:
-        when = _parse_time("as_of", as_of)
+        when = parse_query_time("as_of", as_of)
         view = load(workspace_id, identifier, when)
         rows = service.store.timeline(
             workspace_id, view.identifiers + [own_identifier(view.profile_id)], limit + 1,
-            _decode_cursor(cursor) if cursor else None, type, _parse_time("from", since), _parse_time("to", until), when,
+            _decode_cursor(cursor) if cursor else None, type, parse_query_time("from", since), parse_query_time("to", until), when,
         )  # fmt: skip
         page, more = rows[:limit], len(rows) > limit
         events = [

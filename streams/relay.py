@@ -56,24 +56,23 @@ def kafka_producer(bootstrap: str) -> KafkaProducer:
 class KafkaPublisher:
     """Publishes messages keyed by profile id, waiting for the broker's acknowledgement per page."""
 
-    def __init__(self, producer: KafkaProducer, topic: str = EVENTS_TOPIC) -> None:
+    def __init__(
+        self, producer: KafkaProducer, topic: str = EVENTS_TOPIC, key: Callable[[Message], str] | None = None
+    ) -> None:
         self.topic = topic
+        self.key = key or (lambda m: m["profile_id"] or m["workspace_id"])
         self.sent: dict[int, int] = {}  # partition → last position the broker acknowledged
         self.producer = producer
 
     def publish(self, messages: list[Message]) -> None:
         futures = []
         for m in messages:
-            headers = [("position", str(m["position"]).encode())]
-            if "event_id" in m:
-                headers.append(("event_id", m["event_id"].encode()))
-            futures.append(
-                self.producer.send(self.topic, key=(m["profile_id"] or m["workspace_id"]).encode(), value=encode(m), headers=headers)
-            )
+            headers = [(name, str(m[name]).encode()) for name in ("position", "event_id") if name in m]
+            futures.append(self.producer.send(self.topic, key=self.key(m).encode(), value=encode(m), headers=headers))
         self.producer.flush()
         for m, future in zip(messages, futures):
             metadata = future.get(timeout=30)  # raises if the broker refused a message: the page is retried
-            self.sent[metadata.partition] = max(self.sent.get(metadata.partition, 0), m["position"])
+            self.sent[metadata.partition] = max(self.sent.get(metadata.partition, 0), m.get("position", 0))
 
 
 

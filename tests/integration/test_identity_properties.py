@@ -46,7 +46,7 @@ def calls(draw: Any, users: list[str] = USERS, devices: list[str] = DEVICES, ema
         if emails and draw(st.booleans()):
             call["traits"]["email"] = draw(st.sampled_from(emails))
     elif kind == "track":
-        call |= {"event": draw(st.sampled_from(["Viewed", "Order Completed"])), "properties": {"revenue": 5}}
+        call |= {"event": draw(st.sampled_from(["Viewed", "Order Completed"])), "properties": {"revenue": 5, "currency": "EUR"}}
     else:
         call["name"] = "Home"
     return call

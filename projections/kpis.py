@@ -1,0 +1,529 @@
+"""KPI reads and writes over `kpi_facts` and `activity_days` (see migrations/0002_kpis.sql).
+
+Every read uses FINAL (exact with redelivered rows present), groups by event time
+(late events land in their own day) and resolves people through the current
+owner of each fact's anchor (merged profiles count once). User input reaches
+ClickHouse only as server-side parameters; column and function names come from
+the fixed lists below.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable, Sequence
+
+from domain.kpis import CATALOGUE, FACT_DIMENSIONS
+from domain.traits import rfm_tier
+from streams.kpis import FACT_COLUMNS
+
+GRANULARITIES = {"day": "toDate", "week": "toMonday", "month": "toStartOfMonth"}
+_ZERO_UUID = "toUUID('00000000-0000-0000-0000-000000000000')"
+_T = "DateTime64(3, 'UTC')"
+
+
+class KpiQueryError(ValueError):
+    """A KPI request that cannot be answered as asked (the message says what to change)."""
+
+
+@dataclass
+class KpiQuery:
+    workspace_id: str
+    start: datetime
+    end: datetime  # exclusive
+    granularity: str = "day"
+    by: str | None = None
+    filters: dict[str, str] = field(default_factory=dict)
+    within_days: float = 7.0
+
+    def periods(self) -> list[tuple[date, datetime, datetime]]:
+        """(label, start, end) of every period overlapping [start, end), clipped to it."""
+        out = []
+        label = _period_start(self.start.date(), self.granularity)
+        while True:
+            nxt = _next_period(label, self.granularity)
+            lo = max(self.start, _midnight(label))
+            hi = min(self.end, _midnight(nxt))
+            if lo >= self.end:
+                break
+            out.append((label, lo, hi))
+            label = nxt
+        return out
+
+
+def _midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+
+
+def _period_start(d: date, granularity: str) -> date:
+    if granularity == "week":
+        return d - timedelta(days=d.weekday())
+    if granularity == "month":
+        return d.replace(day=1)
+    return d
+
+
+def _next_period(d: date, granularity: str) -> date:
+    if granularity == "week":
+        return d + timedelta(days=7)
+    if granularity == "month":
+        return (d.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return d + timedelta(days=1)
+
+
+def _num(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, float) and value != value:  # NaN from 0/0: no answers in the period
+        return None
+    return value
+
+
+def _ratio(numerator: Any, denominator: Any) -> float | None:
+    return None if not denominator else float(numerator) / float(denominator)
+
+
+class KpiStore:
+    """Writes facts and activity; answers every KPI in domain.kpis.CATALOGUE."""
+
+    def __init__(self, client: Any, database: str) -> None:
+        self.client = client
+        self.db = database
+
+    # Writes ----------------------------------------------------------------------------------
+
+    def insert_facts(self, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.client.insert(f"{self.db}.kpi_facts", list(rows), column_names=FACT_COLUMNS)
+
+    def insert_activity(self, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.client.insert(f"{self.db}.activity_days", list(rows),
+                               column_names=["workspace_id", "anchor", "profile_id", "day"])  # fmt: skip
+
+    # SQL building blocks ---------------------------------------------------------------------
+
+    def _owners(self) -> str:
+        return (f"(SELECT identifier AS anchor, argMax(profile_id, position) AS owner FROM {self.db}.identity_history "
+                "WHERE workspace_id = {ws:String} GROUP BY identifier)")  # fmt: skip
+
+    def _facts(self, kinds: Sequence[str], q: KpiQuery | None, span: str = "range", end: str = "end") -> str:
+        """Facts of `kinds` with their person; `span` is range ([start, end)), until (before end) or all."""
+        where = ["workspace_id = {ws:String}", "kind IN (" + ", ".join(f"'{k}'" for k in kinds) + ")"]
+        if span == "range":
+            where.append(f"timestamp >= {{start:{_T}}} AND timestamp < {{{end}:{_T}}}")
+        elif span == "until":
+            where.append(f"timestamp < {{{end}:{_T}}}")
+        if q is not None:
+            where += [f"{dim} = {{f_{dim}:String}}" for dim in q.filters]
+        return (f"(SELECT f.*, if(o.owner = {_ZERO_UUID}, f.profile_id, o.owner) AS person "
+                f"FROM (SELECT * FROM {self.db}.kpi_facts FINAL WHERE {' AND '.join(where)}) AS f "
+                f"LEFT JOIN {self._owners()} AS o ON f.anchor = o.anchor)")  # fmt: skip
+
+    def _active(self, until: str = "end") -> str:
+        return (f"(SELECT a.day AS day, if(o.owner = {_ZERO_UUID}, a.profile_id, o.owner) AS person "
+                f"FROM (SELECT * FROM {self.db}.activity_days FINAL WHERE workspace_id = {{ws:String}}) AS a "
+                f"LEFT JOIN {self._owners()} AS o ON a.anchor = o.anchor WHERE a.day < toDate({{{until}:{_T}}}))")
+
+    def _params(self, q: KpiQuery, **extra: Any) -> dict[str, Any]:
+        params: dict[str, Any] = {"ws": q.workspace_id, "start": q.start, "end": q.end}
+        params.update({f"f_{k}": v for k, v in q.filters.items()})
+        params.update(extra)
+        return params
+
+    def _rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return self.client.query(sql, parameters=params).result_rows
+
+    @staticmethod
+    def _period(q: KpiQuery, column: str = "timestamp") -> str:
+        return f"{GRANULARITIES[q.granularity]}({column})"
+
+    @staticmethod
+    def _group(q: KpiQuery) -> str:
+        return q.by if q.by else "''"
+
+    @staticmethod
+    def _out(q: KpiQuery, period: Any, group: Any, **values: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {"period": period.isoformat() if isinstance(period, (date, datetime)) else period}
+        if q.by:
+            row[q.by] = group
+        row.update({k: _num(v) for k, v in values.items()})
+        return row
+
+    # The KPIs --------------------------------------------------------------------------------
+
+    def kpi(self, name: str, q: KpiQuery) -> list[dict[str, Any]]:
+        """The rows of one KPI (validated name, dimension and filters)."""
+        kpi = CATALOGUE.get(name)
+        if kpi is None:
+            raise KpiQueryError(f"unknown KPI {name!r}; GET /v1/kpis lists them")
+        if kpi.shape == "funnel":
+            raise KpiQueryError("conversion_rate takes its steps in a body: POST /v1/funnels")
+        for dim in ([q.by] if q.by else []) + list(q.filters):
+            if dim not in kpi.dimensions:
+                allowed = ", ".join(kpi.dimensions) or "none"
+                raise KpiQueryError(f"{name} cannot be sliced by {dim!r}; its dimensions: {allowed}")
+        if q.granularity not in GRANULARITIES:
+            raise KpiQueryError(f"granularity must be one of {', '.join(GRANULARITIES)}")
+        method: Callable[[KpiQuery], list[dict[str, Any]]] = getattr(self, f"_kpi_{name}")
+        return method(q)
+
+    def _kpi_csat(self, q: KpiQuery) -> list[dict[str, Any]]:
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, countIf(csat >= 4), count(), avg(csat) "
+               f"FROM {self._facts(['feedback'], q)} WHERE csat IS NOT NULL GROUP BY p, g ORDER BY p, g")
+        return [self._out(q, p, g, value=_ratio(good, n), mean=mean, satisfied=good, answers=n)
+                for p, g, good, n, mean in self._rows(sql, self._params(q))]  # fmt: skip
+
+    def _kpi_nps(self, q: KpiQuery) -> list[dict[str, Any]]:
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, countIf(nps >= 9), countIf(nps <= 6), count() "
+               f"FROM {self._facts(['feedback'], q)} WHERE nps IS NOT NULL GROUP BY p, g ORDER BY p, g")
+        return [self._out(q, p, g, value=100.0 * (pro - det) / n, promoters=pro, detractors=det, answers=n)
+                for p, g, pro, det, n in self._rows(sql, self._params(q))]  # fmt: skip
+
+    def _kpi_active_customers(self, q: KpiQuery) -> list[dict[str, Any]]:
+        sql = (f"SELECT {self._period(q, 'day')} AS p, uniqExact(person) FROM {self._active()} "
+               f"WHERE day >= toDate({{start:{_T}}}) GROUP BY p ORDER BY p")
+        return [self._out(q, p, None, value=n) for p, n in self._rows(sql, self._params(q))]
+
+    def _retention(self, q: KpiQuery) -> list[tuple[date, int, int]]:
+        step = {"day": "period + 1", "week": "period + 7", "month": "addMonths(period, 1)"}[q.granularity]
+        periods = q.periods()
+        after = _midnight(_next_period(periods[-1][0], q.granularity)) if periods else q.end
+        sql = (f"SELECT period, count(), countIf(has(ps, {step})) FROM (SELECT person, "
+               f"groupUniqArray({self._period(q, 'day')}) AS ps FROM {self._active('after')} "
+               f"WHERE day >= toDate({{start:{_T}}}) GROUP BY person) ARRAY JOIN ps AS period "
+               f"WHERE period < toDate({{end:{_T}}}) GROUP BY period ORDER BY period")
+        return [(p, n, kept) for p, n, kept in self._rows(sql, self._params(q, after=after))]
+
+    def _kpi_retention_rate(self, q: KpiQuery) -> list[dict[str, Any]]:
+        return [self._out(q, p, None, value=_ratio(kept, n), active=n, retained=kept) for p, n, kept in self._retention(q)]
+
+    def _kpi_churn_rate(self, q: KpiQuery) -> list[dict[str, Any]]:
+        return [self._out(q, p, None, value=1 - kept / n, active=n, churned=n - kept) for p, n, kept in self._retention(q)]
+
+    def _kpi_revenue(self, q: KpiQuery) -> list[dict[str, Any]]:
+        if q.by == "product" or "product" in q.filters:
+            sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, currency, sum(amount) "
+                   f"FROM {self._facts(['order_line'], q)} GROUP BY p, g, currency ORDER BY p, g, currency")
+            return [self._out(q, p, g, currency=c, value=v, gross=v, refunds=0)
+                    for p, g, c, v in self._rows(sql, self._params(q))]  # fmt: skip
+        orders = (f"(SELECT entity_id, any(amount) AS amount, any(currency) AS currency FROM {self.db}.kpi_facts FINAL "
+                  "WHERE workspace_id = {ws:String} AND kind = 'order' GROUP BY entity_id)")  # fmt: skip
+        whole = "f.kind = 'refund' AND f.has_amount = 0"
+        sql = (f"SELECT {self._period(q, 'f.timestamp')} AS p, {'f.' + q.by if q.by else chr(39) * 2} AS g, "
+               f"if({whole}, o.currency, f.currency) AS c, sumIf(if({whole}, o.amount, f.amount), f.kind = 'order'), "
+               f"sumIf(if({whole}, o.amount, f.amount), f.kind = 'refund') "
+               f"FROM {self._facts(['order', 'refund'], q)} AS f LEFT JOIN {orders} AS o ON f.entity_id = o.entity_id "
+               "GROUP BY p, g, c ORDER BY p, g, c")  # fmt: skip
+        return [self._out(q, p, g, currency=c, value=gross - refunds, gross=gross, refunds=refunds)
+                for p, g, c, gross, refunds in self._rows(sql, self._params(q))]  # fmt: skip
+
+    def _kpi_orders(self, q: KpiQuery) -> list[dict[str, Any]]:
+        kind = "order_line" if q.by == "product" or "product" in q.filters else "order"
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, uniqExact(event_id) "
+               f"FROM {self._facts([kind], q)} GROUP BY p, g ORDER BY p, g")
+        return [self._out(q, p, g, value=n) for p, g, n in self._rows(sql, self._params(q))]
+
+    def _kpi_average_order_value(self, q: KpiQuery) -> list[dict[str, Any]]:
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, currency, sum(amount), uniqExact(event_id) "
+               f"FROM {self._facts(['order'], q)} GROUP BY p, g, currency ORDER BY p, g, currency")
+        return [self._out(q, p, g, currency=c, value=Decimal(total) / n, revenue=total, orders=n)
+                for p, g, c, total, n in self._rows(sql, self._params(q))]  # fmt: skip
+
+    def _kpi_repeat_purchase_rate(self, q: KpiQuery) -> list[dict[str, Any]]:
+        sql = (f"SELECT p, g, countIf(n >= 2), count() FROM (SELECT {self._period(q)} AS p, {self._group(q)} AS g, "
+               f"person, uniqExact(event_id) AS n FROM {self._facts(['order'], q)} GROUP BY p, g, person) "
+               "GROUP BY p, g ORDER BY p, g")  # fmt: skip
+        return [self._out(q, p, g, value=_ratio(repeat, n), repeat_buyers=repeat, buyers=n)
+                for p, g, repeat, n in self._rows(sql, self._params(q))]  # fmt: skip
+
+    def _first_orders(self, q: KpiQuery, by: str | None) -> dict[tuple[date, str], int]:
+        """New customers (people by their first order ever) per period and group, before the end."""
+        group = f"argMin({by}, timestamp)" if by else "''"
+        sql = (f"SELECT {self._period(q, 'first')} AS p, g, count() FROM (SELECT person, min(timestamp) AS first, "
+               f"{group} AS g FROM {self._facts(['order'], None, span='until')} GROUP BY person) "
+               "GROUP BY p, g")  # fmt: skip
+        return {(p, g): n for p, g, n in self._rows(sql, self._params(q))}
+
+    def _kpi_customer_lifetime_value(self, q: KpiQuery) -> list[dict[str, Any]]:
+        new = self._first_orders(q, None)
+        sql = (f"SELECT {self._period(q, 'f.timestamp')} AS p, if(f.kind = 'refund' AND f.has_amount = 0, o.currency, "
+               "f.currency) AS c, sum(if(f.kind = 'order', 1, -1) * if(f.kind = 'refund' AND f.has_amount = 0, "
+               f"o.amount, f.amount)) FROM {self._facts(['order', 'refund'], None, span='until')} AS f "
+               f"LEFT JOIN (SELECT entity_id, any(amount) AS amount, any(currency) AS currency FROM {self.db}.kpi_facts "
+               "FINAL WHERE workspace_id = {ws:String} AND kind = 'order' GROUP BY entity_id) AS o "
+               "ON f.entity_id = o.entity_id GROUP BY p, c")  # fmt: skip
+        revenue: dict[str, dict[date, Decimal]] = defaultdict(dict)
+        for p, c, v in self._rows(sql, self._params(q)):
+            revenue[c][p] = v
+        out = []
+        for label, _, _ in q.periods():
+            customers = sum(n for (p, _), n in new.items() if p <= label)
+            for c in sorted(revenue):
+                total = sum((v for p, v in revenue[c].items() if p <= label), Decimal(0))
+                out.append(self._out(q, label, None, currency=c, value=_ratio(total, customers), revenue=total,
+                                     customers=customers))  # fmt: skip
+        return out
+
+    def _kpi_customer_acquisition_cost(self, q: KpiQuery) -> list[dict[str, Any]]:
+        new = self._first_orders(q, q.by)
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, currency, sum(amount) "
+               f"FROM {self._facts(['cost'], q)} GROUP BY p, g, currency ORDER BY p, g, currency")
+        return [self._out(q, p, g, currency=c, value=_ratio(cost, new.get((p, g), 0)), cost=cost,
+                          new_customers=new.get((p, g), 0))
+                for p, g, c, cost in self._rows(sql, self._params(q))]  # fmt: skip
+
+    def _kpi_rfm_tiers(self, q: KpiQuery) -> list[dict[str, Any]]:
+        rows = self._rows(
+            f"WITH (SELECT quantiles(0.2, 0.4, 0.6, 0.8)(dateDiff('second', last_order_at, now64(3)) / 86400), "
+            "quantiles(0.2, 0.4, 0.6, 0.8)(orders_count), quantiles(0.2, 0.4, 0.6, 0.8)(arraySum(mapValues(revenue))) "
+            f"FROM {self.db}.profiles FINAL WHERE workspace_id = {{ws:String}} AND orders_count > 0 AND is_deleted = 0) "
+            "AS b SELECT 5 - arrayCount(x -> dateDiff('second', last_order_at, now64(3)) / 86400 > x, b.1) AS r, "
+            "1 + arrayCount(x -> orders_count > x, b.2) AS f, 1 + arrayCount(x -> arraySum(mapValues(revenue)) > x, "
+            f"b.3) AS m, count() FROM {self.db}.profiles FINAL WHERE workspace_id = {{ws:String}} AND orders_count > 0 "
+            "AND is_deleted = 0 GROUP BY r, f, m",
+            {"ws": q.workspace_id},
+        )  # fmt: skip
+        tiers: dict[str, int] = defaultdict(int)
+        for r, f, m, n in rows:
+            tiers[rfm_tier(max(1, min(5, r)), max(1, min(5, f)), max(1, min(5, m)))] += n
+        total = sum(tiers.values())
+        return [{"tier": t, "value": n, "share": n / total} for t, n in sorted(tiers.items())]
+
+    def _kpi_leads(self, q: KpiQuery) -> list[dict[str, Any]]:
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, uniqExact(entity_id) "
+               f"FROM {self._facts(['lead'], q)} GROUP BY p, g ORDER BY p, g")
+        return [self._out(q, p, g, value=n) for p, g, n in self._rows(sql, self._params(q))]
+
+    _STATE = "status, amount, probability, currency, owner, channel, campaign, category"
+
+    def _opportunities(self, q: KpiQuery) -> str:
+        """Each opportunity's latest state before the end, with its first and closing times."""
+        names = self._STATE.split(", ")
+        fields = ", ".join(f"s.{i + 1} AS {n}" for i, n in enumerate(names))
+        where = " AND ".join(f"{dim} = {{f_{dim}:String}}" for dim in q.filters) or "1"
+        return (f"(SELECT entity_id, created, closed, {fields} FROM (SELECT entity_id, argMax(tuple({self._STATE}), "
+                f"(timestamp, position)) AS s, min(timestamp) AS created, max(timestamp) AS closed FROM "
+                f"{self._facts(['opportunity'], None, span='until')} GROUP BY entity_id) "
+                f"WHERE {where})")  # fmt: skip
+
+    def _kpi_pipeline_value(self, q: KpiQuery) -> list[dict[str, Any]]:
+        periods = q.periods()
+        names = self._STATE.split(", ")
+        where = " AND ".join(f"s.{names.index(dim) + 1} = {{f_{dim}:String}}" for dim in q.filters) or "1"
+        group = f"s.{names.index(q.by) + 1}" if q.by else "''"
+        sql = (f"SELECT pe, {group} AS g, s.4 AS c, sum(toFloat64(s.2) * s.3), count() FROM (SELECT pe, entity_id, "
+               f"argMax(tuple({self._STATE}), (timestamp, position)) AS s FROM "
+               f"{self._facts(['opportunity'], None, span='until')} "
+               f"ARRAY JOIN {{ends:Array({_T})}} AS pe WHERE timestamp < pe GROUP BY pe, entity_id) "
+               f"WHERE s.1 = 'open' AND {where} GROUP BY pe, g, c ORDER BY pe, g, c")  # fmt: skip
+        label = {hi: lo for lo, _, hi in periods}
+        return [self._out(q, label[pe.replace(tzinfo=timezone.utc)], g, currency=c, value=v, open_opportunities=n)
+                for pe, g, c, v, n in self._rows(sql, self._params(q, ends=[hi for _, _, hi in periods]))]  # fmt: skip
+
+    def _closed(self, q: KpiQuery, extra: str) -> list[tuple[Any, ...]]:
+        sql = (f"SELECT {self._period(q, 'closed')} AS p, {self._group(q)} AS g, {extra} FROM {self._opportunities(q)} "
+               f"WHERE closed >= {{start:{_T}}} AND status IN ('won', 'lost') GROUP BY p, g ORDER BY p, g")  # fmt: skip
+        return self._rows(sql, self._params(q))
+
+    def _kpi_won_revenue(self, q: KpiQuery) -> list[dict[str, Any]]:
+        sql = (f"SELECT {self._period(q, 'closed')} AS p, {self._group(q)} AS g, currency, sum(amount), count() "
+               f"FROM {self._opportunities(q)} WHERE closed >= {{start:{_T}}} AND status = 'won' "
+               "GROUP BY p, g, currency ORDER BY p, g, currency")  # fmt: skip
+        return [self._out(q, p, g, currency=c, value=v, won=n) for p, g, c, v, n in self._rows(sql, self._params(q))]
+
+    def _kpi_win_rate(self, q: KpiQuery) -> list[dict[str, Any]]:
+        return [self._out(q, p, g, value=_ratio(won, n), won=won, closed=n)
+                for p, g, won, n in self._closed(q, "countIf(status = 'won'), count()")]  # fmt: skip
+
+    def _kpi_average_sales_cycle(self, q: KpiQuery) -> list[dict[str, Any]]:
+        rows = self._closed(q, "avgIf(dateDiff('second', created, closed) / 86400, status = 'won'), "
+                               "countIf(status = 'won')")  # fmt: skip
+        return [self._out(q, p, g, value=days, won=n) for p, g, days, n in rows if n]
+
+    def _kpi_sales_activities(self, q: KpiQuery) -> list[dict[str, Any]]:
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, countIf(kind = 'call'), "
+               f"countIf(kind = 'meeting') FROM {self._facts(['call', 'meeting'], q)} GROUP BY p, g ORDER BY p, g")
+        return [self._out(q, p, g, value=calls + meetings, calls=calls, meetings=meetings)
+                for p, g, calls, meetings in self._rows(sql, self._params(q))]  # fmt: skip
+
+    def _kpi_budget_attainment(self, q: KpiQuery) -> list[dict[str, Any]]:
+        where = "AND owner = {f_owner:String}" if "owner" in q.filters else ""
+        targets = self._rows(
+            f"SELECT t.1, t.2, t.3, t.4, t.5 FROM (SELECT argMax(tuple(owner, period_start, period_end, currency, "
+            f"amount), (timestamp, position)) AS t FROM {self.db}.kpi_facts FINAL WHERE workspace_id = {{ws:String}} "
+            f"AND kind = 'target' {where} GROUP BY entity_id) WHERE t.3 >= toDate({{start:{_T}}}) "
+            f"AND t.2 < toDate({{end:{_T}}}) ORDER BY t.1, t.2",
+            self._params(q),
+        )  # fmt: skip
+        everything = KpiQuery(q.workspace_id, q.start, datetime.max.replace(tzinfo=timezone.utc), q.granularity)
+        won = self._rows(
+            f"SELECT owner, currency, toDate(closed) AS d, sum(amount) FROM {self._opportunities(everything)} "
+            "WHERE status = 'won' GROUP BY owner, currency, d",
+            self._params(everything),
+        )  # fmt: skip
+        out = []
+        for owner, lo, hi, currency, target in targets:
+            achieved = sum((v for o, c, d, v in won if o == owner and c == currency and lo <= d <= hi), Decimal(0))
+            out.append({"owner": owner, "period_start": lo.isoformat(), "period_end": hi.isoformat(),
+                        "currency": currency, "target": _num(target), "won": _num(achieved),
+                        "value": _ratio(achieved, target)})  # fmt: skip
+        return out
+
+    def _tickets(self, q: KpiQuery) -> str:
+        """Per ticket: opened, first response and resolution times, and the opening's dimensions."""
+        where = " AND ".join(f"{dim} = {{f_{dim}:String}}" for dim in q.filters) or "1"
+        return (f"(SELECT * FROM (SELECT entity_id, minIf(timestamp, kind = 'ticket_opened') AS opened, "
+                "arrayFilter(t -> t >= opened, groupArrayIf(timestamp, kind != 'ticket_opened')) AS replies, "
+                "if(empty(replies), NULL, arrayMin(replies)) AS responded, "
+                "maxIf(timestamp, kind = 'ticket_resolved') AS resolved, countIf(kind = 'ticket_resolved') AS n_resolved, "
+                "argMinIf(channel, timestamp, kind = 'ticket_opened') AS channel, "
+                "argMinIf(category, timestamp, kind = 'ticket_opened') AS category, "
+                "argMinIf(priority, timestamp, kind = 'ticket_opened') AS priority, "
+                "argMax(owner, (timestamp, position)) AS owner "
+                f"FROM {self._facts(['ticket_opened', 'ticket_assigned', 'ticket_resolved'], None, span='until')} "
+                f"GROUP BY entity_id HAVING countIf(kind = 'ticket_opened') > 0) WHERE {where})")  # fmt: skip
+
+    def _kpi_first_response_time(self, q: KpiQuery) -> list[dict[str, Any]]:
+        sql = (f"SELECT {self._period(q, 'opened')} AS p, {self._group(q)} AS g, "
+               "avgIf(dateDiff('millisecond', opened, responded) / 3600000, responded IS NOT NULL), "
+               f"countIf(responded IS NOT NULL), count() FROM {self._tickets(q)} WHERE opened >= {{start:{_T}}} "
+               "GROUP BY p, g ORDER BY p, g")  # fmt: skip
+        return [self._out(q, p, g, value=hours if answered else None, responded=answered, opened=n)
+                for p, g, hours, answered, n in self._rows(sql, self._params(q))]  # fmt: skip
+
+    def _kpi_resolution_time(self, q: KpiQuery) -> list[dict[str, Any]]:
+        sql = (f"SELECT {self._period(q, 'resolved')} AS p, {self._group(q)} AS g, "
+               f"avg(dateDiff('millisecond', opened, resolved) / 3600000), count() FROM {self._tickets(q)} "
+               f"WHERE n_resolved > 0 AND resolved >= {{start:{_T}}} AND resolved >= opened "
+               "GROUP BY p, g ORDER BY p, g")  # fmt: skip
+        return [self._out(q, p, g, value=hours, resolved=n) for p, g, hours, n in self._rows(sql, self._params(q))]
+
+    def _kpi_open_ticket_backlog(self, q: KpiQuery) -> list[dict[str, Any]]:
+        periods = q.periods()
+        where = " AND ".join(f"{dim} = {{f_{dim}:String}}" for dim in q.filters) or "1"
+        sql = (f"SELECT pe, {self._group(q)} AS g, count() FROM (SELECT pe, entity_id, "
+               "argMax(kind, (timestamp, position)) AS state, argMinIf(channel, timestamp, kind = 'ticket_opened') AS "
+               "channel, argMinIf(category, timestamp, kind = 'ticket_opened') AS category, argMinIf(priority, "
+               "timestamp, kind = 'ticket_opened') AS priority, argMax(owner, (timestamp, position)) AS owner "
+               f"FROM {self._facts(['ticket_opened', 'ticket_assigned', 'ticket_resolved'], None, span='until')} "
+               f"ARRAY JOIN {{ends:Array({_T})}} AS pe WHERE timestamp < pe AND kind != 'ticket_assigned' "
+               f"GROUP BY pe, entity_id) WHERE state = 'ticket_opened' AND {where} GROUP BY pe, g ORDER BY pe, g")  # fmt: skip
+        label = {hi: lo for lo, _, hi in periods}
+        counts = {(label[pe.replace(tzinfo=timezone.utc)], g): n
+                  for pe, g, n in self._rows(sql, self._params(q, ends=[hi for _, _, hi in periods]))}  # fmt: skip
+        if not q.by:  # an empty backlog is a zero, not a missing point
+            return [self._out(q, lo, None, value=counts.get((lo, ""), 0)) for lo, _, _ in periods]
+        return [self._out(q, p, g, value=n) for (p, g), n in sorted(counts.items())]
+
+    def _kpi_complaints_per_1000_customers(self, q: KpiQuery) -> list[dict[str, Any]]:
+        complaints = dict(self._rows(
+            f"SELECT {self._period(q)} AS p, uniqExact(entity_id) FROM {self._facts(['ticket_opened'], q)} "
+            "WHERE complaint = 1 GROUP BY p", self._params(q)))  # fmt: skip
+        active = self._kpi_active_customers(q)
+        return [self._out(q, row["period"], None, value=1000.0 * complaints.get(date.fromisoformat(row["period"]), 0)
+                          / row["value"], complaints=complaints.get(date.fromisoformat(row["period"]), 0),
+                          customers=row["value"]) for row in active]  # fmt: skip
+
+    def _campaign(self, q: KpiQuery, kinds: list[str]) -> list[tuple[Any, ...]]:
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, "
+               + ", ".join(f"uniqExactIf((campaign, person), kind = '{k}')" for k in kinds)
+               + f" FROM {self._facts(kinds, q)} GROUP BY p, g ORDER BY p, g")  # fmt: skip
+        return self._rows(sql, self._params(q))
+
+    def _kpi_campaign_sent(self, q: KpiQuery) -> list[dict[str, Any]]:
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, count() FROM {self._facts(['message_sent'], q)} "
+               "GROUP BY p, g ORDER BY p, g")
+        return [self._out(q, p, g, value=n) for p, g, n in self._rows(sql, self._params(q))]
+
+    def _kpi_campaign_open_rate(self, q: KpiQuery) -> list[dict[str, Any]]:
+        return [self._out(q, p, g, value=_ratio(opened, sent), opened=opened, sent=sent)
+                for p, g, sent, opened in self._campaign(q, ["message_sent", "message_opened"])]  # fmt: skip
+
+    def _kpi_campaign_click_rate(self, q: KpiQuery) -> list[dict[str, Any]]:
+        return [self._out(q, p, g, value=_ratio(clicked, sent), clicked=clicked, sent=sent)
+                for p, g, sent, clicked in self._campaign(q, ["message_sent", "message_clicked"])]  # fmt: skip
+
+    def _kpi_campaign_conversion_rate(self, q: KpiQuery) -> list[dict[str, Any]]:
+        window = int(q.within_days * 86400)
+        orders = f"(SELECT person, timestamp AS ordered FROM {self._facts(['order'], None, end='end_orders')})"
+        sql = (f"SELECT {self._period(q, 'c.timestamp')} AS p, {'c.' + q.by if q.by else chr(39) * 2} AS g, "
+               "uniqExact((c.campaign, c.person)), uniqExactIf((c.campaign, c.person), o.ordered >= c.timestamp AND "
+               f"o.ordered <= c.timestamp + toIntervalSecond({window})) FROM {self._facts(['message_clicked'], q)} AS c "
+               f"LEFT JOIN {orders} AS o ON c.person = o.person GROUP BY p, g ORDER BY p, g")  # fmt: skip
+        params = self._params(q, end_orders=q.end + timedelta(seconds=window))
+        return [self._out(q, p, g, value=_ratio(converted, clicked), clicked=clicked, converted=converted)
+                for p, g, clicked, converted in self._rows(sql, params)]  # fmt: skip
+
+    # Funnels and cohorts ---------------------------------------------------------------------
+
+    def funnel(
+        self, workspace_id: str, steps: list[dict[str, Any]], within_seconds: int, start: datetime, end: datetime,
+    ) -> list[int]:
+        """People reaching each step in order within the window from their first step in [start, end).
+
+        A step matches an event `type` (page, track, ...), a track `event` name and
+        property equalities. windowFunnel counts each person's longest ordered chain.
+        """
+        conditions, params = [], {"ws": workspace_id, "start": start, "end": end}
+        for i, step in enumerate(steps):
+            parts = []
+            if step.get("type"):
+                parts.append(f"e.type = {{s{i}_type:String}}")
+                params[f"s{i}_type"] = step["type"]
+            if step.get("event"):
+                parts.append(f"e.event = {{s{i}_event:String}}")
+                params[f"s{i}_event"] = step["event"]
+            for j, (key, value) in enumerate(sorted((step.get("where") or {}).items())):
+                parts.append(f"JSONExtractRaw(e.properties, {{s{i}_k{j}:String}}) = {{s{i}_v{j}:String}}")
+                params[f"s{i}_k{j}"], params[f"s{i}_v{j}"] = key, _json_scalar(value)
+            conditions.append("(" + " AND ".join(parts) + ")")
+        matches = " OR ".join(conditions)
+        sql = (f"SELECT level, count() FROM (SELECT person, windowFunnel({int(within_seconds)})(toDateTime(ts), "
+               f"{', '.join(c.replace('e.', '') for c in conditions)}) AS level FROM (SELECT e.timestamp AS ts, "
+               f"e.type AS type, e.event AS event, e.properties AS properties, "
+               f"if(o.owner = {_ZERO_UUID}, e.profile_id, o.owner) AS person FROM (SELECT * FROM {self.db}.events "
+               f"FINAL WHERE workspace_id = {{ws:String}} AND timestamp >= {{start:{_T}}} AND timestamp < "
+               f"{{end_window:{_T}}}) AS e LEFT JOIN {self._owners()} AS o ON e.anchor = o.anchor "
+               f"WHERE {matches}) GROUP BY person HAVING minIf(ts, {conditions[0].replace('e.', '')}) < {{end:{_T}}}) "
+               "GROUP BY level")  # fmt: skip
+        params["end_window"] = end + timedelta(seconds=within_seconds)
+        reached = dict(self._rows(sql, params))
+        return [sum(n for level, n in reached.items() if level >= i + 1) for i in range(len(steps))]
+
+    def retention_cohorts(self, workspace_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Monthly cohorts by first-seen month: size and the people active k months later."""
+        q = KpiQuery(workspace_id, start, end, "month")
+        sql = (f"SELECT cohort, dateDiff('month', cohort, m) AS k, count() FROM (SELECT person, "
+               "groupUniqArray(toStartOfMonth(day)) AS months, min(toStartOfMonth(day)) AS cohort "
+               f"FROM {self._active('never')} GROUP BY person) ARRAY JOIN months AS m "
+               f"WHERE cohort >= toDate({{start:{_T}}}) AND cohort < toDate({{end:{_T}}}) GROUP BY cohort, k "
+               "ORDER BY cohort, k")  # fmt: skip
+        cohorts: dict[date, dict[int, int]] = defaultdict(dict)
+        for cohort, k, n in self._rows(sql, self._params(q, never=datetime(2100, 1, 1, tzinfo=timezone.utc))):
+            cohorts[cohort][k] = n
+        out = []
+        for cohort, active in sorted(cohorts.items()):
+            size = active.get(0, 0)
+            months = max(active) + 1
+            counts = [active.get(k, 0) for k in range(months)]
+            out.append({"cohort": cohort.isoformat()[:7], "size": size, "active": counts,
+                        "retention": [n / size if size else None for n in counts]})  # fmt: skip
+        return out
+
+    def daily_values(self, workspace_id: str, name: str, days: list[date]) -> list[dict[str, Any]]:
+        """The day values of a headline KPI for `days` (for the KPI update stream)."""
+        if not days:
+            return []
+        q = KpiQuery(workspace_id, _midnight(min(days)), _midnight(max(days) + timedelta(days=1)), "day")
+        wanted = {d.isoformat() for d in days}
+        return [row for row in self.kpi(name, q) if row["period"] in wanted]
+
+
+def _json_scalar(value: Any) -> str:
+    """How JSONExtractRaw renders a scalar property, so a step filter compares like with like."""
+    import orjson
+
+    return orjson.dumps(value).decode()

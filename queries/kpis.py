@@ -1,0 +1,156 @@
+"""KPI API: the catalogue, KPI series, funnels and retention cohorts (read key as Bearer)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from domain.kpis import CATALOGUE, FACT_DIMENSIONS
+from projections.kpis import GRANULARITIES, KpiQuery, KpiQueryError, KpiStore
+from queries.http import parse_query_time, json_response, read_access
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_RANGE_DAYS = 3660
+
+
+def parse_duration(value: str) -> int:
+    """Seconds of a duration such as 30m, 12h, 7d, 2w."""
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a duration such as 30m, 12h, 7d or 2w")
+    return int(float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+class FunnelStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event: str | None = Field(None, description="a track event name, e.g. Order Completed")
+    type: Literal["track", "page", "screen", "identify", "group", "alias"] | None = None
+    where: dict[str, str | int | float | bool] = Field(default_factory=dict, description="property equalities")
+    name: str | None = Field(None, description="label in the answer")
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> "FunnelStep":
+        if not self.event and not self.type:
+            raise ValueError("a step needs an event name or a type")
+        return self
+
+
+class FunnelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    steps: list[FunnelStep] = Field(min_length=2, max_length=10)
+    within: str = Field("7d", description="conversion window from the first step: 30m, 12h, 7d, 2w")
+    start: datetime = Field(alias="from")
+    end: datetime = Field(alias="to")
+
+    @field_validator("within")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FunnelRequest":
+        if self.end <= self.start:
+            raise ValueError("'to' must be after 'from'")
+        return self
+
+
+def _range(start: str | None, end: str | None) -> tuple[datetime, datetime]:
+    to = parse_query_time("to", end) or datetime.now(timezone.utc)
+    frm = parse_query_time("from", start) or to - timedelta(days=30)
+    if to <= frm:
+        raise HTTPException(400, "'to' must be after 'from'")
+    if to - frm > timedelta(days=MAX_RANGE_DAYS):
+        raise HTTPException(400, f"the range is above {MAX_RANGE_DAYS} days; narrow 'from' and 'to'")
+    return frm, to
+
+
+def build_kpi_router(service: Any) -> APIRouter:
+    """`service.kpis` is the KpiStore; auth as the other read endpoints."""
+    router = APIRouter(tags=["kpis"])
+    workspace = read_access(service)
+
+    def store() -> KpiStore:
+        return service.kpis  # type: ignore[no-any-return]
+
+    @router.get("/v1/kpis", summary="The KPIs with their definitions")
+    def catalogue(_: str = Depends(workspace)) -> Response:
+        return json_response({"kpis": [
+            {"name": k.name, "title": k.title, "definition": k.definition, "unit": k.unit, "group": k.group,
+             "dimensions": list(k.dimensions), "shape": k.shape}
+            for k in CATALOGUE.values()
+        ]})  # fmt: skip
+
+    @router.get("/v1/kpis/{name}", summary="A KPI series by day, week or month, optionally by a dimension")
+    def series(
+        name: str,
+        request: Request,
+        workspace_id: str = Depends(workspace),
+        start: Annotated[str | None, Query(alias="from", description="ISO time; default 30 days before 'to'")] = None,
+        end: Annotated[str | None, Query(alias="to", description="ISO time, exclusive; default now")] = None,
+        granularity: str = "day",
+        by: str | None = None,
+        within_days: Annotated[float, Query(gt=0, le=365)] = 7.0,
+    ) -> Response:
+        frm, to = _range(start, end)
+        filters = {k: v for k, v in request.query_params.items() if k in FACT_DIMENSIONS}
+        unknown = set(request.query_params) - {"from", "to", "granularity", "by", "within_days", *FACT_DIMENSIONS}
+        if unknown:
+            raise HTTPException(400, f"unknown parameters {sorted(unknown)}; filters are dimensions: "
+                                     f"{', '.join(FACT_DIMENSIONS)}")  # fmt: skip
+        if granularity not in GRANULARITIES:
+            raise HTTPException(400, f"granularity must be one of {', '.join(GRANULARITIES)}")
+        q = KpiQuery(workspace_id, frm, to, granularity, by or None, filters, within_days)
+        try:
+            rows = store().kpi(name, q)
+        except KpiQueryError as exc:
+            raise HTTPException(404 if str(exc).startswith("unknown KPI") else 400, str(exc)) from None
+        kpi = CATALOGUE[name]
+        return json_response({
+            "kpi": name, "unit": kpi.unit, "definition": kpi.definition, "from": frm.isoformat(),
+            "to": to.isoformat(), "granularity": granularity, "by": by, "filters": filters, "series": rows,
+        })  # fmt: skip
+
+    @router.post("/v1/funnels", summary="Conversion through ordered steps within a window")
+    def funnel(body: Annotated[FunnelRequest, Body()], workspace_id: str = Depends(workspace)) -> Response:
+        within = parse_duration(body.within)
+        reached = store().funnel(
+            workspace_id, [s.model_dump() for s in body.steps], within, body.start, body.end
+        )
+        steps = []
+        for i, (step, n) in enumerate(zip(body.steps, reached)):
+            steps.append({
+                "step": i + 1, "name": step.name or step.event or step.type, "people": n,
+                "conversion_from_previous": None if i == 0 else (n / reached[i - 1] if reached[i - 1] else None),
+                "conversion_from_first": n / reached[0] if reached[0] else None,
+            })  # fmt: skip
+        return json_response({
+            "from": body.start.isoformat(), "to": body.end.isoformat(), "within_seconds": within,
+            "entered": reached[0], "converted": reached[-1],
+            "conversion_rate": reached[-1] / reached[0] if reached[0] else None, "steps": steps,
+        })  # fmt: skip
+
+    @router.get("/v1/cohorts/retention", summary="Monthly retention cohorts by first-seen month")
+    def cohorts(
+        workspace_id: str = Depends(workspace),
+        start: Annotated[str | None, Query(alias="from")] = None,
+        end: Annotated[str | None, Query(alias="to")] = None,
+    ) -> Response:
+        frm, to = _range(start, end)
+        return json_response({"from": frm.isoformat(), "to": to.isoformat(),
+                              "cohorts": store().retention_cohorts(workspace_id, frm, to)})  # fmt: skip
+
+    return router
