@@ -101,7 +101,7 @@ class KpiStore:
     def insert_activity(self, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             self.client.insert(f"{self.db}.activity_days", list(rows),
-                               column_names=["workspace_id", "anchor", "profile_id", "day"])  # fmt: skip
+                               column_names=["workspace_id", "anchor", "profile_id", "day", "position"])  # fmt: skip
 
     # SQL building blocks ---------------------------------------------------------------------
 

@@ -494,6 +494,8 @@ COMPARED_TABLES = {
     ),
     "profiles": (", ".join(c for c in PROFILE_COLUMNS if c != "version"), "workspace_id, profile_id"),
     "workspace_rules": ("workspace_id, version, rules, position", "workspace_id, version"),
+    "kpi_facts": ("*", "workspace_id, kind, fact_id"),
+    "activity_days": ("*", "workspace_id, anchor, day"),
 }
 
 

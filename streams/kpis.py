@@ -173,13 +173,15 @@ class KpiProcessor:
         days: dict[tuple[str, str, date], list[Any]] = {}
         moved: dict[str, dict[str, set[date]]] = defaultdict(lambda: defaultdict(set))
         top = 0
-        for m in messages:
+        for m in sorted(messages, key=lambda m: m["position"]):
             top = max(top, m["position"])
             if m["kind"] != "event":
                 continue
             at = _time(m["call"]["timestamp"])
-            days.setdefault((m["workspace_id"], m["anchor"], at.date()),
-                            [m["workspace_id"], m["anchor"], UUID(m["profile_id"]), at.date()])  # fmt: skip
+            # One row per anchor and day; the latest position wins here as in the table.
+            days[(m["workspace_id"], m["anchor"], at.date())] = [
+                m["workspace_id"], m["anchor"], UUID(m["profile_id"]), at.date(), m["position"]
+            ]  # fmt: skip
             rows = fact_rows(m)
             facts += rows
             for row in rows:

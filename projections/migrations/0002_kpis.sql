@@ -40,14 +40,15 @@ ORDER BY (workspace_id, kind, fact_id)
 SETTINGS index_granularity = 1024;
 
 -- Days on which an anchor was active (any event): retention, cohorts and "customers" counts.
--- Idempotent by key: the same anchor and day again replaces itself.
+-- Idempotent by key: the same anchor and day again replaces itself (the latest log position wins).
 CREATE TABLE IF NOT EXISTS {db}.activity_days
 (
     workspace_id LowCardinality(String),
     anchor       String,
-    profile_id   UUID COMMENT 'owner of the anchor when first seen that day (fallback person)',
-    day          Date COMMENT 'event time day (UTC)'
+    profile_id   UUID COMMENT 'owner of the anchor at the latest event of that day (fallback person)',
+    day          Date COMMENT 'event time day (UTC)',
+    position     UInt64 COMMENT 'log position of that event'
 )
-ENGINE = ReplacingMergeTree
+ENGINE = ReplacingMergeTree(position)
 ORDER BY (workspace_id, anchor, day)
 SETTINGS index_granularity = 1024

@@ -257,3 +257,37 @@ def test_crm_events_are_validated_at_ingest(running: Running) -> None:
     assert errors == {(0, "properties"), (1, "properties.nps"), (2, "properties.probability"),
                       (3, "properties.ticket_id"), (4, "properties")}  # fmt: skip
     assert running.stored_event_count() == 0
+
+
+def test_kpi_projections_equal_a_rebuild(crm: Running) -> None:
+    from infra.bootstrap import verify_rebuild
+
+    platform = crm.platform
+    assert verify_rebuild(platform.app, platform.store.client, platform.settings.clickhouse_database) == []
+
+
+def test_kpi_updates_are_published_on_kafka(running: Running) -> None:
+    import time
+
+    import orjson
+    from kafka import KafkaConsumer, TopicPartition
+
+    _send(running, "once")
+    consumer = KafkaConsumer(bootstrap_servers=running.platform.settings.bootstrap_servers, consumer_timeout_ms=500)
+    partitions = [TopicPartition("cdp.kpi-updates", p) for p in consumer.partitions_for_topic("cdp.kpi-updates")]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    updates: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 10
+    while "revenue" not in updates and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            for record in records:
+                update = orjson.loads(record.value)
+                assert record.key == f"{update['workspace_id']}:{update['kpi']}".encode()
+                updates[update["kpi"]] = update
+    consumer.close()
+    revenue = updates["revenue"]
+    assert revenue["workspace_id"] == running.platform.workspace_id and revenue["granularity"] == "day"
+    assert [(p["period"], p["currency"], p["value"]) for p in revenue["points"]] == [
+        ("2026-03-01", "EUR", 100), ("2026-03-02", "EUR", 50), ("2026-03-02", "USD", 30), ("2026-03-03", "EUR", -50),
+    ]  # fmt: skip
