@@ -14,6 +14,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from infra.bootstrap import Platform
 from ingest.http import build_ingest_router
 from queries.http import build_query_router
+from queries.sql import build_sql_router
 
 
 class _PositionsCollector:
@@ -62,6 +63,7 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
     )
     app.include_router(build_ingest_router(platform))
     app.include_router(build_query_router(platform))
+    app.include_router(build_sql_router(platform))
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     def healthz() -> dict[str, str]:
