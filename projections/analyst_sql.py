@@ -239,8 +239,15 @@ class AnalystSql:
             except Empty:
                 client = self._connect()
             started = time.monotonic()
+            parameters = {WORKSPACE_PARAMETER: workspace_id}
             try:
-                result = client.query(query, parameters={WORKSPACE_PARAMETER: workspace_id}, settings=self.settings())
+                result = client.query(query, parameters=parameters, settings=self.settings())
+                columns = [{"name": n, "type": t.name} for n, t in zip(result.column_names, result.column_types)]
+                if not columns:
+                    # An empty result carries no column metadata; DESCRIBE names them without reading rows.
+                    describe = f"DESCRIBE TABLE ({query})"
+                    described = client.query(describe, parameters=parameters, settings=self.settings())
+                    columns = [{"name": row[0], "type": row[1]} for row in described.result_rows]
             except Exception as exc:
                 raise _refusal(exc) from None
             finally:
@@ -250,7 +257,6 @@ class AnalystSql:
             self._slots.release()
         rows = [list(row) for row in result.result_rows]
         truncated = len(rows) > self.limits.max_rows
-        columns = [{"name": n, "type": t.name} for n, t in zip(result.column_names, result.column_types)]
         return SqlResult(columns, rows[: self.limits.max_rows], truncated, elapsed_ms)
 
     def close(self) -> None:

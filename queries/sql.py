@@ -18,8 +18,9 @@ class SqlService(Protocol):
 
 
 def _json(body: Any, status_code: int = 200) -> Response:
-    # Maps with non-string keys, Decimals and IP addresses come back from ClickHouse too.
-    content = orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z)
+    # Maps with non-string keys, Decimals and IP addresses come back from ClickHouse too; the
+    # tables keep times in UTC and the client may return them without a zone.
+    content = orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z)
     return Response(content, status_code=status_code, media_type="application/json")
 
 
