@@ -13,11 +13,12 @@ from typing import Any, Callable, Sequence
 from domain.application import CustomerData
 from domain.identity import IdentityRules
 from infra.broker import BundledBroker
-from infra.clickhouse import clickhouse_client
+from infra.clickhouse import clickhouse_client, separate_client
 from infra.config import ConfigError, Settings
 from infra.eventstore import open_event_store
 from infra.keys import Keys, load_or_create_keys
 from ingest.committer import GroupCommitter
+from projections.analyst_sql import AnalystSql, SqlLimits
 from projections.kpis import KpiStore
 from projections.migrate import migrate
 from projections.store import ProjectionStore, differences
@@ -73,6 +74,7 @@ class Platform:
         self.committer: GroupCommitter
         self.keys: Keys
         self.workspace_id: str
+        self.analyst_sql: AnalystSql | None = None
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -101,6 +103,8 @@ class Platform:
         self.store = ProjectionStore(client, s.clickhouse_database)
         self.kpis = KpiStore(client, s.clickhouse_database)
         positions = self.store.positions()
+        limits = SqlLimits(s.sql_max_rows, s.sql_timeout_s, s.sql_max_memory)
+        self.analyst_sql = AnalystSql(lambda: separate_client(s), s.clickhouse_database, limits)
 
         ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC, *DERIVED_TOPICS])
         self.producer = kafka_producer(s.bootstrap_servers)
@@ -153,6 +157,8 @@ class Platform:
             self.producer.close(timeout=5)
         if self.broker is not None:
             self.broker.stop()
+        if self.analyst_sql is not None:
+            self.analyst_sql.close()
 
     def _committed(self) -> None:
         if self.follower is not None:

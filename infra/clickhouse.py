@@ -43,6 +43,20 @@ _embedded: dict[str, LockedClient] = {}
 _embedded_lock = threading.Lock()
 
 
+def separate_client(settings: Settings) -> LockedClient:
+    """A client with its own connection, for work that must not wait on the shared client's lock.
+
+    With chDB it is a second handle on the process's one engine (opened by
+    `clickhouse_client` first): handles run queries concurrently.
+    """
+    url = settings.clickhouse_url
+    if not url or url.startswith("chdb://"):
+        clickhouse_client(settings)  # the engine opens on the configured path first
+        path = urlparse(url).path if url else str(settings.chdb_path)
+        return LockedClient(clickhouse_connect.get_client(interface="chdb", path=path))
+    return _server_client(url)
+
+
 def clickhouse_client(settings: Settings) -> LockedClient:
     """A client for the configured ClickHouse.
 
@@ -57,6 +71,10 @@ def clickhouse_client(settings: Settings) -> LockedClient:
                 settings.data_dir.mkdir(parents=True, exist_ok=True)
                 _embedded[path] = LockedClient(clickhouse_connect.get_client(interface="chdb", path=path))
             return _embedded[path]
+    return _server_client(url)
+
+
+def _server_client(url: str) -> LockedClient:
     parsed = urlparse(url)
     return LockedClient(
         clickhouse_connect.get_client(

@@ -31,6 +31,9 @@ class Settings:
     processor_driver: str = "log"  # "log" (follow the event store in-process) | "kafka" (Faust)
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
+    sql_max_rows: int = 10_000  # analyst SQL (POST /v1/sql): rows returned, then truncated
+    sql_timeout_s: float = 10.0  # analyst SQL: ClickHouse max_execution_time
+    sql_max_memory: int = 1 << 30  # analyst SQL: ClickHouse max_memory_usage, bytes
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -68,6 +71,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer; set it to a number such as {default}") from None
 
 
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} is not a positive number; set it to a number such as {default:g}")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -99,4 +115,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         write_key=env.get("CDP_WRITE_KEY") or None,
         read_key=env.get("CDP_READ_KEY") or None,
         processor_driver=driver,
+        sql_max_rows=int(_positive(env, "CDP_SQL_MAX_ROWS", 10_000)),
+        sql_timeout_s=_positive(env, "CDP_SQL_TIMEOUT_S", 10.0),
+        sql_max_memory=int(_positive(env, "CDP_SQL_MAX_MEMORY", 1 << 30)),
     )

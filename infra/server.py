@@ -15,6 +15,7 @@ from infra.bootstrap import Platform
 from ingest.http import build_ingest_router
 from queries.http import build_query_router
 from queries.kpis import build_kpi_router
+from queries.sql import build_sql_router
 
 
 class _PositionsCollector:
@@ -64,6 +65,7 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
     app.include_router(build_ingest_router(platform))
     app.include_router(build_query_router(platform))
     app.include_router(build_kpi_router(platform))
+    app.include_router(build_sql_router(platform))
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     def healthz() -> dict[str, str]:

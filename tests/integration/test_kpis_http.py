@@ -291,3 +291,10 @@ def test_kpi_updates_are_published_on_kafka(running: Running) -> None:
     assert [(p["period"], p["currency"], p["value"]) for p in revenue["points"]] == [
         ("2026-03-01", "EUR", 100), ("2026-03-02", "EUR", 50), ("2026-03-02", "USD", 30), ("2026-03-03", "EUR", -50),
     ]  # fmt: skip
+
+
+def test_analysts_read_kpi_facts_with_sql(crm: Running) -> None:
+    sql = "SELECT currency, sum(amount) FROM kpi_facts WHERE kind = 'order' GROUP BY currency ORDER BY currency"
+    response = crm.http.post("/v1/sql", json={"query": sql}, headers=crm.read_headers)
+    assert response.status_code == 200, response.text
+    assert [[c, float(v)] for c, v in response.json()["rows"]] == [["EUR", 150.0], ["USD", 30.0]]

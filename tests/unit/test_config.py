@@ -41,3 +41,13 @@ def test_urls_select_the_distributed_parts() -> None:
 def test_bad_values_name_the_variable_to_fix(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         load_settings(env)
+
+
+def test_analyst_sql_limits_have_defaults_and_refuse_non_positive_values() -> None:
+    defaults = load_settings({})
+    assert (defaults.sql_max_rows, defaults.sql_timeout_s, defaults.sql_max_memory) == (10_000, 10.0, 1 << 30)
+    tuned = load_settings({"CDP_SQL_MAX_ROWS": "500", "CDP_SQL_TIMEOUT_S": "2.5", "CDP_SQL_MAX_MEMORY": "268435456"})
+    assert (tuned.sql_max_rows, tuned.sql_timeout_s, tuned.sql_max_memory) == (500, 2.5, 268435456)
+    for name, value in (("CDP_SQL_TIMEOUT_S", "0"), ("CDP_SQL_MAX_ROWS", "many"), ("CDP_SQL_MAX_MEMORY", "-1")):
+        with pytest.raises(ConfigError, match=name):
+            load_settings({name: value})
