@@ -4,6 +4,7 @@ Subcommands print one JSON object on stdout:
   ingest   send the workload in batches of 100 with concurrent clients, as fast as acknowledged
   paced    send at a steady rate while probing freshness (acknowledged → visible in the profile API)
   lookups  time profile lookups by user id
+  kpis     time KPI series, funnel and cohort queries over the whole workload
 """
 
 from __future__ import annotations
@@ -80,30 +81,45 @@ def paced(url: str, key: str, read_key: str, rate: int = 5000, seconds: float = 
                                                     headers={"Content-Type": "application/json"}))  # fmt: skip
 
             async def prober() -> None:
+                # Each probe is a new customer's identify and first order, on a channel of its own, so
+                # "visible" is exact: the profile answers, and the orders KPI counts 1 on that channel.
                 k = 0
                 end = time.perf_counter() + seconds
+                reader = {"Authorization": f"Bearer {read_key}"}
                 while time.perf_counter() < end:
-                    user = f"probe-{seed}-{k}"
+                    user, channel = f"probe-{seed}-{k}", f"probe-{seed}-{k}"
                     k += 1
-                    response = await client.post("/v1/identify", json={"userId": user, "traits": {"k": k}},
-                                                 auth=(key, ""))  # fmt: skip
+                    order = {"type": "track", "userId": user, "event": "Order Completed",
+                             "properties": {"revenue": 1, "currency": "EUR", "channel": channel}}  # fmt: skip
+                    batch = {"batch": [{"type": "identify", "userId": user, "traits": {"k": k}}, order]}
+                    response = await client.post("/v1/batch", json=batch, auth=(key, ""))
                     acked = time.perf_counter()
                     assert response.status_code == 200, response.text
-                    while True:
-                        seen = await client.get(f"/v1/profiles/user_id:{user}",
-                                                headers={"Authorization": f"Bearer {read_key}"})  # fmt: skip
-                        if seen.status_code == 200:
-                            samples.append(time.perf_counter() - acked)
-                            break
-                        await asyncio.sleep(0.005)
+                    kpi = {"channel": channel, "from": time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(time.time() - 86400)),
+                           "granularity": "month"}  # fmt: skip
+
+                    async def profile_seen() -> None:
+                        while (await client.get(f"/v1/profiles/user_id:{user}", headers=reader)).status_code != 200:
+                            await asyncio.sleep(0.005)
+                        samples.append(time.perf_counter() - acked)
+
+                    async def kpi_seen() -> None:
+                        while not (await client.get("/v1/kpis/orders", params=kpi, headers=reader)).json()["series"]:
+                            await asyncio.sleep(0.005)
+                        kpi_samples.append(time.perf_counter() - acked)
+
+                    await asyncio.gather(profile_seen(), kpi_seen())
                     await asyncio.sleep(0.2)
 
             await asyncio.gather(sender(), prober())
         return samples
 
+    kpi_samples: list[float] = []
     samples = asyncio.run(run())
     print(json.dumps({"rate": rate, "probes": len(samples), "freshness_p50_s": _percentile(samples, 0.5),
-                      "freshness_p99_s": _percentile(samples, 0.99)}))  # fmt: skip
+                      "freshness_p99_s": _percentile(samples, 0.99),
+                      "kpi_freshness_p50_s": _percentile(kpi_samples, 0.5),
+                      "kpi_freshness_p99_s": _percentile(kpi_samples, 0.99)}))  # fmt: skip
 
 
 @app.command()
@@ -117,6 +133,48 @@ def lookups(url: str, read_key: str, customers: int, count: int = 2000, seed: in
             samples.append((time.perf_counter() - started) * 1000)
             assert response.status_code in (200, 404), response.text
     print(json.dumps({"lookups": count, "p50_ms": statistics.median(samples), "p99_ms": _percentile(samples, 0.99)}))
+
+
+KPI_RANGE = {"from": "2025-12-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"}
+KPI_QUERIES: list[tuple[str, dict[str, str]]] = [
+    ("revenue", {}), ("revenue", {"by": "channel"}), ("orders", {"granularity": "week"}),
+    ("average_order_value", {}), ("repeat_purchase_rate", {"granularity": "month"}), ("csat", {}), ("nps", {}),
+    ("active_customers", {}), ("retention_rate", {"granularity": "week"}), ("customer_lifetime_value", {}),
+    ("customer_acquisition_cost", {"granularity": "month"}), ("rfm_tiers", {}), ("pipeline_value", {}),
+    ("win_rate", {"by": "owner", "granularity": "month"}), ("average_sales_cycle", {}), ("budget_attainment", {}),
+    ("sales_activities", {"by": "owner"}), ("first_response_time", {}), ("resolution_time", {}),
+    ("open_ticket_backlog", {}), ("complaints_per_1000_customers", {}), ("campaign_open_rate", {"by": "campaign"}),
+    ("campaign_click_rate", {}), ("campaign_conversion_rate", {"by": "campaign"}),
+]  # fmt: skip
+FUNNEL = {"steps": [{"type": "page"}, {"type": "identify"}, {"event": "Order Completed"}], "within": "7d",
+          "from": KPI_RANGE["from"], "to": KPI_RANGE["to"]}  # fmt: skip
+
+
+@app.command()
+def kpis(url: str, read_key: str, rounds: int = 5) -> None:
+    """Every KPI query `rounds` times (after one warm-up round), plus a funnel and the cohort table."""
+    timings: dict[str, list[float]] = {}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {read_key}"}, timeout=120) as client:
+        for round_ in range(rounds + 1):
+            for name, params in KPI_QUERIES:
+                started = time.perf_counter()
+                response = client.get(f"/v1/kpis/{name}", params=KPI_RANGE | params)
+                elapsed = (time.perf_counter() - started) * 1000
+                assert response.status_code == 200 and response.json()["series"], (name, response.text[:500])
+                if round_:
+                    timings.setdefault(name + "".join(f" {k}={v}" for k, v in params.items()), []).append(elapsed)
+            for label, call in (("funnel", lambda: client.post("/v1/funnels", json=FUNNEL)),
+                                ("cohorts", lambda: client.get("/v1/cohorts/retention", params=KPI_RANGE))):  # fmt: skip
+                started = time.perf_counter()
+                response = call()
+                elapsed = (time.perf_counter() - started) * 1000
+                assert response.status_code == 200, response.text[:500]
+                if round_:
+                    timings.setdefault(label, []).append(elapsed)
+    every = [t for samples in timings.values() for t in samples]
+    slowest = sorted(((statistics.median(v), k) for k, v in timings.items()), reverse=True)[:5]
+    print(json.dumps({"queries": len(every), "p50_ms": _percentile(every, 0.5), "p95_ms": _percentile(every, 0.95),
+                      "slowest_median_ms": {k: round(v, 1) for v, k in slowest}}))  # fmt: skip
 
 
 if __name__ == "__main__":
