@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from domain.crm import validate_properties
+from domain.crm import schema_documents, validate_properties
 from domain.segment import CALL_TYPES, Track, call_adapter, normalise
 from ingest.committer import StoreUnavailable
 
@@ -207,4 +207,9 @@ def build_ingest_router(service: IngestService) -> APIRouter:
 
     for call_type in CALL_TYPES:
         single(call_type)
+
+    @router.get("/v1/schemas/events", summary="JSON Schemas of the reserved CRM events' properties")
+    def event_schemas() -> Response:
+        return json_response({"events": schema_documents()})
+
     return router

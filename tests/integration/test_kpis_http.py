@@ -298,3 +298,9 @@ def test_analysts_read_kpi_facts_with_sql(crm: Running) -> None:
     response = crm.http.post("/v1/sql", json={"query": sql}, headers=crm.read_headers)
     assert response.status_code == 200, response.text
     assert [[c, float(v)] for c, v in response.json()["rows"]] == [["EUR", 150.0], ["USD", 30.0]]
+
+
+def test_reserved_event_schemas_are_served(running: Running) -> None:
+    schemas = running.http.get("/v1/schemas/events").json()["events"]
+    assert set(schemas) >= {"Order Completed", "Opportunity Stage Changed", "Feedback Submitted", "Cost Incurred"}
+    assert schemas["Feedback Submitted"]["properties"]["nps"]["anyOf"][0]["maximum"] == 10
