@@ -304,3 +304,22 @@ def test_reserved_event_schemas_are_served(running: Running) -> None:
     schemas = running.http.get("/v1/schemas/events").json()["events"]
     assert set(schemas) >= {"Order Completed", "Opportunity Stage Changed", "Feedback Submitted", "Cost Incurred"}
     assert schemas["Feedback Submitted"]["properties"]["nps"]["anyOf"][0]["maximum"] == 10
+
+
+def test_a_funnel_follows_a_merge_mid_funnel(running: Running) -> None:
+    """A visit on a device and an order by a user are two people until the device is linked to the user."""
+    visit = [{"type": "page"}, {"event": "Order Completed"}]
+    _batch = [
+        {"type": "page", "anonymousId": "d9", "name": "Home", "timestamp": _t(1, 10), "messageId": "v1"},
+        _track("zed", "Order Completed", _t(1, 11), order_id="z1", revenue=5, currency="EUR") | {"messageId": "v2"},
+    ]
+    assert running.send("/v1/batch", {"batch": _batch}).status_code == 200
+    running.wait_caught_up()
+    before = _funnel(running, visit, "1d")
+    assert (before["entered"], before["converted"]) == (1, 0)
+    alias = {"type": "alias", "previousId": "d9", "userId": "zed", "timestamp": _t(1, 12), "messageId": "v3"}
+    assert running.send("/v1/batch", {"batch": [alias]}).status_code == 200
+    running.wait_caught_up()
+    after = _funnel(running, visit, "1d")
+    assert (after["entered"], after["converted"]) == (1, 1)
+    assert _values(_kpi(running, "active_customers", granularity="month")) == [("2026-03-01", 1)]
