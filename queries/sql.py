@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import orjson
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException
 from fastapi.responses import Response
 
 from projections.analyst_sql import AnalystSql, SqlRefused
+from queries.http import read_access
 
 
 class SqlService(Protocol):
@@ -27,15 +28,7 @@ def _json(body: Any, status_code: int = 200) -> Response:
 def build_sql_router(service: SqlService) -> APIRouter:
     router = APIRouter(tags=["sql"])
 
-    def workspace(request: Request) -> str:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" else ""
-        if not token:
-            raise HTTPException(401, "missing read key: send it as 'Authorization: Bearer <read key>'")
-        workspace_id = service.authorise_read(token)
-        if workspace_id is None:
-            raise HTTPException(401, "unknown read key; use a read key of your workspace (see `cdp up` output)")
-        return workspace_id
+    workspace = read_access(service)
 
     @router.post(
         "/v1/sql",

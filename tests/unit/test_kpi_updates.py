@@ -71,3 +71,10 @@ def test_facts_of_crm_events() -> None:
     assert facts_of(_event("Ticket Opened", ticket_id="t", category="Complaint"))[0]["complaint"] == 1
     assert facts_of(_event("SMS Clicked", campaign_id="c"))[0]["channel"] == "sms"
     assert facts_of(_event("Product Viewed")) == []
+
+
+def test_every_headline_kpi_is_published_when_its_facts_move() -> None:
+    from domain.kpis import CATALOGUE, HEADLINE
+    from streams.kpis import KINDS_OF_KPI
+
+    assert set(KINDS_OF_KPI) == set(HEADLINE) and set(HEADLINE) <= set(CATALOGUE)
