@@ -17,8 +17,10 @@ from rich.table import Table
 from infra.bootstrap import Platform
 from infra.config import ConfigError, load_settings
 from infra.server import create_app
+from infra.tags_cli import tags_app
 
 app = typer.Typer(help="Event-sourced customer data platform.", no_args_is_help=True)
+app.add_typer(tags_app, name="tags")
 console = Console()
 
 
