@@ -375,3 +375,46 @@ def test_definition_errors_yaml_cycles_and_conflicts(tagged: Running) -> None:
     assert bad_id.status_code == 400 and bad_id.json()["errors"][0]["path"] == "id"
     assert r.http.delete("/v1/tags/never-defined", headers=write(r)).status_code == 404
     assert r.http.put("/v1/tags/x", json={"rule": {"tag": "y"}}, headers=r.read_headers).status_code == 401
+
+
+def test_segments_count_page_save_and_export(tagged: Running) -> None:
+    r = tagged
+    send(r, *[{"type": "identify", "userId": f"seg-{i}", "traits": {"segment_test": True, "tier": i % 3}}
+              for i in range(7)])  # fmt: skip
+    send(r, *[{"type": "track", "userId": f"seg-{i}", "event": "Order Completed", "properties": {"revenue": 10 * i}}
+              for i in range(7)])  # fmt: skip
+    settle(r)
+    rule = {"and": [{"trait": "segment_test", "op": "=", "value": True},
+                    {"event": "Order Completed", "measure": "sum(revenue)", "op": ">=", "value": 20}]}  # fmt: skip
+    seen, cursor = [], None
+    while True:
+        page = r.http.post("/v1/segments/query", json={"rule": rule, "limit": 2, "cursor": cursor},
+                           headers=r.read_headers).json()  # fmt: skip
+        assert page["count"] == 5 and len(page["members"]) <= 2
+        seen += page["members"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len({m["profile_id"] for m in seen}) == 5
+    assert {m["identifiers"][0] for m in seen} == {f"user_id:seg-{i}" for i in range(2, 7)}
+    bad = r.http.post("/v1/segments/query", json={"rule": {"and": [{"trait": "x", "op": "~"}]}}, headers=r.read_headers)
+    assert bad.status_code == 400 and bad.json()["errors"][0]["path"] == "rule.and[0].op"
+    assert r.http.post("/v1/segments/query", json={"rule": rule, "limit": 0}, headers=r.read_headers).status_code == 400
+
+    saved = r.http.post("/v1/segments", json={"id": "big-spenders", "name": "Big spenders", "rule": rule}, headers=write(r))
+    assert saved.status_code == 201 and saved.json()["count"] == 5
+    listed = r.http.get("/v1/segments", headers=r.read_headers).json()["segments"]
+    assert [(s["id"], s["count"]) for s in listed] == [("big-spenders", 5)]
+    send(r, {"type": "track", "userId": "seg-1", "event": "Order Completed", "properties": {"revenue": 15}})
+    settle(r)
+    assert r.http.get("/v1/segments/big-spenders", headers=r.read_headers).json()["count"] == 6  # live
+    jsonl = r.http.get("/v1/segments/big-spenders/export?format=jsonl", headers=r.read_headers)
+    assert jsonl.status_code == 200 and jsonl.headers["content-type"].startswith("application/x-ndjson")
+    lines = [orjson.loads(line) for line in jsonl.content.splitlines()]
+    assert len(lines) == 6 and all(line["traits"]["segment_test"] is True for line in lines)
+    csv_text = r.http.get("/v1/segments/big-spenders/export?format=csv", headers=r.read_headers).text.splitlines()
+    assert csv_text[0] == "profile_id,identifiers,traits" and len(csv_text) == 7
+    assert sorted(row.split(",")[0] for row in csv_text[1:]) == sorted(line["profile_id"] for line in lines)
+    assert r.http.get("/v1/segments/big-spenders/export?format=xml", headers=r.read_headers).status_code == 422
+    assert r.http.delete("/v1/segments/big-spenders", headers=write(r)).status_code == 200
+    assert r.http.get("/v1/segments/big-spenders/export", headers=r.read_headers).status_code == 404
