@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
@@ -208,6 +209,8 @@ def test_vip_and_complainers_enter_live_and_leave_when_the_window_expires(tagged
                                       ("complainers", "entered", "event"), ("complainers", "exited", "time")])
     exit_vip = next(m for m in changes if m["tag_id"] == "vip" and m["change"] == "exited")
     assert exit_vip["rule_version"] == 1 and exit_vip["kind"] == "dynamic"
+    schema = orjson.loads(Path(__file__).parents[2].joinpath("docs/schemas/cdp.tag-changes.schema.json").read_bytes())
+    assert set(exit_vip) == set(schema["required"])
     assert exit_vip["tag_name"] == "VIP: revenue over 1000 in 90 days"
     assert exit_vip["at"] == (now + timedelta(days=70, hours=1)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     history = r.http.get("/v1/profiles/user_id:vip-1/tag-changes", headers=r.read_headers).json()["changes"]
