@@ -20,6 +20,7 @@ from eventsourcing.utils import get_topic
 
 from domain.identity import IdentityGraph, IdentityRules, identifier, own_identifier
 from domain.model import CustomerEvent, Profile, Workspace, customer_event_id_for
+from domain.tags import DEFINITION_TOPICS, Definitions, RuleDefinition
 
 PROFILE_TOPICS = [
     get_topic(cls)
@@ -76,7 +77,8 @@ class CustomerData(Application[UUID]):
         self.workspaces: dict[str, Workspace] = {}
         self.keys: dict[str, KeyGrant] = {}
         self._rules: dict[str, IdentityRules] = {}
-        for domain_event in self._replay(PROFILE_TOPICS + WORKSPACE_TOPICS):
+        self.definitions = Definitions()  # tags and saved segments (domain/tags.py)
+        for domain_event in self._replay(PROFILE_TOPICS + WORKSPACE_TOPICS + DEFINITION_TOPICS):
             self._apply(domain_event)
 
     def _replay(self, topics: list[str]) -> Iterator[DomainEventProtocol[UUID]]:
@@ -91,6 +93,9 @@ class CustomerData(Application[UUID]):
 
     def _apply(self, e: Any) -> None:
         originator = str(e.originator_id)
+        if isinstance(e, RuleDefinition.Event):
+            self.definitions.apply(e)
+            return
         if isinstance(e, Workspace.Created):
             self.workspaces[originator] = e.mutate(None)
             return

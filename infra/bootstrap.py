@@ -22,23 +22,26 @@ from projections.analyst_sql import AnalystSql, SqlLimits
 from projections.kpis import KpiStore
 from projections.migrate import migrate
 from projections.store import ProjectionStore, differences
+from projections.tags import TagStore
 from streams.kpis import KPI_UPDATES_TOPIC, KpiProcessor, KpiUpdates
 from streams.log_follower import LogFollower
 from streams.pipeline import Pipeline
 from streams.processors import PROFILE_CHANGES_TOPIC, ProfileProcessor
 from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics, kafka_producer
+from streams.tags import TAG_CHANGES_TOPIC, Clock, SystemClock, TagEngine, TagProcessor, TagTimer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE = "default"
 RELAY = "relay"
-DERIVED_TOPICS = [PROFILE_CHANGES_TOPIC, KPI_UPDATES_TOPIC]
+DERIVED_TOPICS = [PROFILE_CHANGES_TOPIC, TAG_CHANGES_TOPIC, KPI_UPDATES_TOPIC]
 
 
 def build_pipeline(
     store: ProjectionStore,
     producer: Any = None,
     applied: dict[str, int] | None = None,
+    tags: TagEngine | None = None,
     kpi_updates: KpiUpdates | None = None,
 ) -> Pipeline:
     """Every processor, in the order they run; with no producer nothing is published (rebuilds)."""
@@ -46,8 +49,12 @@ def build_pipeline(
     def publisher(topic: str) -> Callable[[list[Any]], None] | None:
         return KafkaPublisher(producer, topic).publish if producer is not None else None
 
+    if tags is None:  # a rebuild: backfills run inline, so the replay ends with every tag evaluated
+        tags = TagEngine(TagStore(store.client, store.db), SystemClock(), publish=publisher(TAG_CHANGES_TOPIC))
+    # Tags run after profiles: they read the profiles the same batch wrote.
     processors = [
         ProfileProcessor(store, publish=publisher(PROFILE_CHANGES_TOPIC)),
+        TagProcessor(tags),
         KpiProcessor(KpiStore(store.client, store.db), kpi_updates),
     ]
     if applied is None:
@@ -58,8 +65,11 @@ def build_pipeline(
 class Platform:
     """The running platform; also the service behind the ingest and query routers."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock = clock or SystemClock()  # tag windows are measured against it; tests pass their own
+        self.tags: TagEngine | None = None
+        self.tag_timer: TagTimer | None = None
         self.max_event_bytes = settings.max_event_bytes
         self.max_batch_bytes = settings.max_batch_bytes
         self.broker: BundledBroker | None = None
@@ -113,8 +123,15 @@ class Platform:
         ).publish)
         self.kpi_updates.start()
         relay_start = positions.get(RELAY, {}).get(0, 0)
+        self.tags = TagEngine(
+            TagStore(client, s.clickhouse_database), self.clock,
+            publish=KafkaPublisher(self.producer, TAG_CHANGES_TOPIC).publish, backfill_in_thread=True,
+        )  # fmt: skip
+        self.tags.position = positions.get(TagProcessor.name, {}).get(0, 0)
+        self.tag_timer = TagTimer(self.tags)
+        self.tag_timer.start()
         if s.processor_driver == "log":
-            self.pipeline = build_pipeline(self.store, self.producer, kpi_updates=self.kpi_updates)
+            self.pipeline = build_pipeline(self.store, self.producer, tags=self.tags, kpi_updates=self.kpi_updates)
             self.follower = LogFollower(
                 self.app, self.pipeline.process, save=self.pipeline.save, start=self.pipeline.start, coalesce=0.05,
                 name="processors",
@@ -124,7 +141,9 @@ class Platform:
             from streams.faust_driver import KafkaDriver
 
             # The driver tracks positions per partition itself; the pipeline filters nothing.
-            self.pipeline = build_pipeline(self.store, self.producer, applied={}, kpi_updates=self.kpi_updates)
+            self.pipeline = build_pipeline(
+                self.store, self.producer, applied={}, tags=self.tags, kpi_updates=self.kpi_updates
+            )
             self.kafka_driver = KafkaDriver(s.bootstrap_servers, self.pipeline, self.store, s.data_dir)
             # The bundled broker forgets everything on restart: republish what the consumer has not applied.
             relay_start = min(relay_start, self.kafka_driver.applied_position())
@@ -147,7 +166,8 @@ class Platform:
             await self.kafka_driver.stop()
 
     def stop(self) -> None:
-        for part in (getattr(self, "committer", None), self.relay, self.follower, self.kpi_updates):
+        parts = (getattr(self, "committer", None), self.relay, self.follower, self.tag_timer, self.tags, self.kpi_updates)
+        for part in parts:
             if part is not None:
                 try:
                     part.stop()

@@ -17,8 +17,10 @@ from rich.table import Table
 from infra.bootstrap import Platform
 from infra.config import ConfigError, load_settings
 from infra.server import create_app
+from infra.tags_cli import tags_app
 
 app = typer.Typer(help="Event-sourced customer data platform.", no_args_is_help=True)
+app.add_typer(tags_app, name="tags")
 console = Console()
 
 
@@ -38,7 +40,7 @@ def _banner(platform: Platform) -> None:
     console.print(f"  read key  : [bold]{platform.keys.read_key}[/bold]  (Authorization: Bearer for /v1/profiles …)")
     console.print(f"  keys file : {s.keys_path}")
     broker = "bundled broker" if s.uses_bundled_broker else "broker"
-    console.print(f"  kafka     : {broker} at {s.bootstrap_servers}, topics cdp.events and cdp.profile-changes")
+    console.print(f"  kafka     : {broker} at {s.bootstrap_servers}, topics cdp.events, cdp.profile-changes, cdp.tag-changes")
     console.print(f"  event store: {'PostgreSQL' if s.uses_postgres else 'SQLite ' + str(s.sqlite_path)}")
     console.print(f"  API docs  : {base}/docs    Ctrl-C stops")
 

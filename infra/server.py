@@ -12,10 +12,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 
 from infra.bootstrap import Platform
+from infra.tags import TagService
 from ingest.http import build_ingest_router
 from queries.http import build_query_router
 from queries.kpis import build_kpi_router
 from queries.sql import build_sql_router
+from queries.tags import build_tags_router
 
 
 class _PositionsCollector:
@@ -63,7 +65,9 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
         lifespan=lifespan,
     )
     app.include_router(build_ingest_router(platform))
-    app.include_router(build_query_router(platform))
+    tags = TagService(platform)
+    app.include_router(build_query_router(platform, profile_extras=tags.profile_extras))
+    app.include_router(build_tags_router(tags))
     app.include_router(build_kpi_router(platform))
     app.include_router(build_sql_router(platform))
 

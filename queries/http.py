@@ -95,7 +95,10 @@ def read_access(service: Any) -> Callable[[Request], str]:
     return workspace
 
 
-def build_query_router(service: QueryService) -> APIRouter:
+def build_query_router(
+    service: QueryService, profile_extras: Callable[[str, str], dict[str, Any]] | None = None
+) -> APIRouter:
+    """`profile_extras(workspace, profile id)` adds fields to the current profile (its tags)."""
     router = APIRouter(tags=["profiles"])
     rfm_cache: dict[str, tuple[float, dict[str, list[float]]]] = {}
     workspace = read_access(service)
@@ -233,7 +236,11 @@ def build_query_router(service: QueryService) -> APIRouter:
     @router.get("/v1/profiles/{identifier}", summary="A unified profile by identifier or profile id")
     def get_profile(identifier: str, as_of: str | None = None, workspace_id: str = Depends(workspace)) -> Response:
         when = parse_query_time("as_of", as_of)
-        return json_response(body(workspace_id, load(workspace_id, identifier, when), when, with_changes=True))
+        view = load(workspace_id, identifier, when)
+        result = body(workspace_id, view, when, with_changes=True)
+        if profile_extras is not None and when is None:
+            result.update(profile_extras(workspace_id, view.profile_id))
+        return json_response(result)
 
     @router.get("/v1/profiles/{identifier}/events", summary="A profile's timeline, newest first, filterable")
     def get_events(

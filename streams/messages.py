@@ -2,8 +2,9 @@
 
 Every message carries its log `position` and an `event_id`, so consumers can
 discard redeliveries. `kind` is `event` (a tracking call, with the `anchor`
-identifier it belongs by) or `identity` (a profile created, identifiers linked,
-a merge, a refused merge, a split).
+identifier it belongs by), `identity` (a profile created, identifiers linked,
+a merge, a refused merge, a split), `rules`, `definition` (a tag or saved segment
+defined, changed or deleted) or `manual_tag` (a static tag added or removed).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from uuid import UUID, uuid5
 import orjson
 
 from domain.model import CustomerEvent, Profile, Workspace
+from domain.tags import tag_message
 
 Message = dict[str, Any]
 
@@ -62,7 +64,7 @@ def to_message(domain_event: Any, position: int) -> Message | None:
         }
     change = _IDENTITY_CHANGES.get(type(domain_event))
     if change is None:
-        return None
+        return tag_message(domain_event, position, _iso)  # tag and segment definitions, manual tags; else None
     message: Message = {
         "kind": "identity",
         "position": position,

@@ -126,6 +126,8 @@ class ProfileProcessor:
         for m in sorted(messages, key=lambda m: m["position"]):
             ws, pid, pos = m["workspace_id"], m["profile_id"], m["position"]
             top = max(top, pos)
+            if m["kind"] in ("definition", "manual_tag"):
+                continue  # tags' business (streams/tags.py)
             if m["kind"] == "rules":
                 rules.append([ws, m["version"], _json(m["rules"]), pos])
                 sources = m["rules"].get("trait_sources", {})

@@ -1,0 +1,105 @@
+"""`cdp tags apply FILE.yaml`: define or change tags on the running platform and follow their backfills."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from infra.config import ConfigError, Settings, load_settings
+
+tags_app = typer.Typer(help="Dynamic tags: define them from files and follow their backfill.", no_args_is_help=True)
+console = Console()
+
+
+def _keys(settings: Settings) -> tuple[str, str]:
+    stored = json.loads(settings.keys_path.read_text()) if settings.keys_path.exists() else {}
+    write_key, read_key = settings.write_key or stored.get("write_key"), settings.read_key or stored.get("read_key")
+    if not write_key or not read_key:
+        console.print(f"[red]no keys:[/red] set CDP_WRITE_KEY and CDP_READ_KEY or run `cdp up` once to create "
+                      f"{settings.keys_path}")  # fmt: skip
+        raise typer.Exit(2)
+    return write_key, read_key
+
+
+def definitions_in(text: str) -> list[dict[str, Any]]:
+    """A file holds one tag, a list of tags, `tags: [...]`, or several YAML documents."""
+    found: list[dict[str, Any]] = []
+    for doc in yaml.safe_load_all(text):
+        if doc is None:
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("tags"), list):
+            doc = doc["tags"]
+        found += doc if isinstance(doc, list) else [doc]
+    bad = [i for i, d in enumerate(found) if not isinstance(d, dict) or not isinstance(d.get("id"), str)]
+    if bad:
+        raise ValueError(f"tag #{bad[0] + 1} has no id; every tag needs `id:` (and `rule:`)")
+    return found
+
+
+@tags_app.command("apply")
+def apply(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="YAML or JSON: one tag, a list, or tags: [...]"),
+    wait: bool = typer.Option(True, help="Follow each backfill with a progress bar until it is done."),
+    timeout: float = typer.Option(600.0, help="Seconds to wait for the backfills."),
+) -> None:
+    """Create or change the tags in FILE (each change is a new rule version) and show the backfill progress."""
+    try:
+        settings = load_settings()
+        tags = definitions_in(file.read_text())
+    except (ConfigError, ValueError, yaml.YAMLError) as exc:
+        console.print(f"[red]{file}:[/red] {exc}")
+        raise typer.Exit(2) from None
+    write_key, read_key = _keys(settings)
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    applied: list[tuple[str, int]] = []
+    with httpx.Client(base_url=base, timeout=30) as http:
+        for tag in tags:
+            try:
+                response = http.put(f"/v1/tags/{tag['id']}", json=tag, headers={"Authorization": f"Bearer {write_key}"})
+            except httpx.HTTPError as exc:
+                console.print(f"[red]cannot reach {base}:[/red] {exc}. Is `cdp up` running?")
+                raise typer.Exit(1) from None
+            if response.status_code != 200:
+                body = response.json()
+                console.print(f"[red]tag {tag['id']!r} refused ({response.status_code}):[/red] {body.get('error', body)}")
+                for error in body.get("errors", []):
+                    console.print(f"  {error['path']}: {error['reason']}")
+                raise typer.Exit(1)
+            version = response.json()["rule_version"]
+            console.print(f"tag [bold]{tag['id']}[/bold] is at rule version {version}")
+            applied.append((tag["id"], version))
+        if wait:
+            _follow(http, read_key, applied, timeout)
+
+
+def _follow(http: httpx.Client, read_key: str, applied: list[tuple[str, int]], timeout: float) -> None:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    deadline = time.monotonic() + timeout
+    with Progress(*columns, console=console) as progress:
+        tasks = {slug: progress.add_task(f"backfill {slug} v{version}", total=None) for slug, version in applied}
+        pending = dict(applied)
+        while pending:
+            for slug, version in list(pending.items()):
+                body = http.get(f"/v1/tags/{slug}", headers={"Authorization": f"Bearer {read_key}"}).json()
+                backfill = body.get("backfill") or {}
+                if backfill.get("rule_version", 0) > version or backfill.get("state") == "superseded":
+                    progress.update(tasks[slug], description=f"backfill {slug} v{version}: superseded by a newer version")
+                    del pending[slug]
+                elif backfill.get("rule_version") == version:
+                    progress.update(tasks[slug], total=backfill["total"] or 1, completed=backfill["done"])
+                    if backfill["state"] == "done":
+                        progress.update(tasks[slug], description=f"{slug} v{version}: {body['members']} members")
+                        del pending[slug]
+            if pending and time.monotonic() > deadline:
+                console.print(f"[yellow]still running after {timeout:.0f}s:[/yellow] {', '.join(pending)}")
+                raise typer.Exit(1)
+            if pending:
+                time.sleep(0.2)

@@ -1,0 +1,308 @@
+"""HTTP API for tags, manual tags and segments.
+
+Definitions (tags, saved segments) and manual tags change data: write key, as
+Bearer or HTTP Basic username. Reads take the read key as Bearer. Bodies are JSON
+or YAML; an invalid rule is a 400 listing each bad node by path and why.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+import re
+from typing import Any, Awaitable, Iterator, Protocol
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from domain.identity import normalise_identifier, split_identifier
+from domain.tags import AlreadyDefined, Definition, NotFound, RuleError, load_document, parse_definition, parse_rule
+from projections.store import ProjectionStore
+from projections.tags import TagStore
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+EXPORT_PAGE = 2000
+
+
+class TagService(Protocol):
+    store: ProjectionStore
+    tag_store: TagStore
+
+    def authorise_read(self, key: str) -> str | None: ...
+    def authorise_write(self, key: str) -> str | None: ...
+    def identifier_types(self, workspace_id: str) -> list[str]: ...
+    def definitions(self, workspace_id: str, kind: str) -> dict[str, Any]: ...
+    def tag_rules(self, workspace_id: str) -> dict[str, Any]: ...
+    def now(self) -> Any: ...
+    def save_definition(self, workspace_id: str, kind: str, definition: Definition, create_only: bool) -> Awaitable[Any]: ...
+    def delete_definition(self, workspace_id: str, kind: str, slug: str) -> Awaitable[int]: ...
+    def manual_tag(self, workspace_id: str, profile_id: str, tag: str, action: str, reason: str) -> Awaitable[None]: ...
+
+
+def json_response(body: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
+
+
+def invalid(exc: RuleError, what: str) -> Response:
+    errors = [{"path": path, "reason": reason} for path, reason in exc.errors]
+    return json_response({"error": f"invalid {what}; nothing changed", "errors": errors}, 400)
+
+
+def profile_tags(tag_store: TagStore, definitions: dict[str, Any], workspace_id: str, profile_id: str) -> dict[str, Any]:
+    """The `tags` of a profile as the profile API shows them."""
+    held = tag_store.members_of(workspace_id, [profile_id]).get(profile_id, {})
+    tags = []
+    for slug, m in sorted(held.items()):
+        d = definitions.get(slug)
+        tags.append({"id": slug, "name": d.name if d is not None else slug, "kind": m["kind"],
+                     "since": m["since"].isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                     "rule_version": m["rule_version"] if m["kind"] == "dynamic" else None})  # fmt: skip
+    return {"tags": tags}
+
+
+def build_tags_router(service: TagService) -> APIRouter:
+    router = APIRouter()
+
+    def token(request: Request) -> str:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            return value.strip()
+        if scheme.lower() == "basic":
+            try:
+                return base64.b64decode(value.strip(), validate=True).decode().partition(":")[0]
+            except (binascii.Error, UnicodeDecodeError):
+                return ""
+        return ""
+
+    def reader(request: Request) -> str:
+        key = token(request)
+        if not key:
+            raise HTTPException(401, "missing read key: send it as 'Authorization: Bearer <read key>'")
+        workspace_id = service.authorise_read(key)
+        if workspace_id is None:
+            raise HTTPException(401, "unknown read key; use a read key of your workspace (see `cdp up` output)")
+        return workspace_id
+
+    def writer(request: Request) -> str:
+        key = token(request)
+        if not key:
+            raise HTTPException(401, "missing write key: this changes data; send 'Authorization: Bearer <write key>'")
+        workspace_id = service.authorise_write(key)
+        if workspace_id is None:
+            raise HTTPException(401, "unknown write key; changing tags and segments needs a write key")
+        return workspace_id
+
+    def resolve(workspace_id: str, identifier: str) -> str:
+        kind, value = split_identifier(identifier, service.identifier_types(workspace_id))
+        if kind == "profile_id":
+            if not _UUID.match(value):
+                raise HTTPException(400, f"{identifier!r} is neither a profile id nor type:value")
+            pid = str(UUID(value))
+            if service.store.read_profile(workspace_id, pid) is None:
+                pid = service.store.merged_into(workspace_id, pid) or pid
+            return pid
+        found = service.store.owner_of(workspace_id, normalise_identifier(f"{kind}:{value}"))
+        if found is None:
+            raise HTTPException(404, f"no profile has the identifier {identifier!r}")
+        return found
+
+    async def document(request: Request) -> Any:
+        raw = await request.body()
+        try:
+            return load_document(raw, request.headers.get("content-type", ""))
+        except RuleError as exc:
+            raise _Invalid(exc) from None
+
+    def view(workspace_id: str, kind: str, d: Any, counts: dict[str, int] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": d.slug, "name": d.name, "description": d.description, "rule": d.rule,
+                                "rule_version": d.rule_version}  # fmt: skip
+        if kind == "tag":
+            counts = counts if counts is not None else service.tag_store.member_counts(workspace_id)
+            body["members"] = counts.get(d.slug, 0)
+            backfill = service.tag_store.backfill(workspace_id, d.slug)
+            if backfill is None or backfill["rule_version"] < d.rule_version:  # the processor has not reached it yet
+                backfill = {"rule_version": d.rule_version, "state": "pending", "done": 0, "total": None}
+            body["backfill"] = backfill
+        else:
+            body["count"], _ = service.tag_store.matching(
+                workspace_id, parse_rule(d.rule), service.tag_rules(workspace_id), service.now()
+            )
+        return body
+
+    def crud(kind: str) -> None:
+        plural = f"/v1/{kind}s"
+
+        @router.post(plural, tags=[f"{kind}s"], summary=f"Define a {kind} (JSON or YAML body)", status_code=201)
+        async def create(request: Request, workspace_id: str = Depends(writer)) -> Response:
+            try:
+                definition = parse_definition(await document(request))
+                saved = await service.save_definition(workspace_id, kind, definition, True)
+            except AlreadyDefined as exc:
+                return json_response({"error": str(exc)}, 409)
+            except RuleError as exc:
+                return invalid(exc, kind)
+            except _Invalid as exc:
+                return invalid(exc.error, kind)
+            return json_response(view(workspace_id, kind, saved), 201)
+
+        @router.put(plural + "/{slug}", tags=[f"{kind}s"], summary=f"Create or change a {kind}: a new rule version")
+        async def replace(slug: str, request: Request, workspace_id: str = Depends(writer)) -> Response:
+            try:
+                definition = parse_definition(await document(request), default_id=slug)
+                saved = await service.save_definition(workspace_id, kind, definition, False)
+            except RuleError as exc:
+                return invalid(exc, kind)
+            except _Invalid as exc:
+                return invalid(exc.error, kind)
+            return json_response(view(workspace_id, kind, saved))
+
+        @router.delete(plural + "/{slug}", tags=[f"{kind}s"], summary=f"Delete a {kind}")
+        async def delete(slug: str, workspace_id: str = Depends(writer)) -> Response:
+            try:
+                version = await service.delete_definition(workspace_id, kind, slug)
+            except NotFound as exc:
+                raise HTTPException(404, str(exc)) from None
+            return json_response({"id": slug, "rule_version": version, "deleted": True})
+
+        @router.get(plural, tags=[f"{kind}s"], summary=f"Every {kind} of the workspace")
+        def listing(workspace_id: str = Depends(reader)) -> Response:
+            defs = service.definitions(workspace_id, kind)
+            counts = service.tag_store.member_counts(workspace_id) if kind == "tag" else None
+            return json_response({f"{kind}s": [view(workspace_id, kind, defs[s], counts) for s in sorted(defs)]})
+
+        @router.get(plural + "/{slug}", tags=[f"{kind}s"], summary=f"A {kind}, with its count (and backfill state)")
+        def one(slug: str, workspace_id: str = Depends(reader)) -> Response:
+            d = service.definitions(workspace_id, kind).get(slug)
+            if d is None:
+                raise HTTPException(404, f"no {kind} {slug!r} in this workspace; GET {plural} lists them")
+            return json_response(view(workspace_id, kind, d))
+
+    crud("tag")
+    crud("segment")
+
+    # Manual tags -------------------------------------------------------------------------------
+
+    @router.post("/v1/profiles/{identifier}/tags", tags=["tags"], summary="Add a manual tag to a profile",
+                 status_code=201)  # fmt: skip
+    async def add_tag(identifier: str, request: Request, workspace_id: str = Depends(writer)) -> Response:
+        try:
+            body = await document(request)
+        except _Invalid as exc:
+            return invalid(exc.error, "manual tag")
+        if not isinstance(body, dict) or not isinstance(body.get("tag"), str):
+            return invalid(RuleError([("tag", "give the tag's id, e.g. {\"tag\": \"beta-tester\"}")]), "manual tag")
+        pid = resolve(workspace_id, identifier)
+        try:
+            await service.manual_tag(workspace_id, pid, body["tag"], "added", str(body.get("reason") or ""))
+        except RuleError as exc:
+            return invalid(exc, "manual tag")
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        return json_response({"profile_id": pid, "tag": body["tag"], "action": "added"}, 201)
+
+    @router.delete("/v1/profiles/{identifier}/tags/{tag}", tags=["tags"], summary="Remove a manual tag")
+    async def remove_tag(identifier: str, tag: str, reason: str = "", workspace_id: str = Depends(writer)) -> Response:
+        pid = resolve(workspace_id, identifier)
+        held = service.tag_store.members_of(workspace_id, [pid]).get(pid, {}).get(tag)
+        if held is None or held["kind"] != "manual":
+            raise HTTPException(404, f"profile {pid} has no manual tag {tag!r}")
+        try:
+            await service.manual_tag(workspace_id, pid, tag, "removed", reason)
+        except (RuleError, NotFound) as exc:
+            raise HTTPException(404, str(exc)) from None
+        return json_response({"profile_id": pid, "tag": tag, "action": "removed"})
+
+    @router.get("/v1/profiles/{identifier}/tag-changes", tags=["tags"], summary="A profile's tag enters and exits")
+    def tag_history(identifier: str, limit: int = Query(100, ge=1, le=1000), workspace_id: str = Depends(reader)) -> Response:
+        pid = resolve(workspace_id, identifier)
+        return json_response({"profile_id": pid, "changes": service.tag_store.changes_of(workspace_id, pid, limit)})
+
+    # Segments ----------------------------------------------------------------------------------
+
+    def members(workspace_id: str, rule: Any, limit: int, cursor: str | None) -> dict[str, Any]:
+        count, ids = service.tag_store.matching(
+            workspace_id, rule, service.tag_rules(workspace_id), service.now(), after=cursor or "", limit=limit + 1
+        )
+        page = ids[:limit]
+        docs = service.tag_store.profile_docs(workspace_id, page)
+        return {
+            "count": count,
+            "members": [{"profile_id": d["profile_id"], "identifiers": d["identifiers"], "traits": d["traits"]}
+                        for d in docs],  # fmt: skip
+            "next_cursor": page[-1] if len(ids) > limit else None,
+        }
+
+    @router.post("/v1/segments/query", tags=["segments"], summary="Count and list the profiles a rule matches")
+    async def query(request: Request, workspace_id: str = Depends(reader)) -> Response:
+        try:
+            body = await document(request)
+            if not isinstance(body, dict) or "rule" not in body:
+                raise RuleError([("rule", "give the rule to match, e.g. {\"rule\": {\"tag\": \"vip\"}}")])
+            unknown = sorted(set(body) - {"rule", "limit", "cursor"})
+            if unknown:
+                raise RuleError([(unknown[0], "unknown field; a query has rule, limit and cursor")])
+            limit = body.get("limit", 50)
+            if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+                raise RuleError([("limit", "give a whole number from 1 to 1000")])
+            rule = parse_rule(body["rule"])
+        except RuleError as exc:
+            return invalid(exc, "segment query")
+        except _Invalid as exc:
+            return invalid(exc.error, "segment query")
+        cursor = body.get("cursor")
+        return json_response(members(workspace_id, rule, limit, cursor if isinstance(cursor, str) else None))
+
+    def saved(workspace_id: str, slug: str) -> Any:
+        d = service.definitions(workspace_id, "segment").get(slug)
+        if d is None:
+            raise HTTPException(404, f"no segment {slug!r} in this workspace; GET /v1/segments lists them")
+        return parse_rule(d.rule)
+
+    @router.get("/v1/segments/{slug}/members", tags=["segments"], summary="A saved segment's members (paginated)")
+    def segment_members(
+        slug: str, limit: int = Query(50, ge=1, le=1000), cursor: str | None = None,
+        workspace_id: str = Depends(reader),
+    ) -> Response:  # fmt: skip
+        return json_response(members(workspace_id, saved(workspace_id, slug), limit, cursor))
+
+    @router.get("/v1/segments/{slug}/export", tags=["segments"], summary="Every member, streamed as CSV or JSONL")
+    def export(slug: str, format: str = Query("jsonl", pattern="^(csv|jsonl)$"),
+               workspace_id: str = Depends(reader)) -> StreamingResponse:  # fmt: skip
+        rule = saved(workspace_id, slug)
+        inline, now = service.tag_rules(workspace_id), service.now()  # one clock reading for the whole export
+
+        def rows() -> Iterator[bytes]:
+            after = ""
+            if format == "csv":
+                yield b"profile_id,identifiers,traits\n"
+            while True:
+                _, ids = service.tag_store.matching(workspace_id, rule, inline, now, after=after, limit=EXPORT_PAGE)
+                for d in service.tag_store.profile_docs(workspace_id, ids):
+                    if format == "jsonl":
+                        yield orjson.dumps({"profile_id": d["profile_id"], "identifiers": d["identifiers"],
+                                            "traits": d["traits"]}) + b"\n"  # fmt: skip
+                    else:
+                        out = io.StringIO()
+                        csv.writer(out).writerow([d["profile_id"], " ".join(d["identifiers"]),
+                                                  orjson.dumps(d["traits"]).decode()])  # fmt: skip
+                        yield out.getvalue().encode()
+                if len(ids) < EXPORT_PAGE:
+                    return
+                after = ids[-1]
+
+        media = "text/csv" if format == "csv" else "application/x-ndjson"
+        return StreamingResponse(rows(), media_type=media,
+                                 headers={"Content-Disposition": f'attachment; filename="{slug}.{format}"'})  # fmt: skip
+
+    return router
+
+
+class _Invalid(Exception):
+    def __init__(self, error: RuleError) -> None:
+        super().__init__(str(error))
+        self.error = error
+

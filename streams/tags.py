@@ -1,0 +1,412 @@
+"""Tags in real time: the `tags` processor, timers for time-based changes, and backfills.
+
+`TagEngine` owns membership. Whatever asks it to evaluate (a batch of the log, a
+timer that fell due, a backfill page) goes through `_apply`, under one lock: the
+profiles are evaluated against every rule of the workspace with one ClickHouse
+query, the answer is compared with the stored membership, and each difference is
+published on `cdp.tag-changes` (before it is written, so a failure retries it:
+at least once, keyed by profile_id, tag_id, position and change), then recorded
+in `tag_changes` and `tag_membership`. Windows are measured against the engine's
+clock, which tests control.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Protocol
+from uuid import UUID
+
+import orjson
+
+from domain.tags import parse_rule
+from projections.store import iso
+from projections.tags import EPOCH, TagStore
+from streams.messages import Message
+
+log = logging.getLogger(__name__)
+
+TAG_CHANGES_TOPIC = "cdp.tag-changes"
+# When several causes touch a profile in one batch, the strongest names the change.
+_CAUSE_RANK = {"event": 0, "time": 1, "split": 2, "merge": 3, "rule": 4, "manual": 5, "deleted": 6}
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+
+class ManualClock:
+    """A clock that moves only when told to (tests, replays)."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta) -> datetime:
+        self._now += delta
+        return self._now
+
+    def set(self, when: datetime) -> None:
+        self._now = when
+
+
+@dataclass
+class TagDef:
+    slug: str
+    name: str
+    version: int
+    rule: Any
+
+
+@dataclass
+class _Batch:
+    """What one evaluation decided, written together."""
+
+    messages: list[Message]
+    changes: list[list[Any]]
+    membership: list[list[Any]]
+    timers: list[list[Any]]
+
+
+class TagEngine:
+    def __init__(
+        self,
+        store: TagStore,
+        clock: Clock,
+        publish: Callable[[list[Message]], None] | None = None,
+        backfill_in_thread: bool = False,
+        page_size: int = 5000,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.publish = publish
+        self.page_size = page_size
+        self.lock = threading.RLock()
+        self.position = 0  # the last log position the processor applied (timer changes carry it)
+        self.defs: dict[str, dict[str, TagDef]] = {}
+        for ws, kind, slug, version, name, rule, deleted in store.latest_definitions():
+            if kind == "tag" and not deleted:
+                self.defs.setdefault(ws, {})[slug] = TagDef(slug, name, version, parse_rule(orjson.loads(rule)))
+        self._jobs: queue.Queue[Any] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self.backfill_error: BaseException | None = None
+        if backfill_in_thread:
+            self._worker = threading.Thread(target=self._work, name="tag-backfill", daemon=True)
+            self._worker.start()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join(10)
+
+    def rules(self, workspace_id: str) -> dict[str, Any]:
+        return {slug: d.rule for slug, d in self.defs.get(workspace_id, {}).items()}
+
+    # Evaluation ------------------------------------------------------------------------------
+
+    def apply(
+        self, workspace_id: str, pids: Iterable[str], position: int, causes: dict[str, str] | str,
+        only: set[str] | None = None,
+    ) -> int:  # fmt: skip
+        """Re-evaluate `pids` against the workspace's tags (or `only` these); returns the changes made."""
+        ids = sorted(set(pids))
+        if not ids:
+            return 0
+        with self.lock:
+            defs = self.defs.get(workspace_id, {})
+            target = {s: d for s, d in defs.items() if only is None or s in only}
+            now = self.clock.now()
+            evaluation = self.store.evaluate(workspace_id, {s: d.rule for s, d in target.items()},
+                                             self.rules(workspace_id), now, ids)  # fmt: skip
+            current = self.store.members_of(workspace_id, ids)
+            timers = self.store.timers_of(workspace_id, ids)
+            out = _Batch([], [], [], [])
+            for pid in ids:
+                cause = causes if isinstance(causes, str) else causes.get(pid, "event")
+                result = evaluation.results.get(pid)
+                had = current.get(pid, {})
+                if result is None:  # merged away (or never projected): leaves every tag it had
+                    for slug, m in had.items():
+                        self._change(out, workspace_id, pid, slug, m["kind"], "exited", m["rule_version"], position,
+                                     now, "merge" if cause == "event" else cause)  # fmt: skip
+                    for (tpid, slug) in [k for k in timers if k[0] == pid]:
+                        out.timers.append([workspace_id, slug, UUID(pid), EPOCH])
+                    continue
+                for slug, d in target.items():
+                    member, due = result[slug]
+                    before = had.get(slug)
+                    if before is not None and before["kind"] == "manual":
+                        continue  # a manual tag of the same name: left alone
+                    if member and before is None:
+                        self._change(out, workspace_id, pid, slug, "dynamic", "entered", d.version, position, now, cause)
+                    elif member and before is not None and before["rule_version"] != d.version:
+                        out.membership.append([workspace_id, slug, UUID(pid), "dynamic", d.version, before["since"],
+                                               position, 0])  # fmt: skip
+                    elif not member and before is not None:
+                        self._change(out, workspace_id, pid, slug, "dynamic", "exited", d.version, position, now, cause)
+                    if timers.get((pid, slug)) != due:
+                        out.timers.append([workspace_id, slug, UUID(pid), due or EPOCH])
+                if only is None:  # tags deleted since: no more timers for them
+                    for (tpid, slug) in timers:
+                        if tpid == pid and slug not in target:
+                            out.timers.append([workspace_id, slug, UUID(pid), EPOCH])
+            self._write(out)
+            return len(out.changes)
+
+    def _change(
+        self, out: _Batch, ws: str, pid: str, slug: str, kind: str, change: str, version: int, position: int,
+        now: datetime, cause: str, reason: str = "",
+    ) -> None:  # fmt: skip
+        d = self.defs.get(ws, {}).get(slug)
+        if not reason:
+            reason = f"rule version {version}" if kind == "dynamic" else ""
+        out.messages.append({
+            "workspace_id": ws, "profile_id": pid, "tag_id": slug, "tag_name": d.name if d else slug, "kind": kind,
+            "change": change, "rule_version": version, "position": position, "at": iso(now), "cause": cause,
+            "reason": reason,
+        })  # fmt: skip
+        out.changes.append([ws, slug, UUID(pid), change, kind, now, version, position, cause, reason])
+        out.membership.append([ws, slug, UUID(pid), kind, version, now, position, 1 if change == "exited" else 0])
+
+    def _write(self, out: _Batch) -> None:
+        if self.publish is not None and out.messages:
+            self.publish(out.messages)  # before writing: a failure retries the whole batch
+        self.store.insert_changes(out.changes)
+        self.store.write_membership(out.membership)
+        self.store.write_timers(out.timers)
+
+    # Manual tags -----------------------------------------------------------------------------
+
+    def manual(self, workspace_id: str, ops: list[tuple[str, str, str, str]], position: int) -> None:
+        """Apply ("added" | "removed" | "moved", profile, tag or survivor, reason) in order."""
+        with self.lock:
+            pids = {op[1] for op in ops} | {op[2] for op in ops if op[0] == "moved"}
+            current = self.store.members_of(workspace_id, pids)
+            manual = {pid: {s for s, m in tags.items() if m["kind"] == "manual"} for pid, tags in current.items()}
+            now = self.clock.now()
+            out = _Batch([], [], [], [])
+            for action, pid, arg, reason in ops:
+                if action == "moved":  # a merge: the survivor takes the absorbed profile's manual tags
+                    for slug in sorted(manual.get(pid, set()) - manual.setdefault(arg, set())):
+                        if slug in current.get(arg, {}) and current[arg][slug]["kind"] == "dynamic":
+                            continue
+                        manual[arg].add(slug)
+                        self._change(out, workspace_id, arg, slug, "manual", "entered", 0, position, now, "merge",
+                                     f"came with merged profile {pid}")  # fmt: skip
+                    continue
+                held = manual.setdefault(pid, set())
+                if action == "added" and arg not in held:
+                    held.add(arg)
+                    self._change(out, workspace_id, pid, arg, "manual", "entered", 0, position, now, "manual", reason)
+                elif action == "removed" and arg in held:
+                    held.discard(arg)
+                    self._change(out, workspace_id, pid, arg, "manual", "exited", 0, position, now, "manual", reason)
+            self._write(out)
+
+    # Definitions and backfills -----------------------------------------------------------------
+
+    def define(self, workspace_id: str, slug: str, name: str, version: int, rule: Any, position: int) -> None:
+        """A tag was defined or changed: from now on live evaluation uses it; every profile is evaluated again."""
+        with self.lock:
+            self.defs.setdefault(workspace_id, {})[slug] = TagDef(slug, name, version, rule)
+            jobs = [slug] + self._dependents(workspace_id, slug)
+            for tag in jobs:
+                self._schedule(workspace_id, tag, position)
+
+    def delete(self, workspace_id: str, slug: str, version: int, position: int) -> None:
+        with self.lock:
+            d = self.defs.get(workspace_id, {}).pop(slug, None)
+            if d is None:
+                return
+            now = self.clock.now()
+            out = _Batch([], [], [], [])
+            members = self.store.members_of(workspace_id, self.store.members_of_tag(workspace_id, slug))
+            for pid, tags in members.items():
+                m = tags.get(slug)
+                if m is not None and m["kind"] == "dynamic":
+                    self._change(out, workspace_id, pid, slug, "dynamic", "exited", version, position, now, "deleted",
+                                 f"tag deleted (version {version})")  # fmt: skip
+            self._write(out)
+            for tag in self._dependents(workspace_id, slug, rules={**self.rules(workspace_id), slug: d.rule}):
+                self._schedule(workspace_id, tag, position)
+
+    def _dependents(self, workspace_id: str, slug: str, rules: dict[str, Any] | None = None) -> list[str]:
+        from domain.tags import _reaches
+
+        rules = rules if rules is not None else self.rules(workspace_id)
+        return sorted(s for s in self.defs.get(workspace_id, {}) if s != slug and _reaches(rules, s, slug))
+
+    def _schedule(self, workspace_id: str, slug: str, position: int) -> None:
+        d = self.defs[workspace_id][slug]
+        total = self.store.profile_count(workspace_id)
+        self.store.save_backfill(workspace_id, slug, d.version, "running", 0, total, self.clock.now())
+        job = (workspace_id, slug, d.version, position, total)
+        if self._worker is None:
+            self.backfill(*job)
+        else:
+            self._jobs.put(job)
+
+    def backfill(self, workspace_id: str, slug: str, version: int, position: int, total: int) -> None:
+        """Evaluate one tag for every profile, page by page; the live processor runs between pages."""
+        started, after, done = self.clock.now(), "", 0
+        while True:
+            with self.lock:
+                d = self.defs.get(workspace_id, {}).get(slug)
+                if d is None or d.version != version:
+                    self.store.save_backfill(workspace_id, slug, version, "superseded", done, total, started)
+                    return
+                page = self.store.profile_page(workspace_id, after, self.page_size)
+                if not page:
+                    break
+                self.apply(workspace_id, page, position, "rule", only={slug})
+            done += len(page)
+            after = page[-1]
+            self.store.save_backfill(workspace_id, slug, version, "running", done, max(total, done), started)
+        self.store.save_backfill(workspace_id, slug, version, "done", done, max(total, done), started)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                self._jobs.task_done()
+                return
+            while True:
+                try:
+                    self.backfill(*job)
+                    self.backfill_error = None
+                    break
+                except Exception as exc:  # keep the job: ClickHouse may be back in a moment
+                    self.backfill_error = exc
+                    log.exception("backfill of tag %s failed; retrying", job[1])
+                    threading.Event().wait(1.0)
+            self._jobs.task_done()
+
+    @property
+    def backfills_pending(self) -> int:
+        """Backfills queued or running on the worker thread."""
+        return self._jobs.unfinished_tasks
+
+    # Timers ------------------------------------------------------------------------------------
+
+    def tick(self) -> int:
+        """Re-evaluate every (profile, tag) whose timer is due by the clock; returns the changes made."""
+        with self.lock:
+            changed = 0
+            for ws, pids in self.store.due_timers(self.clock.now()).items():
+                changed += self.apply(ws, pids, self.position, "time")
+            return changed
+
+
+class TagTimer:
+    """Calls `engine.tick()` every `interval` seconds of real time, on its own thread."""
+
+    def __init__(self, engine: TagEngine, interval: float = 1.0) -> None:
+        self.engine = engine
+        self.interval = interval
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tag-timer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.engine.tick()
+                self.error = None
+            except Exception as exc:  # the next tick tries again
+                self.error = exc
+                log.exception("tag timer tick failed")
+
+
+class TagProcessor:
+    """Log messages in, tag membership and `cdp.tag-changes` out (runs after the profiles processor)."""
+
+    name = "tags"
+
+    def __init__(self, engine: TagEngine) -> None:
+        self.engine = engine
+
+    def process(self, messages: list[Message]) -> int:
+        if not messages:
+            return 0
+        engine = self.engine
+        top = max(m["position"] for m in messages)
+        touched: dict[str, dict[str, str]] = {}
+        manual: dict[str, list[tuple[str, str, str, str]]] = {}
+        everyone: set[str] = set()
+
+        def touch(ws: str, pid: str | None, cause: str) -> None:
+            if pid:
+                causes = touched.setdefault(ws, {})
+                if _CAUSE_RANK[cause] >= _CAUSE_RANK.get(causes.get(pid, "event"), 0):
+                    causes[pid] = cause
+
+        def flush() -> None:
+            for ws, ops in manual.items():
+                engine.manual(ws, ops, top)
+            for ws in everyone:
+                after = ""
+                while page := engine.store.profile_page(ws, after, engine.page_size):
+                    engine.apply(ws, page, top, touched.get(ws, {}))
+                    after = page[-1]
+            for ws, causes in touched.items():
+                if ws not in everyone:
+                    engine.apply(ws, causes, top, causes)
+            manual.clear()
+            touched.clear()
+            everyone.clear()
+
+        with engine.lock:
+            for m in sorted(messages, key=lambda m: m["position"]):
+                ws, pid, kind = m["workspace_id"], m.get("profile_id"), m["kind"]
+                if kind == "event":
+                    touch(ws, pid, "event")
+                elif kind == "identity":
+                    change = m["change"]
+                    if change == "absorbed":
+                        touch(ws, pid, "merge")
+                        touch(ws, m["absorbed_id"], "merge")
+                        manual.setdefault(ws, []).append(("moved", m["absorbed_id"], pid, ""))
+                    elif change == "merged_into":
+                        touch(ws, pid, "merge")
+                    elif change == "split_apart":
+                        touch(ws, pid, "split")
+                        touch(ws, m["new_profile_id"], "split")
+                    elif change in ("created", "linked"):
+                        touch(ws, pid, "event")
+                elif kind == "rules":
+                    everyone.add(ws)  # trait precedence may have changed every profile's traits
+                elif kind == "manual_tag":
+                    manual.setdefault(ws, []).append((m["action"], pid, m["tag_id"], m.get("reason", "")))
+                    touch(ws, pid, "manual")  # rules may refer to the manual tag
+                elif kind == "definition":
+                    engine.store.insert_definitions([[ws, m["definition_kind"], m["tag_id"], m["rule_version"], m["name"],
+                                                      orjson.dumps(m["rule"]).decode() if m["rule"] else "",
+                                                      int(m["deleted"]), m["position"]]])  # fmt: skip
+                    if m["definition_kind"] != "tag":
+                        continue
+                    flush()  # what came before the new rule is evaluated under the old one
+                    if m["deleted"]:
+                        engine.delete(ws, m["tag_id"], m["rule_version"], m["position"])
+                    else:
+                        engine.define(ws, m["tag_id"], m["name"], m["rule_version"], parse_rule(m["rule"]),
+                                      m["position"])  # fmt: skip
+            flush()
+            engine.position = max(engine.position, top)
+        return top
