@@ -1,10 +1,12 @@
 """KPI reads and writes over `kpi_facts` and `activity_days` (see migrations/0002_kpis.sql).
 
-Every read uses FINAL (exact with redelivered rows present), groups by event time
-(late events land in their own day) and resolves people through the current
-owner of each fact's anchor (merged profiles count once). User input reaches
-ClickHouse only as server-side parameters; column and function names come from
-the fixed lists below.
+Every read is exact with redelivered rows present: sums read with FINAL, and the
+rest use aggregates a duplicate cannot move (uniqExact, min, max, argMax,
+windowFunnel), which skips FINAL's cost. Reads group by event time (late events
+land in their own day) and resolve people, where a KPI counts people, through
+the current owner of each fact's anchor (merged profiles count once). User
+input reaches ClickHouse only as server-side parameters; column and function
+names come from the fixed lists below.
 """
 
 from __future__ import annotations
@@ -98,6 +100,11 @@ class KpiStore:
         if rows:
             self.client.insert(f"{self.db}.kpi_facts", list(rows), column_names=FACT_COLUMNS)
 
+    def insert_moves(self, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.client.insert(f"{self.db}.identity_moves", list(rows),
+                               column_names=["workspace_id", "identifier", "profile_id", "position"])  # fmt: skip
+
     def insert_activity(self, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             self.client.insert(f"{self.db}.activity_days", list(rows),
@@ -106,11 +113,19 @@ class KpiStore:
     # SQL building blocks ---------------------------------------------------------------------
 
     def _owners(self) -> str:
-        return (f"(SELECT identifier AS anchor, argMax(profile_id, position) AS owner FROM {self.db}.identity_history "
+        """Current owners of the identifiers that moved; any other anchor's owner is the fact's profile_id."""
+        return (f"(SELECT identifier AS anchor, argMax(profile_id, position) AS owner FROM {self.db}.identity_moves "
                 "WHERE workspace_id = {ws:String} GROUP BY identifier)")  # fmt: skip
 
-    def _facts(self, kinds: Sequence[str], q: KpiQuery | None, span: str = "range", end: str = "end") -> str:
-        """Facts of `kinds` with their person; `span` is range ([start, end)), until (before end) or all."""
+    def _facts(
+        self, kinds: Sequence[str], q: KpiQuery | None, span: str = "range", end: str = "end",
+        exact: bool = False, people: bool = False,
+    ) -> str:
+        """Facts of `kinds`; `span` is range ([start, end)), until (before end) or all.
+
+        `exact` reads with FINAL (for sums and counts a redelivered row would move);
+        `people` adds `person`, the current owner of the fact's anchor.
+        """  # fmt: skip
         where = ["workspace_id = {ws:String}", "kind IN (" + ", ".join(f"'{k}'" for k in kinds) + ")"]
         if span == "range":
             where.append(f"timestamp >= {{start:{_T}}} AND timestamp < {{{end}:{_T}}}")
@@ -118,14 +133,17 @@ class KpiStore:
             where.append(f"timestamp < {{{end}:{_T}}}")
         if q is not None:
             where += [f"{dim} = {{f_{dim}:String}}" for dim in q.filters]
+        facts = f"(SELECT * FROM {self.db}.kpi_facts {'FINAL' if exact else ''} WHERE {' AND '.join(where)})"
+        if not people:
+            return facts
         return (f"(SELECT f.*, if(o.owner = {_ZERO_UUID}, f.profile_id, o.owner) AS person "
-                f"FROM (SELECT * FROM {self.db}.kpi_facts FINAL WHERE {' AND '.join(where)}) AS f "
-                f"LEFT JOIN {self._owners()} AS o ON f.anchor = o.anchor)")  # fmt: skip
+                f"FROM {facts} AS f LEFT JOIN {self._owners()} AS o ON f.anchor = o.anchor)")  # fmt: skip
 
     def _active(self, until: str = "end") -> str:
+        """(day, person) of every active anchor-day before `until`; duplicates are harmless to its readers."""
         return (f"(SELECT a.day AS day, if(o.owner = {_ZERO_UUID}, a.profile_id, o.owner) AS person "
-                f"FROM (SELECT * FROM {self.db}.activity_days FINAL WHERE workspace_id = {{ws:String}}) AS a "
-                f"LEFT JOIN {self._owners()} AS o ON a.anchor = o.anchor WHERE a.day < toDate({{{until}:{_T}}}))")
+                f"FROM (SELECT * FROM {self.db}.activity_days WHERE workspace_id = {{ws:String}} "
+                f"AND day < toDate({{{until}:{_T}}})) AS a LEFT JOIN {self._owners()} AS o ON a.anchor = o.anchor)")
 
     def _params(self, q: KpiQuery, **extra: Any) -> dict[str, Any]:
         params: dict[str, Any] = {"ws": q.workspace_id, "start": q.start, "end": q.end}
@@ -172,13 +190,13 @@ class KpiStore:
 
     def _kpi_csat(self, q: KpiQuery) -> list[dict[str, Any]]:
         sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, countIf(csat >= 4), count(), avg(csat) "
-               f"FROM {self._facts(['feedback'], q)} WHERE csat IS NOT NULL GROUP BY p, g ORDER BY p, g")
+               f"FROM {self._facts(['feedback'], q, exact=True)} WHERE csat IS NOT NULL GROUP BY p, g ORDER BY p, g")
         return [self._out(q, p, g, value=_ratio(good, n), mean=mean, satisfied=good, answers=n)
                 for p, g, good, n, mean in self._rows(sql, self._params(q))]  # fmt: skip
 
     def _kpi_nps(self, q: KpiQuery) -> list[dict[str, Any]]:
         sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, countIf(nps >= 9), countIf(nps <= 6), count() "
-               f"FROM {self._facts(['feedback'], q)} WHERE nps IS NOT NULL GROUP BY p, g ORDER BY p, g")
+               f"FROM {self._facts(['feedback'], q, exact=True)} WHERE nps IS NOT NULL GROUP BY p, g ORDER BY p, g")
         return [self._out(q, p, g, value=100.0 * (pro - det) / n, promoters=pro, detractors=det, answers=n)
                 for p, g, pro, det, n in self._rows(sql, self._params(q))]  # fmt: skip
 
@@ -206,19 +224,26 @@ class KpiStore:
     def _kpi_revenue(self, q: KpiQuery) -> list[dict[str, Any]]:
         if q.by == "product" or "product" in q.filters:
             sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, currency, sum(amount) "
-                   f"FROM {self._facts(['order_line'], q)} GROUP BY p, g, currency ORDER BY p, g, currency")
+                   f"FROM {self._facts(['order_line'], q, exact=True)} GROUP BY p, g, currency ORDER BY p, g, currency")
             return [self._out(q, p, g, currency=c, value=v, gross=v, refunds=0)
                     for p, g, c, v in self._rows(sql, self._params(q))]  # fmt: skip
-        orders = (f"(SELECT entity_id, any(amount) AS amount, any(currency) AS currency FROM {self.db}.kpi_facts FINAL "
-                  "WHERE workspace_id = {ws:String} AND kind = 'order' GROUP BY entity_id)")  # fmt: skip
+        orders = self._refunded_orders(q)
         whole = "f.kind = 'refund' AND f.has_amount = 0"
         sql = (f"SELECT {self._period(q, 'f.timestamp')} AS p, {'f.' + q.by if q.by else chr(39) * 2} AS g, "
                f"if({whole}, o.currency, f.currency) AS c, sumIf(if({whole}, o.amount, f.amount), f.kind = 'order'), "
                f"sumIf(if({whole}, o.amount, f.amount), f.kind = 'refund') "
-               f"FROM {self._facts(['order', 'refund'], q)} AS f LEFT JOIN {orders} AS o ON f.entity_id = o.entity_id "
+               f"FROM {self._facts(['order', 'refund'], q, exact=True)} AS f LEFT JOIN {orders} AS o "
+               "ON f.entity_id = o.entity_id "
                "GROUP BY p, g, c ORDER BY p, g, c")  # fmt: skip
         return [self._out(q, p, g, currency=c, value=gross - refunds, gross=gross, refunds=refunds)
                 for p, g, c, gross, refunds in self._rows(sql, self._params(q))]  # fmt: skip
+
+    def _refunded_orders(self, q: KpiQuery, span: str = "range") -> str:
+        """Amount and currency of the orders refunded without an amount (whole-order refunds)."""
+        refunds = self._facts(["refund"], q if span == "range" else None, span=span)
+        return (f"(SELECT entity_id, any(amount) AS amount, any(currency) AS currency FROM {self.db}.kpi_facts "
+                "WHERE workspace_id = {ws:String} AND kind = 'order' AND entity_id IN "
+                f"(SELECT entity_id FROM {refunds} WHERE has_amount = 0) GROUP BY entity_id)")  # fmt: skip
 
     def _kpi_orders(self, q: KpiQuery) -> list[dict[str, Any]]:
         kind = "order_line" if q.by == "product" or "product" in q.filters else "order"
@@ -228,13 +253,13 @@ class KpiStore:
 
     def _kpi_average_order_value(self, q: KpiQuery) -> list[dict[str, Any]]:
         sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, currency, sum(amount), uniqExact(event_id) "
-               f"FROM {self._facts(['order'], q)} GROUP BY p, g, currency ORDER BY p, g, currency")
+               f"FROM {self._facts(['order'], q, exact=True)} GROUP BY p, g, currency ORDER BY p, g, currency")
         return [self._out(q, p, g, currency=c, value=Decimal(total) / n, revenue=total, orders=n)
                 for p, g, c, total, n in self._rows(sql, self._params(q))]  # fmt: skip
 
     def _kpi_repeat_purchase_rate(self, q: KpiQuery) -> list[dict[str, Any]]:
         sql = (f"SELECT p, g, countIf(n >= 2), count() FROM (SELECT {self._period(q)} AS p, {self._group(q)} AS g, "
-               f"person, uniqExact(event_id) AS n FROM {self._facts(['order'], q)} GROUP BY p, g, person) "
+               f"person, uniqExact(event_id) AS n FROM {self._facts(['order'], q, people=True)} GROUP BY p, g, person) "
                "GROUP BY p, g ORDER BY p, g")  # fmt: skip
         return [self._out(q, p, g, value=_ratio(repeat, n), repeat_buyers=repeat, buyers=n)
                 for p, g, repeat, n in self._rows(sql, self._params(q))]  # fmt: skip
@@ -243,7 +268,7 @@ class KpiStore:
         """New customers (people by their first order ever) per period and group, before the end."""
         group = f"argMin({by}, timestamp)" if by else "''"
         sql = (f"SELECT {self._period(q, 'first')} AS p, g, count() FROM (SELECT person, min(timestamp) AS first, "
-               f"{group} AS g FROM {self._facts(['order'], None, span='until')} GROUP BY person) "
+               f"{group} AS g FROM {self._facts(['order'], None, span='until', people=True)} GROUP BY person) "
                "GROUP BY p, g")  # fmt: skip
         return {(p, g): n for p, g, n in self._rows(sql, self._params(q))}
 
@@ -251,9 +276,8 @@ class KpiStore:
         new = self._first_orders(q, None)
         sql = (f"SELECT {self._period(q, 'f.timestamp')} AS p, if(f.kind = 'refund' AND f.has_amount = 0, o.currency, "
                "f.currency) AS c, sum(if(f.kind = 'order', 1, -1) * if(f.kind = 'refund' AND f.has_amount = 0, "
-               f"o.amount, f.amount)) FROM {self._facts(['order', 'refund'], None, span='until')} AS f "
-               f"LEFT JOIN (SELECT entity_id, any(amount) AS amount, any(currency) AS currency FROM {self.db}.kpi_facts "
-               "FINAL WHERE workspace_id = {ws:String} AND kind = 'order' GROUP BY entity_id) AS o "
+               f"o.amount, f.amount)) FROM {self._facts(['order', 'refund'], None, span='until', exact=True)} AS f "
+               f"LEFT JOIN {self._refunded_orders(q, span='until')} AS o "
                "ON f.entity_id = o.entity_id GROUP BY p, c")  # fmt: skip
         revenue: dict[str, dict[date, Decimal]] = defaultdict(dict)
         for p, c, v in self._rows(sql, self._params(q)):
@@ -270,7 +294,7 @@ class KpiStore:
     def _kpi_customer_acquisition_cost(self, q: KpiQuery) -> list[dict[str, Any]]:
         new = self._first_orders(q, q.by)
         sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, currency, sum(amount) "
-               f"FROM {self._facts(['cost'], q)} GROUP BY p, g, currency ORDER BY p, g, currency")
+               f"FROM {self._facts(['cost'], q, exact=True)} GROUP BY p, g, currency ORDER BY p, g, currency")
         return [self._out(q, p, g, currency=c, value=_ratio(cost, new.get((p, g), 0)), cost=cost,
                           new_customers=new.get((p, g), 0))
                 for p, g, c, cost in self._rows(sql, self._params(q))]  # fmt: skip
@@ -309,19 +333,47 @@ class KpiStore:
                 f"{self._facts(['opportunity'], None, span='until')} GROUP BY entity_id) "
                 f"WHERE {where})")  # fmt: skip
 
+    def _running(
+        self, q: KpiQuery, states: str, value: str, is_open: str, group: str, currency: str, where: str
+    ) -> dict[tuple[date, str, str], tuple[float, int]]:
+        """(value, count) open at the end of each period, from `states`: one row per entity with `evs`,
+        its state events sorted by (timestamp, position); the other arguments are expressions of `evs[i]`.
+
+        Each state holds from its event to the entity's next event: it adds its value at
+        its own time and takes it away at the next one's. Summing these changes up to a
+        period's end gives what was open then, in one pass over the state events
+        (a duplicate adds and takes away the same value at the same time).
+        """
+        sql = (f"SELECT if(t < {{start:{_T}}}, toDate('1970-01-01'), {self._period(q, 't')}) AS b, g, c, "
+               "sum(dv), sum(dn) FROM (SELECT if(sign = 1, evs[i].1, evs[i + 1].1) AS t, "
+               f"sign * {value} AS dv, sign * toInt64({is_open}) AS dn, {group} AS g, {currency} AS c "
+               f"FROM {states} ARRAY JOIN arrayEnumerate(evs) AS i ARRAY JOIN [1, -1] AS sign "
+               f"WHERE (sign = 1 OR i < length(evs)) AND {where}) GROUP BY b, g, c")  # fmt: skip
+        changes: dict[tuple[str, str], list[tuple[date, float, int]]] = defaultdict(list)
+        for b, g, c, dv, dn in self._rows(sql, self._params(q)):
+            changes[(g, c)].append((b, float(dv), int(dn)))
+        out: dict[tuple[date, str, str], tuple[float, int]] = {}
+        for (g, c), deltas in changes.items():
+            for label, _, _ in q.periods():
+                v = sum(dv for b, dv, _ in deltas if b <= label)
+                n = sum(dn for b, _, dn in deltas if b <= label)
+                out[(label, g, c)] = (round(v, 6), n)
+        return out
+
     def _kpi_pipeline_value(self, q: KpiQuery) -> list[dict[str, Any]]:
-        periods = q.periods()
         names = self._STATE.split(", ")
-        where = " AND ".join(f"s.{names.index(dim) + 1} = {{f_{dim}:String}}" for dim in q.filters) or "1"
-        group = f"s.{names.index(q.by) + 1}" if q.by else "''"
-        sql = (f"SELECT pe, {group} AS g, s.4 AS c, sum(toFloat64(s.2) * s.3), count() FROM (SELECT pe, entity_id, "
-               f"argMax(tuple({self._STATE}), (timestamp, position)) AS s FROM "
-               f"{self._facts(['opportunity'], None, span='until')} "
-               f"ARRAY JOIN {{ends:Array({_T})}} AS pe WHERE timestamp < pe GROUP BY pe, entity_id) "
-               f"WHERE s.1 = 'open' AND {where} GROUP BY pe, g, c ORDER BY pe, g, c")  # fmt: skip
-        label = {hi: lo for lo, _, hi in periods}
-        return [self._out(q, label[pe.replace(tzinfo=timezone.utc)], g, currency=c, value=v, open_opportunities=n)
-                for pe, g, c, v, n in self._rows(sql, self._params(q, ends=[hi for _, _, hi in periods]))]  # fmt: skip
+
+        def field(name: str) -> str:  # evs[i] is (timestamp, position, value if open, open, *state)
+            return f"evs[i].{5 + names.index(name)}"
+
+        states = (f"(SELECT entity_id, arraySort(x -> (x.1, x.2), groupArray(tuple(timestamp, position, "
+                  f"if(status = 'open', toFloat64(amount) * probability, 0.), status = 'open', {self._STATE}))) AS evs "
+                  f"FROM {self._facts(['opportunity'], None, span='until')} GROUP BY entity_id)")  # fmt: skip
+        where = " AND ".join(f"{field(dim)} = {{f_{dim}:String}}" for dim in q.filters) or "1"
+        running = self._running(q, states, "evs[i].3", "evs[i].4", field(q.by) if q.by else "''",
+                                field("currency"), where)  # fmt: skip
+        return [self._out(q, label, g, currency=c, value=v, open_opportunities=n)
+                for (label, g, c), (v, n) in sorted(running.items()) if n > 0]  # fmt: skip
 
     def _closed(self, q: KpiQuery, extra: str) -> list[tuple[Any, ...]]:
         sql = (f"SELECT {self._period(q, 'closed')} AS p, {self._group(q)} AS g, {extra} FROM {self._opportunities(q)} "
@@ -344,8 +396,8 @@ class KpiStore:
         return [self._out(q, p, g, value=days, won=n) for p, g, days, n in rows if n]
 
     def _kpi_sales_activities(self, q: KpiQuery) -> list[dict[str, Any]]:
-        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, countIf(kind = 'call'), "
-               f"countIf(kind = 'meeting') FROM {self._facts(['call', 'meeting'], q)} GROUP BY p, g ORDER BY p, g")
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, uniqExactIf(fact_id, kind = 'call'), "
+               f"uniqExactIf(fact_id, kind = 'meeting') FROM {self._facts(['call', 'meeting'], q)} GROUP BY p, g ORDER BY p, g")
         return [self._out(q, p, g, value=calls + meetings, calls=calls, meetings=meetings)
                 for p, g, calls, meetings in self._rows(sql, self._params(q))]  # fmt: skip
 
@@ -353,7 +405,7 @@ class KpiStore:
         where = "AND owner = {f_owner:String}" if "owner" in q.filters else ""
         targets = self._rows(
             f"SELECT t.1, t.2, t.3, t.4, t.5 FROM (SELECT argMax(tuple(owner, period_start, period_end, currency, "
-            f"amount), (timestamp, position)) AS t FROM {self.db}.kpi_facts FINAL WHERE workspace_id = {{ws:String}} "
+            f"amount), (timestamp, position)) AS t FROM {self.db}.kpi_facts WHERE workspace_id = {{ws:String}} "
             f"AND kind = 'target' {where} GROUP BY entity_id) WHERE t.3 >= toDate({{start:{_T}}}) "
             f"AND t.2 < toDate({{end:{_T}}}) ORDER BY t.1, t.2",
             self._params(q),
@@ -402,21 +454,22 @@ class KpiStore:
         return [self._out(q, p, g, value=hours, resolved=n) for p, g, hours, n in self._rows(sql, self._params(q))]
 
     def _kpi_open_ticket_backlog(self, q: KpiQuery) -> list[dict[str, Any]]:
-        periods = q.periods()
+        # A ticket is open from an opening to the next resolution (a later opening reopens it);
+        # its dimensions are those of its first opening, its owner the latest assignee.
+        dims = ("argMinIf(channel, timestamp, kind = 'ticket_opened') AS channel, argMinIf(category, timestamp, "
+                "kind = 'ticket_opened') AS category, argMinIf(priority, timestamp, kind = 'ticket_opened') AS "
+                "priority, argMax(owner, (timestamp, position)) AS owner")  # fmt: skip
+        steps = ["ticket_opened", "ticket_assigned", "ticket_resolved"]
+        states = (f"(SELECT entity_id, arraySort(x -> (x.1, x.2), groupArrayIf(tuple(timestamp, position, "
+                  f"toFloat64(kind = 'ticket_opened'), kind = 'ticket_opened'), kind != 'ticket_assigned')) AS evs, "
+                  f"{dims} FROM {self._facts(steps, None, span='until')} GROUP BY entity_id "
+                  "HAVING countIf(kind = 'ticket_opened') > 0)")  # fmt: skip
         where = " AND ".join(f"{dim} = {{f_{dim}:String}}" for dim in q.filters) or "1"
-        sql = (f"SELECT pe, {self._group(q)} AS g, count() FROM (SELECT pe, entity_id, "
-               "argMax(kind, (timestamp, position)) AS state, argMinIf(channel, timestamp, kind = 'ticket_opened') AS "
-               "channel, argMinIf(category, timestamp, kind = 'ticket_opened') AS category, argMinIf(priority, "
-               "timestamp, kind = 'ticket_opened') AS priority, argMax(owner, (timestamp, position)) AS owner "
-               f"FROM {self._facts(['ticket_opened', 'ticket_assigned', 'ticket_resolved'], None, span='until')} "
-               f"ARRAY JOIN {{ends:Array({_T})}} AS pe WHERE timestamp < pe AND kind != 'ticket_assigned' "
-               f"GROUP BY pe, entity_id) WHERE state = 'ticket_opened' AND {where} GROUP BY pe, g ORDER BY pe, g")  # fmt: skip
-        label = {hi: lo for lo, _, hi in periods}
-        counts = {(label[pe.replace(tzinfo=timezone.utc)], g): n
-                  for pe, g, n in self._rows(sql, self._params(q, ends=[hi for _, _, hi in periods]))}  # fmt: skip
+        running = self._running(q, states, "evs[i].3", "evs[i].4", q.by or "''", "''", where)
         if not q.by:  # an empty backlog is a zero, not a missing point
-            return [self._out(q, lo, None, value=counts.get((lo, ""), 0)) for lo, _, _ in periods]
-        return [self._out(q, p, g, value=n) for (p, g), n in sorted(counts.items())]
+            return [self._out(q, label, None, value=running.get((label, "", ""), (0, 0))[1])
+                    for label, _, _ in q.periods()]  # fmt: skip
+        return [self._out(q, label, g, value=n) for (label, g, _), (_, n) in sorted(running.items()) if n > 0]
 
     def _kpi_complaints_per_1000_customers(self, q: KpiQuery) -> list[dict[str, Any]]:
         complaints = dict(self._rows(
@@ -430,11 +483,11 @@ class KpiStore:
     def _campaign(self, q: KpiQuery, kinds: list[str]) -> list[tuple[Any, ...]]:
         sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, "
                + ", ".join(f"uniqExactIf((campaign, person), kind = '{k}')" for k in kinds)
-               + f" FROM {self._facts(kinds, q)} GROUP BY p, g ORDER BY p, g")  # fmt: skip
+               + f" FROM {self._facts(kinds, q, people=True)} GROUP BY p, g ORDER BY p, g")  # fmt: skip
         return self._rows(sql, self._params(q))
 
     def _kpi_campaign_sent(self, q: KpiQuery) -> list[dict[str, Any]]:
-        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, count() FROM {self._facts(['message_sent'], q)} "
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, uniqExact(fact_id) FROM {self._facts(['message_sent'], q)} "
                "GROUP BY p, g ORDER BY p, g")
         return [self._out(q, p, g, value=n) for p, g, n in self._rows(sql, self._params(q))]
 
@@ -448,10 +501,10 @@ class KpiStore:
 
     def _kpi_campaign_conversion_rate(self, q: KpiQuery) -> list[dict[str, Any]]:
         window = int(q.within_days * 86400)
-        orders = f"(SELECT person, timestamp AS ordered FROM {self._facts(['order'], None, end='end_orders')})"
+        orders = f"(SELECT person, timestamp AS ordered FROM {self._facts(['order'], None, end='end_orders', people=True)})"
         sql = (f"SELECT {self._period(q, 'c.timestamp')} AS p, {'c.' + q.by if q.by else chr(39) * 2} AS g, "
                "uniqExact((c.campaign, c.person)), uniqExactIf((c.campaign, c.person), o.ordered >= c.timestamp AND "
-               f"o.ordered <= c.timestamp + toIntervalSecond({window})) FROM {self._facts(['message_clicked'], q)} AS c "
+               f"o.ordered <= c.timestamp + toIntervalSecond({window})) FROM {self._facts(['message_clicked'], q, people=True)} AS c "
                f"LEFT JOIN {orders} AS o ON c.person = o.person GROUP BY p, g ORDER BY p, g")  # fmt: skip
         params = self._params(q, end_orders=q.end + timedelta(seconds=window))
         return [self._out(q, p, g, value=_ratio(converted, clicked), clicked=clicked, converted=converted)
@@ -471,24 +524,27 @@ class KpiStore:
         for i, step in enumerate(steps):
             parts = []
             if step.get("type"):
-                parts.append(f"e.type = {{s{i}_type:String}}")
+                parts.append(f"type = {{s{i}_type:String}}")
                 params[f"s{i}_type"] = step["type"]
             if step.get("event"):
-                parts.append(f"e.event = {{s{i}_event:String}}")
+                parts.append(f"event = {{s{i}_event:String}}")
                 params[f"s{i}_event"] = step["event"]
             for j, (key, value) in enumerate(sorted((step.get("where") or {}).items())):
-                parts.append(f"JSONExtractRaw(e.properties, {{s{i}_k{j}:String}}) = {{s{i}_v{j}:String}}")
+                parts.append(f"JSONExtractRaw(properties, {{s{i}_k{j}:String}}) = {{s{i}_v{j}:String}}")
                 params[f"s{i}_k{j}"], params[f"s{i}_v{j}"] = key, _json_scalar(value)
             conditions.append("(" + " AND ".join(parts) + ")")
-        matches = " OR ".join(conditions)
+        # No FINAL: a duplicated event cannot change the longest ordered chain windowFunnel finds.
+        # properties is a wide JSON column: read it only when a step filters on it.
+        props = any(step.get("where") for step in steps)
+        events = (f"(SELECT timestamp, type, event, {'properties, ' if props else ''}anchor, profile_id "
+                  f"FROM {self.db}.events WHERE workspace_id = {{ws:String}} AND timestamp >= {{start:{_T}}} "
+                  f"AND timestamp < {{end_window:{_T}}} AND ({' OR '.join(conditions)}))")  # fmt: skip
+        columns = "e.timestamp AS ts, e.type AS type, e.event AS event" + (", e.properties AS properties" if props else "")
         sql = (f"SELECT level, count() FROM (SELECT person, windowFunnel({int(within_seconds)})(toDateTime(ts), "
-               f"{', '.join(c.replace('e.', '') for c in conditions)}) AS level FROM (SELECT e.timestamp AS ts, "
-               f"e.type AS type, e.event AS event, e.properties AS properties, "
-               f"if(o.owner = {_ZERO_UUID}, e.profile_id, o.owner) AS person FROM (SELECT * FROM {self.db}.events "
-               f"FINAL WHERE workspace_id = {{ws:String}} AND timestamp >= {{start:{_T}}} AND timestamp < "
-               f"{{end_window:{_T}}}) AS e LEFT JOIN {self._owners()} AS o ON e.anchor = o.anchor "
-               f"WHERE {matches}) GROUP BY person HAVING minIf(ts, {conditions[0].replace('e.', '')}) < {{end:{_T}}}) "
-               "GROUP BY level")  # fmt: skip
+               f"{', '.join(conditions)}) AS level FROM (SELECT {columns}, "
+               f"if(o.owner = {_ZERO_UUID}, e.profile_id, o.owner) AS person "
+               f"FROM {events} AS e LEFT JOIN {self._owners()} AS o ON e.anchor = o.anchor) "
+               f"GROUP BY person HAVING minIf(ts, {conditions[0]}) < {{end:{_T}}}) GROUP BY level")  # fmt: skip
         params["end_window"] = end + timedelta(seconds=within_seconds)
         reached = dict(self._rows(sql, params))
         return [sum(n for level, n in reached.items() if level >= i + 1) for i in range(len(steps))]

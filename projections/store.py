@@ -496,6 +496,7 @@ COMPARED_TABLES = {
     "workspace_rules": ("workspace_id, version, rules, position", "workspace_id, version"),
     "kpi_facts": ("*", "workspace_id, kind, fact_id"),
     "activity_days": ("*", "workspace_id, anchor, day"),
+    "identity_moves": ("*", "workspace_id, identifier, position"),
 }
 
 

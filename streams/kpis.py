@@ -157,10 +157,11 @@ class KpiWriter(Protocol):
 
     def insert_facts(self, rows: list[list[Any]]) -> None: ...
     def insert_activity(self, rows: list[list[Any]]) -> None: ...
+    def insert_moves(self, rows: list[list[Any]]) -> None: ...
 
 
 class KpiProcessor:
-    """Writes `kpi_facts` and `activity_days`; tells `KpiUpdates` which KPIs and days moved."""
+    """Writes `kpi_facts`, `activity_days` and `identity_moves`; tells `KpiUpdates` which KPIs and days moved."""
 
     name = "kpis"
 
@@ -173,8 +174,13 @@ class KpiProcessor:
         days: dict[tuple[str, str, date], list[Any]] = {}
         moved: dict[str, dict[str, set[date]]] = defaultdict(lambda: defaultdict(set))
         top = 0
+        moves: list[list[Any]] = []
         for m in sorted(messages, key=lambda m: m["position"]):
             top = max(top, m["position"])
+            if m["kind"] == "identity" and m["change"] in ("absorbed", "split_apart"):
+                # absorbed: the absorbed profile's identifiers now belong to this one; split_apart: to the new one.
+                owner = m["profile_id"] if m["change"] == "absorbed" else m["new_profile_id"]
+                moves += [[m["workspace_id"], i, UUID(owner), m["position"]] for i in m.get("identifiers", [])]
             if m["kind"] != "event":
                 continue
             at = _time(m["call"]["timestamp"])
@@ -189,6 +195,7 @@ class KpiProcessor:
                 for kpi, kinds in KINDS_OF_KPI.items():
                     if kind in kinds:
                         moved[m["workspace_id"]][kpi].add(at.date())
+        self.writer.insert_moves(moves)
         self.writer.insert_facts(facts)
         self.writer.insert_activity(list(days.values()))
         if self.updates is not None:

@@ -3,8 +3,8 @@
 -- a campaign message, a cost, a sales target). Written by the kpis processor as events arrive.
 -- Exact under redelivery: ReplacingMergeTree(position) keyed by fact_id, and KPI reads use FINAL.
 -- Exact under late events: KPIs group by event time, so a late event lands in the day it belongs to.
--- The person behind a fact is the current owner of its anchor (identity_history), resolved at
--- read time, so merged profiles count once and a split re-attributes history.
+-- The person behind a fact is the current owner of its anchor, resolved at read time (see
+-- identity_moves), so merged profiles count once and a split re-attributes history.
 CREATE TABLE IF NOT EXISTS {db}.kpi_facts
 (
     workspace_id LowCardinality(String),
@@ -52,3 +52,18 @@ CREATE TABLE IF NOT EXISTS {db}.activity_days
 ENGINE = ReplacingMergeTree(position)
 ORDER BY (workspace_id, anchor, day)
 SETTINGS index_granularity = 1024
+;
+
+-- Identifiers that changed owner after they were first linked (merges and splits), with every
+-- owner they moved to. An identifier that never moved is still owned by the profile that owned it
+-- when an event anchored on it was recorded (the event's profile_id), so a KPI finds a fact's person
+-- from this small table instead of the whole identity_history.
+CREATE TABLE IF NOT EXISTS {db}.identity_moves
+(
+    workspace_id LowCardinality(String),
+    identifier   String,
+    profile_id   UUID COMMENT 'owner from this position on',
+    position     UInt64
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (workspace_id, identifier, position)
