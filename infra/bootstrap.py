@@ -101,6 +101,7 @@ class Platform:
         client = clickhouse_client(s)
         migrate(client, s.clickhouse_database)
         self.store = ProjectionStore(client, s.clickhouse_database)
+        self.store.cache.learn_new = s.processor_driver == "log"  # the log driver applies the log in order
         self.kpis = KpiStore(client, s.clickhouse_database)
         positions = self.store.positions()
         limits = SqlLimits(s.sql_max_rows, s.sql_timeout_s, s.sql_max_memory)
@@ -218,9 +219,9 @@ def rebuild(
     app: CustomerData, client: Any, database: str, batch: int = 5000, progress: Callable[[int], None] | None = None
 ) -> int:
     """Drop `database` and replay the whole log into it; returns the log position reached."""
-    client.command(f"DROP DATABASE IF EXISTS {database}")
-    migrate(client, database)
     store = ProjectionStore(client, database)
+    store.drop()
+    migrate(client, database)
     pipeline = build_pipeline(store, applied={})  # a rebuild republishes no changes
     follower = LogFollower(app, pipeline.process, save=pipeline.save, start=0, batch=batch)
     while follower.step():
@@ -236,4 +237,4 @@ def verify_rebuild(app: CustomerData, client: Any, live_database: str) -> list[s
     try:
         return differences(ProjectionStore(client, live_database), ProjectionStore(client, scratch))
     finally:
-        client.command(f"DROP DATABASE IF EXISTS {scratch}")
+        ProjectionStore(client, scratch).drop()
