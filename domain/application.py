@@ -9,6 +9,7 @@ ever changed by one thread, and is rebuilt from the log when a save fails.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 from uuid import UUID
@@ -30,6 +31,7 @@ PROFILE_TOPICS = [
 ]  # fmt: skip
 WORKSPACE_TOPICS = [get_topic(Workspace.Created), get_topic(Workspace.KeyIssued), get_topic(Workspace.RulesChanged)]
 LOAD_PAGE = 10_000
+log = logging.getLogger(__name__)
 
 
 def hash_key(key: str) -> str:
@@ -65,7 +67,16 @@ class CustomerData(Application[UUID]):
         infra/ provides it per store. Without it, each id is looked up on its own."""
         super().__init__(env=env)
         self.existing_ids = existing_ids or self._existing_ids_one_by_one
+        self.on_saved: list[Callable[[list[Any]], None]] = []  # told the recordings of every commit
         self.load()
+
+    def _notify(self, recordings: list[Any]) -> None:
+        """After every commit (on the writer's thread): hand the recordings, in log order, to the listeners."""
+        for listener in self.on_saved:
+            try:
+                listener(recordings)
+            except Exception:  # stored already: a listener that fails must not fail the commit
+                log.exception("a commit listener failed; followers read the log instead")
 
     # Loading state from the log -------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from streams.log_follower import LogFollower
 from streams.pipeline import Pipeline
 from streams.processors import PROFILE_CHANGES_TOPIC, ProfileProcessor
 from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics, kafka_producer
+from streams.tail import CommittedTail
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,14 @@ class Platform:
         ).publish)
         self.kpi_updates.start()
         relay_start = positions.get(RELAY, {}).get(0, 0)
+        # Each commit's entries, decoded once, for the followers; they read the log when behind it.
+        tail = CommittedTail()
+        self.app.on_saved.append(tail.committed)
         if s.processor_driver == "log":
             self.pipeline = build_pipeline(self.store, self.producer, kpi_updates=self.kpi_updates)
             self.follower = LogFollower(
                 self.app, self.pipeline.process, save=self.pipeline.save, start=self.pipeline.start, coalesce=0.05,
-                name="processors",
+                name="processors", tail=tail,
             )  # fmt: skip
             self.follower.start()
         else:
@@ -131,7 +135,7 @@ class Platform:
             relay_start = min(relay_start, self.kafka_driver.applied_position())
         self.relay = Relay(
             self.app, KafkaPublisher(self.producer), save=lambda p: self.store.save_position(RELAY, 0, p),
-            start=relay_start,
+            start=relay_start, tail=tail,
         )  # fmt: skip
         self.relay.start()
         self.committer = GroupCommitter(self.app.record, on_commit=self._committed)
