@@ -194,7 +194,7 @@ class CustomerData(Application[UUID]):
                     out[i] = self._record_one(workspace_id, calls[i], group)
                 results.append(out)  # type: ignore[arg-type]
             if group.events:
-                self.save(*group.events)
+                self.save(group)
         except BaseException:
             self.load()
             raise
@@ -296,7 +296,14 @@ class CustomerData(Application[UUID]):
 
 
 class _Group:
-    """Domain events of one group commit, kept in the order they happened."""
+    """Domain events of one group commit, kept in the order they happened.
+
+    Saved as one object (`save(group)`): `Application.save` checks each object it is
+    given against a runtime Protocol (about 10 us each), so one check per commit
+    instead of one per event. It is no aggregate: not cached, never snapshotted.
+    """
+
+    id = None
 
     def __init__(self) -> None:
         self.events: list[Any] = []
@@ -306,3 +313,6 @@ class _Group:
     def add(self, *aggregates: Any) -> None:
         for aggregate in aggregates:
             self.events.extend(aggregate.collect_events())
+
+    def collect_events(self) -> list[Any]:
+        return self.events
