@@ -410,29 +410,45 @@ class ProjectionStore:
                 found[pid] = ProfileView.from_doc(cached[1])
         if missing:
             rows = self.client.query(
-                f"SELECT toString(profile_id), doc, version FROM {self.db}.profiles FINAL "
+                f"SELECT toString(profile_id), doc, version, is_deleted FROM {self.db}.profiles "
                 "WHERE workspace_id = {ws:String} AND profile_id IN {ids:Array(UUID)}",
                 parameters={"ws": workspace_id, "ids": missing},
             ).result_rows
-            self.cache.put_profiles([(workspace_id, pid, version, doc) for pid, doc, version in rows])
-            found.update({pid: ProfileView.from_doc(doc) for pid, doc, _ in rows})
+            found.update(self._latest(workspace_id, rows))
         return found
+
+    def _latest(self, workspace_id: str, rows: Iterable[Sequence[Any]]) -> dict[str, ProfileView]:
+        """The live profiles among stored `profiles` rows (profile id, doc, version, is_deleted, ...), cached.
+
+        What FINAL answers, without its merge step: per profile the row with the highest
+        version (recompute times, never equal for one profile), none if that is a tombstone.
+        Tombstones are cached with their version too.
+        """
+        latest: dict[str, tuple[int, Any]] = {}
+        for pid, doc, version, deleted, *_ in rows:
+            if pid not in latest or version > latest[pid][0]:
+                latest[pid] = (version, None if deleted else doc)
+        self.cache.put_profiles([(workspace_id, pid, version, doc) for pid, (version, doc) in latest.items()])
+        return {pid: ProfileView.from_doc(doc) for pid, (_, doc) in latest.items() if doc is not None}
 
     def read_profile_of(self, workspace_id: str, ident: str) -> ProfileView | None:
         """The profile that owns an identifier (the hot path of the profile API), from the cache if it can."""
         owner = self.cache.owner(workspace_id, ident)
-        if owner is None:
-            writes = self.cache.owner_writes
-            rows = self.client.query(
-                f"SELECT toString(argMax(profile_id, position)), max(position) FROM {self.db}.identity_history "
-                "WHERE workspace_id = {ws:String} AND identifier = {ident:String} HAVING count() > 0",
-                parameters={"ws": workspace_id, "ident": ident},
-            ).result_rows
-            if not rows:
-                return None
-            owner, position = rows[0]
-            self.cache.fill_owner(workspace_id, ident, owner, position, writes)
-        return self.read_profile(workspace_id, owner)
+        if owner is not None:
+            return self.read_profile(workspace_id, owner)
+        writes = self.cache.owner_writes
+        # One round trip: the owner and its position (one read of identity_history), the owner's rows.
+        rows = self.client.query(
+            f"WITH (SELECT (argMax(profile_id, position), max(position)) FROM {self.db}.identity_history "
+            "WHERE workspace_id = {ws:String} AND identifier = {ident:String}) AS owner "
+            f"SELECT toString(profile_id), doc, version, is_deleted, owner.2 FROM {self.db}.profiles "
+            "WHERE workspace_id = {ws:String} AND profile_id = owner.1",
+            parameters={"ws": workspace_id, "ident": ident},
+        ).result_rows
+        if not rows:
+            return None  # nobody owns it, or the owner's profile is not written yet
+        self.cache.fill_owner(workspace_id, ident, rows[0][0], rows[0][4], writes)
+        return self._latest(workspace_id, rows).get(rows[0][0])
 
     def read_profile(self, workspace_id: str, profile_id: str) -> ProfileView | None:
         return self.read_profiles(workspace_id, [profile_id]).get(profile_id)
