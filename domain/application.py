@@ -9,6 +9,7 @@ ever changed by one thread, and is rebuilt from the log when a save fails.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 from uuid import UUID
@@ -31,6 +32,7 @@ PROFILE_TOPICS = [
 ]  # fmt: skip
 WORKSPACE_TOPICS = [get_topic(Workspace.Created), get_topic(Workspace.KeyIssued), get_topic(Workspace.RulesChanged)]
 LOAD_PAGE = 10_000
+log = logging.getLogger(__name__)
 
 
 def hash_key(key: str) -> str:
@@ -66,7 +68,16 @@ class CustomerData(Application[UUID]):
         infra/ provides it per store. Without it, each id is looked up on its own."""
         super().__init__(env=env)
         self.existing_ids = existing_ids or self._existing_ids_one_by_one
+        self.on_saved: list[Callable[[list[Any]], None]] = []  # told the recordings of every commit
         self.load()
+
+    def _notify(self, recordings: list[Any]) -> None:
+        """After every commit (on the writer's thread): hand the recordings, in log order, to the listeners."""
+        for listener in self.on_saved:
+            try:
+                listener(recordings)
+            except Exception:  # stored already: a listener that fails must not fail the commit
+                log.exception("a commit listener failed; followers read the log instead")
 
     # Loading state from the log -------------------------------------------------------------
 
@@ -188,7 +199,7 @@ class CustomerData(Application[UUID]):
                     out[i] = self._record_one(workspace_id, calls[i], group)
                 results.append(out)  # type: ignore[arg-type]
             if group.events:
-                self.save(*group.events)
+                self.save(group)
         except BaseException:
             self.load()
             raise
@@ -290,7 +301,14 @@ class CustomerData(Application[UUID]):
 
 
 class _Group:
-    """Domain events of one group commit, kept in the order they happened."""
+    """Domain events of one group commit, kept in the order they happened.
+
+    Saved as one object (`save(group)`): `Application.save` checks each object it is
+    given against a runtime Protocol (about 10 us each), so one check per commit
+    instead of one per event. It is no aggregate: not cached, never snapshotted.
+    """
+
+    id = None
 
     def __init__(self) -> None:
         self.events: list[Any] = []
@@ -300,3 +318,6 @@ class _Group:
     def add(self, *aggregates: Any) -> None:
         for aggregate in aggregates:
             self.events.extend(aggregate.collect_events())
+
+    def collect_events(self) -> list[Any]:
+        return self.events

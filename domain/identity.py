@@ -16,6 +16,7 @@ follow their anchors, so history always moves with identity.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable
 
 import phonenumbers
@@ -120,18 +121,26 @@ class IdentityRules(BaseModel):
 
     def rank(self, kind: str) -> int:
         """Position in the priority order; undeclared external ids rank as a block right after user_id."""
+        ranks, unknown = self._ranks
+        return ranks.get(kind, unknown)
+
+    @cached_property
+    def _ranks(self) -> tuple[dict[str, int], int]:  # the rules are frozen: computed once per rules object
         order = list(self.priority)
         externals = [e for e in self.external_id_types if e not in order]
         at = order.index("user_id") + 1 if "user_id" in order else 0
         order[at:at] = externals
-        return order.index(kind) if kind in order else len(order)
+        ranks: dict[str, int] = {}
+        for i, kind in enumerate(order):
+            ranks.setdefault(kind, i)  # the first place a type appears, as list.index
+        return ranks, len(order)
 
     def usable(self, value: Any) -> bool:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
         return isinstance(value, str) and value.strip().lower() not in self._blocked
 
-    @property
+    @cached_property
     def _blocked(self) -> frozenset[str]:
         return frozenset(v.strip().lower() for v in self.blocked_values)
 

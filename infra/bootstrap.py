@@ -29,6 +29,7 @@ from streams.pipeline import Pipeline
 from streams.processors import PROFILE_CHANGES_TOPIC, ProfileProcessor
 from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics, kafka_producer
 from streams.tags import TAG_CHANGES_TOPIC, Clock, SystemClock, TagEngine, TagProcessor, TagTimer
+from streams.tail import CommittedTail
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class Platform:
         client = clickhouse_client(s)
         migrate(client, s.clickhouse_database)
         self.store = ProjectionStore(client, s.clickhouse_database)
+        self.store.cache.learn_new = s.processor_driver == "log"  # the log driver applies the log in order
         self.kpis = KpiStore(client, s.clickhouse_database)
         positions = self.store.positions()
         limits = SqlLimits(s.sql_max_rows, s.sql_timeout_s, s.sql_max_memory)
@@ -130,11 +132,14 @@ class Platform:
         self.tags.position = positions.get(TagProcessor.name, {}).get(0, 0)
         self.tag_timer = TagTimer(self.tags)
         self.tag_timer.start()
+        # Each commit's entries, decoded once, for the followers; they read the log when behind it.
+        tail = CommittedTail()
+        self.app.on_saved.append(tail.committed)
         if s.processor_driver == "log":
             self.pipeline = build_pipeline(self.store, self.producer, tags=self.tags, kpi_updates=self.kpi_updates)
             self.follower = LogFollower(
                 self.app, self.pipeline.process, save=self.pipeline.save, start=self.pipeline.start, coalesce=0.05,
-                name="processors",
+                name="processors", tail=tail,
             )  # fmt: skip
             self.follower.start()
         else:
@@ -149,7 +154,7 @@ class Platform:
             relay_start = min(relay_start, self.kafka_driver.applied_position())
         self.relay = Relay(
             self.app, KafkaPublisher(self.producer), save=lambda p: self.store.save_position(RELAY, 0, p),
-            start=relay_start,
+            start=relay_start, tail=tail,
         )  # fmt: skip
         self.relay.start()
         self.committer = GroupCommitter(self.app.record, on_commit=self._committed)
@@ -238,9 +243,9 @@ def rebuild(
     app: CustomerData, client: Any, database: str, batch: int = 5000, progress: Callable[[int], None] | None = None
 ) -> int:
     """Drop `database` and replay the whole log into it; returns the log position reached."""
-    client.command(f"DROP DATABASE IF EXISTS {database}")
-    migrate(client, database)
     store = ProjectionStore(client, database)
+    store.drop()
+    migrate(client, database)
     pipeline = build_pipeline(store, applied={})  # a rebuild republishes no changes
     follower = LogFollower(app, pipeline.process, save=pipeline.save, start=0, batch=batch)
     while follower.step():
@@ -256,4 +261,4 @@ def verify_rebuild(app: CustomerData, client: Any, live_database: str) -> list[s
     try:
         return differences(ProjectionStore(client, live_database), ProjectionStore(client, scratch))
     finally:
-        client.command(f"DROP DATABASE IF EXISTS {scratch}")
+        ProjectionStore(client, scratch).drop()

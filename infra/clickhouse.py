@@ -18,8 +18,9 @@ class LockedClient:
     the HTTP client keeps per-session state. Threads share this wrapper instead.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, location: str = "") -> None:
         self._client = client
+        self.location = location or f"client:{id(client)}"  # where it points: clients of one place share caches
         self._lock = threading.RLock()
 
     def command(self, *args: Any, **kwargs: Any) -> Any:
@@ -53,7 +54,7 @@ def separate_client(settings: Settings) -> LockedClient:
     if not url or url.startswith("chdb://"):
         clickhouse_client(settings)  # the engine opens on the configured path first
         path = urlparse(url).path if url else str(settings.chdb_path)
-        return LockedClient(clickhouse_connect.get_client(interface="chdb", path=path))
+        return LockedClient(clickhouse_connect.get_client(interface="chdb", path=path), f"chdb:{path}")
     return _server_client(url)
 
 
@@ -69,7 +70,7 @@ def clickhouse_client(settings: Settings) -> LockedClient:
         with _embedded_lock:
             if path not in _embedded:
                 settings.data_dir.mkdir(parents=True, exist_ok=True)
-                _embedded[path] = LockedClient(clickhouse_connect.get_client(interface="chdb", path=path))
+                _embedded[path] = LockedClient(clickhouse_connect.get_client(interface="chdb", path=path), f"chdb:{path}")
             return _embedded[path]
     return _server_client(url)
 
@@ -83,5 +84,6 @@ def _server_client(url: str) -> LockedClient:
             username=unquote(parsed.username or "default"),
             password=unquote(parsed.password or ""),
             secure=parsed.scheme == "https",
-        )
+        ),
+        f"{parsed.scheme}://{parsed.hostname}:{parsed.port}",
     )

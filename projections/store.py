@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import orjson
 
 from domain.identity import own_identifier
+from projections.profile_cache import cache_for
 
 EVENT_COLUMNS = [
     "workspace_id", "event_id", "message_id", "anchor", "profile_id", "position", "type", "event", "name", "source",
@@ -132,6 +133,12 @@ class ProjectionStore:
     def __init__(self, client: Any, database: str) -> None:
         self.client = client
         self.db = database
+        self.cache = cache_for(client, database)  # the latest owners and profiles written: reads without a query
+
+    def drop(self) -> None:
+        """Drop the whole database (a rebuild starts from nothing), and forget what the cache holds of it."""
+        self.client.command(f"DROP DATABASE IF EXISTS {self.db}")
+        self.cache.clear()
 
     def _insert(self, table: str, rows: Sequence[Sequence[Any]], columns: list[str]) -> None:
         if rows:
@@ -145,6 +152,7 @@ class ProjectionStore:
     def insert_identity_history(self, rows: Sequence[Sequence[Any]]) -> None:
         """Rows of (workspace_id, identifier, profile_id, position, recorded_at)."""
         self._insert("identity_history", rows, ["workspace_id", "identifier", "profile_id", "position", "recorded_at"])
+        self.cache.put_owners([(r[0], r[1], str(r[2]), r[3]) for r in rows])
 
     def insert_profile_identifiers(self, rows: Sequence[Sequence[Any]]) -> None:
         """Rows of (workspace_id, profile_id, identifier, position, is_deleted)."""
@@ -158,20 +166,26 @@ class ProjectionStore:
     def write_profiles(self, workspace_id: str, views: Iterable[ProfileView], gone: Iterable[str], top: int) -> None:
         """Upsert live profiles and tombstone the ones left without identifiers or events."""
         version = time.time_ns()
+        docs = [(v, v.to_doc()) for v in views]
         rows = [
             [
                 workspace_id, v.profile_id, v.identifiers, {k: orjson.dumps(x).decode() for k, x in v.traits.items()},
                 v.trait_times, v.trait_sources, v.first_seen or EPOCH, v.last_seen or EPOCH, v.event_count, v.counts,
                 v.track_counts, v.orders_count, v.order_counts, v.revenue, v.last_order_at, v.open_tickets,
-                v.csat_count, v.csat_sum, v.position, v.to_doc().decode(), version, 0,
+                v.csat_count, v.csat_sum, v.position, doc.decode(), version, 0,
             ]  # fmt: skip
-            for v in views
+            for v, doc in docs
         ]
+        gone = list(gone)
         rows += [
             [workspace_id, pid, [], {}, {}, {}, EPOCH, EPOCH, 0, {}, {}, 0, {}, {}, None, 0, 0, 0.0, top, "", version, 1]
             for pid in gone
         ]
         self._insert("profiles", rows, PROFILE_COLUMNS)
+        self.cache.put_profiles(
+            [(workspace_id, v.profile_id, version, doc) for v, doc in docs]
+            + [(workspace_id, pid, version, None) for pid in gone]
+        )
 
     def insert_rules(self, rows: Sequence[Sequence[Any]]) -> None:
         """Rows of (workspace_id, version, rules JSON, position)."""
@@ -386,25 +400,55 @@ class ProjectionStore:
         return views
 
     def read_profiles(self, workspace_id: str, profile_ids: Iterable[str]) -> dict[str, ProfileView]:
-        ids = sorted(set(profile_ids))
-        if not ids:
-            return {}
-        rows = self.client.query(
-            f"SELECT toString(profile_id), doc FROM {self.db}.profiles FINAL "
-            "WHERE workspace_id = {ws:String} AND profile_id IN {ids:Array(UUID)}",
-            parameters={"ws": workspace_id, "ids": ids},
-        ).result_rows
-        return {pid: ProfileView.from_doc(doc) for pid, doc in rows}
+        found: dict[str, ProfileView] = {}
+        missing = []
+        for pid in sorted(set(profile_ids)):
+            cached = self.cache.profile(workspace_id, pid)
+            if cached is None:
+                missing.append(pid)
+            elif cached[1] is not None:
+                found[pid] = ProfileView.from_doc(cached[1])
+        if missing:
+            rows = self.client.query(
+                f"SELECT toString(profile_id), doc, version, is_deleted FROM {self.db}.profiles "
+                "WHERE workspace_id = {ws:String} AND profile_id IN {ids:Array(UUID)}",
+                parameters={"ws": workspace_id, "ids": missing},
+            ).result_rows
+            found.update(self._latest(workspace_id, rows))
+        return found
+
+    def _latest(self, workspace_id: str, rows: Iterable[Sequence[Any]]) -> dict[str, ProfileView]:
+        """The live profiles among stored `profiles` rows (profile id, doc, version, is_deleted, ...), cached.
+
+        What FINAL answers, without its merge step: per profile the row with the highest
+        version (recompute times, never equal for one profile), none if that is a tombstone.
+        Tombstones are cached with their version too.
+        """
+        latest: dict[str, tuple[int, Any]] = {}
+        for pid, doc, version, deleted, *_ in rows:
+            if pid not in latest or version > latest[pid][0]:
+                latest[pid] = (version, None if deleted else doc)
+        self.cache.put_profiles([(workspace_id, pid, version, doc) for pid, (version, doc) in latest.items()])
+        return {pid: ProfileView.from_doc(doc) for pid, (_, doc) in latest.items() if doc is not None}
 
     def read_profile_of(self, workspace_id: str, ident: str) -> ProfileView | None:
-        """The profile that owns an identifier, in one round trip (the hot path of the profile API)."""
+        """The profile that owns an identifier (the hot path of the profile API), from the cache if it can."""
+        owner = self.cache.owner(workspace_id, ident)
+        if owner is not None:
+            return self.read_profile(workspace_id, owner)
+        writes = self.cache.owner_writes
+        # One round trip: the owner and its position (one read of identity_history), the owner's rows.
         rows = self.client.query(
-            f"SELECT doc FROM {self.db}.profiles FINAL WHERE workspace_id = {{ws:String}} AND profile_id IN "
-            f"(SELECT argMax(profile_id, position) FROM {self.db}.identity_history "
-            "WHERE workspace_id = {ws:String} AND identifier = {ident:String})",
+            f"WITH (SELECT (argMax(profile_id, position), max(position)) FROM {self.db}.identity_history "
+            "WHERE workspace_id = {ws:String} AND identifier = {ident:String}) AS owner "
+            f"SELECT toString(profile_id), doc, version, is_deleted, owner.2 FROM {self.db}.profiles "
+            "WHERE workspace_id = {ws:String} AND profile_id = owner.1",
             parameters={"ws": workspace_id, "ident": ident},
         ).result_rows
-        return ProfileView.from_doc(rows[0][0]) if rows else None
+        if not rows:
+            return None  # nobody owns it, or the owner's profile is not written yet
+        self.cache.fill_owner(workspace_id, ident, rows[0][0], rows[0][4], writes)
+        return self._latest(workspace_id, rows).get(rows[0][0])
 
     def read_profile(self, workspace_id: str, profile_id: str) -> ProfileView | None:
         return self.read_profiles(workspace_id, [profile_id]).get(profile_id)

@@ -39,8 +39,10 @@ class LogFollower:
         idle_wait: float = 0.25,
         coalesce: float = 0.0,
         name: str = "log-follower",
+        tail: Any = None,
     ) -> None:
         self.app = app
+        self.tail = tail  # a CommittedTail: the newest entries without reading the log
         self.process = process
         self.save = save
         self.position = start
@@ -62,7 +64,8 @@ class LogFollower:
 
     def step(self) -> int:
         """Apply one page of the log; returns how many log entries it covered."""
-        messages, last = read_messages(self.app, self.position, self.batch)
+        held = self.tail.after(self.position, self.batch) if self.tail is not None else None
+        messages, last = held if held is not None else read_messages(self.app, self.position, self.batch)
         if last == self.position:
             return 0
         self.process(messages)

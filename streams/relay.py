@@ -80,10 +80,16 @@ class Relay:
     """Follows the log from `start` and publishes each page, recording the position after the broker acks."""
 
     def __init__(
-        self, app: Any, publisher: KafkaPublisher, save: Callable[[int], None], start: int, batch: int = 5000
+        self,
+        app: Any,
+        publisher: KafkaPublisher,
+        save: Callable[[int], None],
+        start: int,
+        batch: int = 5000,
+        tail: Any = None,
     ) -> None:
         self.publisher = publisher
-        self.follower = LogFollower(app, publisher.publish, save, start, batch=batch, name="relay")
+        self.follower = LogFollower(app, publisher.publish, save, start, batch=batch, name="relay", tail=tail)
 
     @property
     def position(self) -> int:
