@@ -14,10 +14,11 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from infra.bootstrap import Platform
+from infra.bootstrap import DERIVED_TOPICS, Platform
 from infra.config import ConfigError, load_settings
 from infra.server import create_app
 from infra.tags_cli import tags_app
+from streams.relay import EVENTS_TOPIC
 
 app = typer.Typer(help="Event-sourced customer data platform.", no_args_is_help=True)
 app.add_typer(tags_app, name="tags")
@@ -40,7 +41,8 @@ def _banner(platform: Platform) -> None:
     console.print(f"  read key  : [bold]{platform.keys.read_key}[/bold]  (Authorization: Bearer for /v1/profiles …)")
     console.print(f"  keys file : {s.keys_path}")
     broker = "bundled broker" if s.uses_bundled_broker else "broker"
-    console.print(f"  kafka     : {broker} at {s.bootstrap_servers}, topics cdp.events, cdp.profile-changes, cdp.tag-changes")
+    topics = ", ".join([EVENTS_TOPIC, *DERIVED_TOPICS])
+    console.print(f"  kafka     : {broker} at {s.bootstrap_servers}, topics {topics}")
     console.print(f"  event store: {'PostgreSQL' if s.uses_postgres else 'SQLite ' + str(s.sqlite_path)}")
     console.print(f"  API docs  : {base}/docs    Ctrl-C stops")
 
