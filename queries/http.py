@@ -95,6 +95,34 @@ def read_access(service: Any) -> Callable[[Request], str]:
     return workspace
 
 
+def key_of(request: Request) -> str:
+    """The key sent as `Authorization: Bearer <key>` or as the HTTP Basic username ("" for none)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode().partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+    return ""
+
+
+def write_access(service: Any, needed_for: str) -> Callable[[Request], str]:
+    """A dependency resolving a write key (Bearer or HTTP Basic username) to its workspace id, 401 otherwise."""
+
+    def workspace(request: Request) -> str:
+        key = key_of(request)
+        if not key:
+            raise HTTPException(401, "missing write key: this changes data; send 'Authorization: Bearer <write key>'")
+        workspace_id = service.authorise_write(key)
+        if workspace_id is None:
+            raise HTTPException(401, f"unknown write key; {needed_for}")
+        return workspace_id
+
+    return workspace
+
+
 def build_query_router(
     service: QueryService, profile_extras: Callable[[str, str], dict[str, Any]] | None = None
 ) -> APIRouter:
@@ -103,20 +131,7 @@ def build_query_router(
     rfm_cache: dict[str, tuple[float, dict[str, list[float]]]] = {}
     workspace = read_access(service)
 
-    def writer(request: Request) -> str:
-        token = bearer(request)
-        scheme, _, basic = request.headers.get("authorization", "").partition(" ")
-        if not token and scheme.lower() == "basic":
-            try:
-                token = base64.b64decode(basic.strip(), validate=True).decode().partition(":")[0]
-            except (binascii.Error, UnicodeDecodeError):
-                token = ""
-        if not token:
-            raise HTTPException(401, "missing write key: this changes data; send 'Authorization: Bearer <write key>'")
-        workspace_id = service.authorise_write(token)
-        if workspace_id is None:
-            raise HTTPException(401, "unknown write key; identity commands need a write key of your workspace")
-        return workspace_id
+    writer = write_access(service, "identity commands need a write key of your workspace")
 
     def typed(workspace_id: str, identifier: str) -> tuple[str, str]:
         """(type, normalised value) of an identifier in the API's path; type `profile_id` for bare ids."""

@@ -7,8 +7,6 @@ or YAML; an invalid rule is a 400 listing each bad node by path and why.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import io
 import re
@@ -23,6 +21,7 @@ from domain.identity import normalise_identifier, split_identifier
 from domain.tags import AlreadyDefined, Definition, NotFound, RuleError, load_document, parse_definition, parse_rule
 from projections.store import ProjectionStore
 from projections.tags import TagStore
+from queries.http import json_response, read_access, write_access
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 EXPORT_PAGE = 2000
@@ -41,10 +40,6 @@ class TagService(Protocol):
     def save_definition(self, workspace_id: str, kind: str, definition: Definition, create_only: bool) -> Awaitable[Any]: ...
     def delete_definition(self, workspace_id: str, kind: str, slug: str) -> Awaitable[int]: ...
     def manual_tag(self, workspace_id: str, profile_id: str, tag: str, action: str, reason: str) -> Awaitable[None]: ...
-
-
-def json_response(body: Any, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status_code, media_type="application/json")
 
 
 def invalid(exc: RuleError, what: str) -> Response:
@@ -67,34 +62,8 @@ def profile_tags(tag_store: TagStore, definitions: dict[str, Any], workspace_id:
 def build_tags_router(service: TagService) -> APIRouter:
     router = APIRouter()
 
-    def token(request: Request) -> str:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            return value.strip()
-        if scheme.lower() == "basic":
-            try:
-                return base64.b64decode(value.strip(), validate=True).decode().partition(":")[0]
-            except (binascii.Error, UnicodeDecodeError):
-                return ""
-        return ""
-
-    def reader(request: Request) -> str:
-        key = token(request)
-        if not key:
-            raise HTTPException(401, "missing read key: send it as 'Authorization: Bearer <read key>'")
-        workspace_id = service.authorise_read(key)
-        if workspace_id is None:
-            raise HTTPException(401, "unknown read key; use a read key of your workspace (see `cdp up` output)")
-        return workspace_id
-
-    def writer(request: Request) -> str:
-        key = token(request)
-        if not key:
-            raise HTTPException(401, "missing write key: this changes data; send 'Authorization: Bearer <write key>'")
-        workspace_id = service.authorise_write(key)
-        if workspace_id is None:
-            raise HTTPException(401, "unknown write key; changing tags and segments needs a write key")
-        return workspace_id
+    reader = read_access(service)
+    writer = write_access(service, "changing tags and segments needs a write key")
 
     def resolve(workspace_id: str, identifier: str) -> str:
         kind, value = split_identifier(identifier, service.identifier_types(workspace_id))
