@@ -12,8 +12,9 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+import orjson
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -24,6 +25,25 @@ from infra.config import Settings
 from infra.server import create_app
 
 POSTGRES_URL = os.environ.get("CDP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def read_topic(
+    bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+) -> list[tuple[Any, dict[str, Any]]]:
+    """(record, decoded JSON value) of every partition of `topic` from the start, until `done(values)` or timeout."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=500)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    received: list[tuple[Any, dict[str, Any]]] = []
+    deadline = time.monotonic() + timeout
+    while not done([value for _, value in received]) and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            received += [(record, orjson.loads(record.value)) for record in records]
+    consumer.close()
+    return received
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
-import orjson
-from kafka import KafkaConsumer, TopicPartition
 from segment.analytics.client import Client
 
-from tests.conftest import Running
+from tests.conftest import Running, read_topic
 
 
 def test_segment_client_calls_stitch_into_one_profile(live: Running) -> None:
@@ -47,20 +43,14 @@ def test_segment_client_calls_stitch_into_one_profile(live: Running) -> None:
     assert {e["event"] for e in events["events"] if e["type"] == "track"} == {"Product Viewed", "Order Completed"}
 
     # Every log entry is on cdp.events with its position and event id, keyed by profile.
-    consumer = KafkaConsumer(bootstrap_servers=live.platform.settings.bootstrap_servers, consumer_timeout_ms=3000)
-    partitions = [TopicPartition("cdp.events", p) for p in consumer.partitions_for_topic("cdp.events")]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    received = []
-    deadline = time.monotonic() + 10
-    while len([m for m in received if m["kind"] == "event"]) < 5 and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=500).values():
-            for record in records:
-                message = orjson.loads(record.value)
-                assert record.key.decode() == message["profile_id"]
-                assert dict(record.headers)["position"].decode() == str(message["position"])
-                received.append(message)
-    consumer.close()
+    def enough(got: list[dict[str, object]]) -> bool:
+        return len([m for m in got if m["kind"] == "event"]) >= 5
+
+    records = read_topic(live.platform.settings.bootstrap_servers, "cdp.events", enough)
+    for record, message in records:
+        assert record.key.decode() == message["profile_id"]
+        assert dict(record.headers)["position"].decode() == str(message["position"])
+    received = [message for _, message in records]
     customer_events = [m for m in received if m["kind"] == "event"]
     assert len(customer_events) == 5
     assert max(m["position"] for m in received) <= status["log_position"]

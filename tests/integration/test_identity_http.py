@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-from kafka import KafkaConsumer, TopicPartition
 
-from tests.conftest import Running
+from tests.conftest import Running, read_topic
 
 
 def _batch(running: Running, *calls: dict[str, Any]) -> None:
@@ -27,17 +25,8 @@ def _write_headers(running: Running) -> dict[str, str]:
 
 
 def _changes_on_kafka(running: Running, wanted: int, timeout: float = 10) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(bootstrap_servers=running.platform.settings.bootstrap_servers, consumer_timeout_ms=500)
-    partitions = [TopicPartition("cdp.profile-changes", p) for p in consumer.partitions_for_topic("cdp.profile-changes")]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    received: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while len(received) < wanted and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=200).values():
-            received += [orjson.loads(r.value) for r in records]
-    consumer.close()
-    return received
+    bootstrap = running.platform.settings.bootstrap_servers
+    return [m for _, m in read_topic(bootstrap, "cdp.profile-changes", lambda got: len(got) >= wanted, timeout)]
 
 
 def test_two_devices_then_login_join_into_one_profile(running: Running) -> None:

@@ -11,14 +11,13 @@ from typing import Any, Iterator
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from kafka import KafkaConsumer, TopicPartition
 
 from infra.bootstrap import Platform
 from infra.broker import free_port
 from infra.config import Settings
 from infra.server import create_app
 from streams.tags import ManualClock
-from tests.conftest import Running
+from tests.conftest import Running, read_topic
 
 START = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
 
@@ -82,21 +81,12 @@ def pid(r: Running, identifier: str) -> str:
 
 
 def tag_changes(r: Running, wanted: int, timeout: float = 10) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(bootstrap_servers=r.platform.settings.bootstrap_servers, consumer_timeout_ms=500)
-    partitions = [TopicPartition("cdp.tag-changes", p) for p in consumer.partitions_for_topic("cdp.tag-changes")]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    received: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while len(received) < wanted and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=200).values():
-            for record in records:
-                message = orjson.loads(record.value)
-                assert record.key.decode() == message["profile_id"]
-                assert dict(record.headers)["position"].decode() == str(message["position"])
-                received.append(message)
-    consumer.close()
-    return received
+    received = read_topic(r.platform.settings.bootstrap_servers, "cdp.tag-changes", lambda got: len(got) >= wanted,
+                          timeout)  # fmt: skip
+    for record, message in received:
+        assert record.key.decode() == message["profile_id"]
+        assert dict(record.headers)["position"].decode() == str(message["position"])
+    return [message for _, message in received]
 
 
 # Each operator and window kind: (tag, rule, the users it must hold). The users' data is below.
