@@ -227,16 +227,21 @@ class KpiStore:
                    f"FROM {self._facts(['order_line'], q, exact=True)} GROUP BY p, g, currency ORDER BY p, g, currency")
             return [self._out(q, p, g, currency=c, value=v, gross=v, refunds=0)
                     for p, g, c, v in self._rows(sql, self._params(q))]  # fmt: skip
-        orders = self._refunded_orders(q)
+        return [self._out(q, p, g, currency=c, value=gross - refunds, gross=gross, refunds=refunds)
+                for p, g, c, gross, refunds in self._gross_and_refunds(q)]  # fmt: skip
+
+    def _gross_and_refunds(self, q: KpiQuery, span: str = "range") -> list[tuple[Any, ...]]:
+        """(period, group, currency, order revenue, refunds) by event time; a whole-order refund takes the
+        order's amount and currency. `span` as in `_facts` (until: everything before the end, unfiltered)."""
         whole = "f.kind = 'refund' AND f.has_amount = 0"
-        sql = (f"SELECT {self._period(q, 'f.timestamp')} AS p, {'f.' + q.by if q.by else chr(39) * 2} AS g, "
+        group = f"f.{q.by}" if q.by and span == "range" else "''"
+        facts = self._facts(["order", "refund"], q if span == "range" else None, span=span, exact=True)
+        sql = (f"SELECT {self._period(q, 'f.timestamp')} AS p, {group} AS g, "
                f"if({whole}, o.currency, f.currency) AS c, sumIf(if({whole}, o.amount, f.amount), f.kind = 'order'), "
                f"sumIf(if({whole}, o.amount, f.amount), f.kind = 'refund') "
-               f"FROM {self._facts(['order', 'refund'], q, exact=True)} AS f LEFT JOIN {orders} AS o "
-               "ON f.entity_id = o.entity_id "
+               f"FROM {facts} AS f LEFT JOIN {self._refunded_orders(q, span)} AS o ON f.entity_id = o.entity_id "
                "GROUP BY p, g, c ORDER BY p, g, c")  # fmt: skip
-        return [self._out(q, p, g, currency=c, value=gross - refunds, gross=gross, refunds=refunds)
-                for p, g, c, gross, refunds in self._rows(sql, self._params(q))]  # fmt: skip
+        return self._rows(sql, self._params(q))
 
     def _refunded_orders(self, q: KpiQuery, span: str = "range") -> str:
         """Amount and currency of the orders refunded without an amount (whole-order refunds)."""
@@ -274,14 +279,9 @@ class KpiStore:
 
     def _kpi_customer_lifetime_value(self, q: KpiQuery) -> list[dict[str, Any]]:
         new = self._first_orders(q, None)
-        sql = (f"SELECT {self._period(q, 'f.timestamp')} AS p, if(f.kind = 'refund' AND f.has_amount = 0, o.currency, "
-               "f.currency) AS c, sum(if(f.kind = 'order', 1, -1) * if(f.kind = 'refund' AND f.has_amount = 0, "
-               f"o.amount, f.amount)) FROM {self._facts(['order', 'refund'], None, span='until', exact=True)} AS f "
-               f"LEFT JOIN {self._refunded_orders(q, span='until')} AS o "
-               "ON f.entity_id = o.entity_id GROUP BY p, c")  # fmt: skip
         revenue: dict[str, dict[date, Decimal]] = defaultdict(dict)
-        for p, c, v in self._rows(sql, self._params(q)):
-            revenue[c][p] = v
+        for p, _, c, gross, refunds in self._gross_and_refunds(q, span="until"):
+            revenue[c][p] = gross - refunds
         out = []
         for label, _, _ in q.periods():
             customers = sum(n for (p, _), n in new.items() if p <= label)
@@ -502,7 +502,8 @@ class KpiStore:
     def _kpi_campaign_conversion_rate(self, q: KpiQuery) -> list[dict[str, Any]]:
         window = int(q.within_days * 86400)
         orders = f"(SELECT person, timestamp AS ordered FROM {self._facts(['order'], None, end='end_orders', people=True)})"
-        sql = (f"SELECT {self._period(q, 'c.timestamp')} AS p, {'c.' + q.by if q.by else chr(39) * 2} AS g, "
+        group = f"c.{q.by}" if q.by else "''"
+        sql = (f"SELECT {self._period(q, 'c.timestamp')} AS p, {group} AS g, "
                "uniqExact((c.campaign, c.person)), uniqExactIf((c.campaign, c.person), o.ordered >= c.timestamp AND "
                f"o.ordered <= c.timestamp + toIntervalSecond({window})) FROM {self._facts(['message_clicked'], q, people=True)} AS c "
                f"LEFT JOIN {orders} AS o ON c.person = o.person GROUP BY p, g ORDER BY p, g")  # fmt: skip
