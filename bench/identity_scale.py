@@ -18,7 +18,6 @@ import platform as host
 import random
 import statistics
 import tempfile
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,7 +25,6 @@ from typing import Any, Iterator
 
 import httpx
 import typer
-import uvicorn
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -35,7 +33,7 @@ from domain.segment import call_adapter, normalise
 from infra.bootstrap import Platform
 from infra.broker import free_port
 from infra.config import load_settings
-from infra.server import create_app
+from infra.server import ThreadedServer
 
 console = Console()
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -87,12 +85,7 @@ def main(
     settings = load_settings({"CDP_DATA_DIR": str(data_dir), "CDP_HTTP_PORT": str(free_port()),
                               "CDP_KAFKA_PORT": str(free_port())})  # fmt: skip
     platform = Platform(settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(platform), host="127.0.0.1", port=settings.http_port,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    server = ThreadedServer(platform).start()
     received = datetime.now(timezone.utc)
     try:
         ws = platform.workspace_id
@@ -151,8 +144,7 @@ def main(
                                    "figures": figures}, indent=2))  # fmt: skip
         console.print(f"written to {out}; data kept in {data_dir} (--reuse it to time lookups again)")
     finally:
-        server.should_exit = True
-        thread.join(30)
+        server.stop()
 
 
 if __name__ == "__main__":

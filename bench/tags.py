@@ -15,7 +15,6 @@ import json
 import random
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -25,7 +24,6 @@ from typing import Any
 import httpx
 import orjson
 import typer
-import uvicorn
 from kafka import KafkaConsumer, TopicPartition
 
 from domain.tags import parse_rule
@@ -33,7 +31,7 @@ from infra.bootstrap import Platform
 from infra.broker import free_port
 from infra.clickhouse import clickhouse_client
 from infra.config import Settings
-from infra.server import create_app
+from infra.server import ThreadedServer
 from projections.migrate import migrate
 from projections.store import EVENT_COLUMNS, ProfileView, ProjectionStore
 from projections.tags import TagStore
@@ -82,12 +80,7 @@ def enter_latency(samples: int, directory: Path) -> dict[str, Any]:
     settings = Settings(data_dir=directory / "data", http_port=free_port(), kafka_port=free_port(),
                         kafka_partitions=2, clickhouse_url=f"chdb://{directory / 'ch'}")  # fmt: skip
     platform = Platform(settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(platform), host="127.0.0.1", port=settings.http_port,
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    server = ThreadedServer(platform).start()
     base = f"http://127.0.0.1:{settings.http_port}"
     latencies = []
     try:
@@ -112,8 +105,7 @@ def enter_latency(samples: int, directory: Path) -> dict[str, Any]:
                 latencies.append(time.perf_counter() - acked)
             consumer.close()
     finally:
-        server.should_exit = True
-        thread.join(30)
+        server.stop()
     ordered = sorted(latencies)
     return {"samples": samples, "enter_p50_ms": round(statistics.median(ordered) * 1000, 1),
             "enter_p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, Iterator
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -80,3 +83,29 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class ThreadedServer:
+    """The platform's app served by uvicorn on a thread of this process (benchmarks, tests over real HTTP)."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        s = platform.settings
+        self.url = f"http://{s.http_host}:{s.http_port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(create_app(platform), host=s.http_host, port=s.http_port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, timeout: float = 60) -> "ThreadedServer":
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start; see the log above")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)

@@ -7,7 +7,6 @@ and each test gets its own ClickHouse database, data dir and ports.
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -16,13 +15,12 @@ from typing import Any, Callable, Iterator
 
 import orjson
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from infra.bootstrap import Platform
 from infra.broker import free_port
 from infra.config import Settings
-from infra.server import create_app
+from infra.server import ThreadedServer, create_app
 
 POSTGRES_URL = os.environ.get("CDP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -135,37 +133,16 @@ def running(settings: Settings) -> Iterator[Running]:
         yield Running(platform, client)
 
 
-class LiveServer:
-    """uvicorn on a real port in a thread: for clients that speak real HTTP (SDKs)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.platform = Platform(settings)
-        self.url = f"http://{settings.http_host}:{settings.http_port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(create_app(self.platform), host=settings.http_host, port=settings.http_port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the live server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
 @pytest.fixture
 def live(settings: Settings) -> Iterator[Running]:
     import httpx
 
-    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
-        yield Running(server.platform, client)
+    server = ThreadedServer(Platform(settings)).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            yield Running(server.platform, client)
+    finally:
+        server.stop()
 
 
 def with_store(settings: Settings, event_store: str) -> Settings:
