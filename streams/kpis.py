@@ -29,6 +29,7 @@ FACT_COLUMNS = [
     "amount", "has_amount", "currency", "quantity", "probability", "stage", "status", "csat", "nps", "complaint",
     "channel", "campaign", "product", "owner", "category", "priority", "period_start", "period_end",
 ]  # fmt: skip
+_KIND_COLUMN = FACT_COLUMNS.index("kind")
 _EPOCH_DAY = date(1970, 1, 1)
 
 _KINDS = {
@@ -61,6 +62,8 @@ KINDS_OF_KPI: dict[str, set[str]] = {
     "won_revenue": {"opportunity"},
     "open_ticket_backlog": {"ticket_opened", "ticket_resolved"},
 }
+_KPIS_OF_KIND = {kind: [kpi for kpi, kinds in KINDS_OF_KPI.items() if kind in kinds]
+                 for kind in set().union(*KINDS_OF_KPI.values())}  # fmt: skip
 
 
 def _money(value: Any) -> Decimal:
@@ -191,10 +194,8 @@ class KpiProcessor:
             rows = fact_rows(m)
             facts += rows
             for row in rows:
-                kind = row[FACT_COLUMNS.index("kind")]
-                for kpi, kinds in KINDS_OF_KPI.items():
-                    if kind in kinds:
-                        moved[m["workspace_id"]][kpi].add(at.date())
+                for kpi in _KPIS_OF_KIND.get(row[_KIND_COLUMN], ()):
+                    moved[m["workspace_id"]][kpi].add(at.date())
         self.writer.insert_moves(moves)
         self.writer.insert_facts(facts)
         self.writer.insert_activity(list(days.values()))
