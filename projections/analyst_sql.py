@@ -35,19 +35,60 @@ ANALYST_TABLES: dict[str, bool] = {
 
 WORKSPACE_PARAMETER = "cdp_workspace_id"
 
-# Functions that reach data or the host by name rather than through FROM, so the table
-# rewrite cannot confine them; the IN family is here because `x IN db.table` reads a table.
-FORBIDDEN_FUNCTIONS = frozenset(
+
+# Functions are refused by name, compared in lower case: ClickHouse takes many of these in any
+# case (VERSION(), User(), TIMEZONE()), and refusing a spelling ClickHouse would reject anyway costs nothing.
+
+# Functions that reach data by name rather than through FROM, so the table rewrite cannot confine
+# them; the IN family is here because `x IN db.table` reads a table, `url` and `s3` because they fetch.
+DATA_FUNCTIONS = frozenset(
     name.lower()
     for name in (
-        "file", "joinGet", "joinGetOrNull", "hasColumnInTable", "getSetting", "getSettingOrDefault",
-        "getServerSetting", "getMergeTreeSetting", "getMacro", "getClientHTTPHeader", "catboostEvaluate",
-        "modelEvaluate", "evalMLMethod", "globalVariable", "filesystemAvailable", "filesystemCapacity",
-        "filesystemUnreserved", "in", "notIn", "globalIn", "globalNotIn", "nullIn", "notNullIn",
-        "globalNullIn", "globalNotNullIn", "sleep", "sleepEachRow",
+        "file", "url", "s3", "joinGet", "joinGetOrNull", "hasColumnInTable", "catboostEvaluate", "modelEvaluate",
+        "evalMLMethod", "in", "notIn", "globalIn", "globalNotIn", "nullIn", "notNullIn", "globalNullIn",
+        "globalNotNullIn", "sleep", "sleepEachRow",
     )
 )  # fmt: skip
-FORBIDDEN_FUNCTION_PREFIXES = ("dict",)  # dictGet*, dictHas, dictIsIn...: dictionaries are not workspace data
+DATA_FUNCTION_PREFIXES = ("dict",)  # dictGet*, dictHas, dictIsIn...: dictionaries are not workspace data
+
+# Functions that reveal the host, the server, its configuration or the connection. Such details
+# help an attacker (a version to match exploits against; host names, ports and users to aim at)
+# and say nothing about customers: the SQL role is for analysing the workspace's projections.
+HOST_FUNCTIONS = frozenset(
+    name.lower()
+    for name in (
+        # the machine
+        "hostName", "hostname", "FQDN", "fullHostName", "getOSKernelVersion", "uptime", "filesystemAvailable",
+        "filesystemCapacity", "filesystemUnreserved", "filesystemFree", "tcpPort", "getServerPort",
+        "showCertificate", "addressToLine", "addressToLineWithInlines", "addressToSymbol", "demangle", "tid",
+        "logTrace",
+        # the server: build, identity, cluster, configuration, time zone
+        "version", "revision", "buildId", "serverUUID", "displayName", "hasThreadFuzzer", "shardNum", "shardCount",
+        "zookeeperSessionUptime", "getMacro", "getSetting", "getSettingOrDefault", "getServerSetting",
+        "getMergeTreeSetting", "globalVariable", "timezone", "timeZone", "serverTimezone", "serverTimeZone",
+        "transactionID", "transactionLatestSnapshot", "transactionOldestSnapshot",
+        # the connection: user, roles, profiles, request, query ids
+        "currentUser", "user", "current_user", "session_user", "authenticatedUser", "authUser", "pgGetUserById",
+        "pg_get_userbyid", "currentProfiles", "enabledProfiles", "defaultProfiles", "currentRoles", "enabledRoles",
+        "defaultRoles", "connectionId", "connection_id", "getClientHTTPHeader", "currentHandler",
+        "currentRequestURL", "queryID", "query_id", "initialQueryID", "initial_query_id", "currentQueryID",
+        "current_query_id",
+    )
+)  # fmt: skip
+
+# sqlglot parses a few functions into expressions of its own instead of exp.Anonymous: `version()`
+# and `CURRENT_VERSION()` both become exp.CurrentVersion, which it writes back as `VERSION()`.
+# Such expressions are named here by the ClickHouse function they run as; the others sqlglot
+# makes of ClickHouse SQL (exp.CurrentUser, exp.SessionUser) are named by sql_name(), which is
+# a ClickHouse alias already (current_user, session_user).
+_RUNS_AS: dict[type[exp.Expression], str] = {exp.CurrentVersion: "version"}
+
+
+def _function_name(node: exp.Func) -> str:
+    """The function's name as the query wrote it, or as ClickHouse will run it."""
+    if isinstance(node, exp.Anonymous):
+        return node.name
+    return _RUNS_AS.get(type(node)) or node.sql_name().lower()
 
 
 class SqlRefused(Exception):
@@ -110,9 +151,19 @@ def _check_node(node: exp.Expression) -> None:
     if isinstance(node, exp.In) and isinstance(node.args.get("field"), exp.Column):
         name = node.args["field"].sql(dialect="clickhouse")
         raise _forbidden("in_table", f"IN {name} reads a table directly: write IN (SELECT ... FROM {name})")
+    if isinstance(node, exp.Values):  # `FROM values('x String', 'a')` parses as VALUES, not as a table function
+        raise _forbidden(
+            "table_function", "table function values() is not allowed: FROM may name only the workspace tables "
+            f"({_tables_hint()}); write constant rows as an array instead, e.g. SELECT arrayJoin(['a', 'b']) AS x",
+        )  # fmt: skip
     if isinstance(node, exp.Func):
-        name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
-        if name in FORBIDDEN_FUNCTIONS or name.startswith(FORBIDDEN_FUNCTION_PREFIXES):
+        name = _function_name(node)
+        if name.lower() in HOST_FUNCTIONS:
+            raise _forbidden(
+                "function", f"function {name}() is not allowed: it reveals the host or the server, which this endpoint "
+                "never exposes; query only the workspace's tables (the platform's operators can give server details)",
+            )  # fmt: skip
+        if name.lower() in DATA_FUNCTIONS or name.lower().startswith(DATA_FUNCTION_PREFIXES):
             raise _forbidden("function", f"function {name}() is not allowed: it reaches outside the workspace's tables")
 
 

@@ -143,6 +143,24 @@ def test_writes_ddl_system_tables_functions_and_overrides_are_refused(
     assert analyst.rows("SELECT count() FROM events") == [[OURS]]  # nothing was changed
 
 
+def test_host_details_and_values_are_refused_while_ordinary_analysis_runs(analyst: Analyst) -> None:
+    for query, name in [("SELECT hostName()", "hostName"), ("SELECT version()", "version"),
+                        ("SELECT count() FROM events WHERE user_id = currentUser()", "currentUser")]:  # fmt: skip
+        response = analyst.sql(query)
+        assert response.status_code == 403, response.text
+        body = response.json()
+        assert body["reason"] == "function", response.text
+        assert body["error"].startswith(f"function {name}() is not allowed: it reveals the host or the server")
+    refused = analyst.sql("SELECT * FROM values('x String', 'a')")
+    assert refused.status_code == 403 and refused.json()["reason"] == "table_function", refused.text
+    assert refused.json()["error"].startswith("table function values() is not allowed")
+    rows = analyst.rows(
+        "SELECT toStartOfDay(timestamp) AS day, countIf(type = 'track') AS tracks, "
+        "JSONExtractString(properties, 'currency') AS currency FROM events GROUP BY day, currency"
+    )
+    assert rows == [["2026-03-01T00:00:00Z", OURS, "EUR"]]
+
+
 def test_out_of_scope_cte_names_and_outfile_fail_without_reading_anything(analyst: Analyst, tmp_path: Path) -> None:
     response = analyst.sql("SELECT * FROM (WITH positions AS (SELECT 1 AS a) SELECT * FROM positions), positions")
     assert response.status_code == 400 and response.json()["reason"] == "query_error", response.text

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from projections.analyst_sql import ANALYST_TABLES, WORKSPACE_PARAMETER, SqlRefused, prepare
+from projections.analyst_sql import (
+    ANALYST_TABLES,
+    DATA_FUNCTIONS,
+    HOST_FUNCTIONS,
+    WORKSPACE_PARAMETER,
+    SqlRefused,
+    prepare,
+)
 
 SCOPED_EVENTS = f"(SELECT * FROM db.events FINAL WHERE workspace_id = {{{WORKSPACE_PARAMETER}: String}}) AS"
 
@@ -105,3 +112,79 @@ def test_malformed_sql_is_a_400_with_the_parsers_position() -> None:
 def test_every_analyst_table_is_readable() -> None:
     for table in ANALYST_TABLES:
         assert f"FROM db.{table} FINAL WHERE workspace_id" in prepare(f"SELECT count() FROM {table}", "db")
+
+
+HOST_DETAILS = [
+    "hostName()", "hostname()", "HOSTNAME()", "FQDN()", "fqdn()", "fullHostName()", "version()", "VERSION()",
+    "CURRENT_VERSION()", "getOSKernelVersion()", "uptime()", "serverUUID()", "currentUser()", "user()", "USER()",
+    "current_user()", "CURRENT_USER", "session_user()", "authenticatedUser()", "getSetting('max_threads')",
+    "getMacro('replica')", "displayName()", "tcpPort()", "currentProfiles()", "currentRoles()",
+    "enabledProfiles()", "enabledRoles()", "defaultProfiles()", "defaultRoles()", "getServerPort('tcp_port')",
+    "shardNum()", "shardCount()", "buildId()", "revision()", "timezone()", "timeZone()", "TIMEZONE()",
+    "serverTimezone()", "serverTimeZone()", "filesystemAvailable()", "filesystemCapacity()",
+    "filesystemUnreserved()", "filesystemFree()", "getClientHTTPHeader('Authorization')", "initialQueryID()",
+    "queryID()", "query_id()", "connectionId()", "showCertificate()", "getServerSetting('tcp_port')",
+    "`hostName`()", "file('/etc/hostname')", "url('http://example.com/x')", "s3('http://example.com/b/x')",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("call", HOST_DETAILS)
+def test_functions_that_reveal_the_host_or_server_are_forbidden_by_name(call: str) -> None:
+    name = {"CURRENT_VERSION": "version", "CURRENT_USER": "current_user"}.get(call.split("(")[0], call.split("(")[0])
+    for sql in (f"SELECT {call}", f"SELECT count() FROM events WHERE user_id = {call}",
+                f"SELECT arrayMap(x -> {call}, [1])", f"SELECT (SELECT {call}) FROM events"):  # fmt: skip
+        refused = refusal(sql)
+        assert (refused.status, refused.reason) == (403, "function"), refused.message
+        assert f"function {name.strip('`').lower()}() is not allowed" in refused.message.lower(), refused.message
+
+
+def test_every_name_in_the_function_lists_is_refused_in_any_case() -> None:
+    for name in HOST_FUNCTIONS | DATA_FUNCTIONS - {"in"}:  # `in(...)` does not parse as a call at all
+        for spelling in (name, name.upper()):
+            refused = refusal(f"SELECT {spelling}()")
+            assert refused.reason == "function", (spelling, refused.message)
+    host = refusal("SELECT hostName()").message
+    assert "reveals the host or the server" in host and "query only the workspace's tables" in host
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT * FROM values('x String', 'a')",
+     "SELECT * FROM VALUES('x String', 'a')",
+     "SELECT x FROM values('a')",
+     "SELECT * FROM (VALUES (1, 2))",
+     "SELECT e.type FROM events AS e JOIN values('type String', 'track') AS v USING type",
+     "SELECT count() FROM events WHERE type IN (SELECT * FROM values('type String', 'track'))",
+     "SELECT * FROM `values`('x String', 'a')",
+     "SELECT * FROM generateRandom('a Int8')",
+     "SELECT * FROM zeros(3)"],
+)  # fmt: skip
+def test_values_and_every_other_table_function_are_forbidden(sql: str) -> None:
+    refused = refusal(sql)
+    assert (refused.status, refused.reason) == (403, "table_function"), refused.message
+    assert "is not allowed: FROM may name only the workspace tables" in refused.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT 1 FROM events WHERE 1 IN (SELECT 1 FROM system.one)",
+     "SELECT (SELECT value FROM system.build_options LIMIT 1)",
+     "SELECT * FROM events JOIN system.clusters AS c ON 1",
+     "WITH m AS (SELECT * FROM system.macros) SELECT * FROM m"],
+)  # fmt: skip
+def test_the_system_database_is_unreadable_anywhere_in_a_query(sql: str) -> None:
+    refused = refusal(sql)
+    assert refused.status == 403 and "system." in refused.message
+
+
+def test_ordinary_analysis_functions_stay_allowed() -> None:
+    sql = (
+        "SELECT toStartOfDay(timestamp) AS day, countIf(type = 'track') AS tracks, "
+        "JSONExtractString(properties, 'currency') AS currency, toTimezone(timestamp, 'Europe/Paris') AS local, "
+        "timezoneOf(timestamp) AS zone, uniqExact(anchor) AS anchors, arrayJoin(['a', 'b']) AS x "
+        "FROM events WHERE (type, event) IN (('track', 'Order Completed')) GROUP BY day, currency, local, zone, x"
+    )
+    rewritten = prepare(sql, "db")
+    assert f"FROM {SCOPED_EVENTS} events" in rewritten
+    for kept in ("countIf(", "JSONExtractString(", "toTimezone(", "timezoneOf(", "uniqExact("):
+        assert kept in rewritten
