@@ -13,7 +13,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from domain.limits import MAX_AMOUNT, MAX_QUANTITY, check_date
 
 
 def _to_str(value: Any) -> Any:
@@ -27,7 +29,10 @@ def _upper(value: Any) -> Any:
 Id = Annotated[str, BeforeValidator(_to_str), Field(min_length=1, max_length=256)]
 Name = Annotated[str, BeforeValidator(_to_str), Field(min_length=1, max_length=256)]
 Currency = Annotated[str, BeforeValidator(_upper), Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
-Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Bounded by what the KPI facts hold exactly (domain/limits.py): Decimal(38, 6) amounts, Int64 quantities.
+Money = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
+Day = Annotated[date, AfterValidator(check_date)]
 
 
 class _Properties(BaseModel):
@@ -50,7 +55,7 @@ class Product(_Properties):
     name: Name | None = None
     category: Name | None = None
     price: Money = 0.0
-    quantity: Annotated[int, Field(ge=0)] = 1
+    quantity: Quantity = 1
 
 
 class OrderCompleted(_Amount):
@@ -106,7 +111,7 @@ LOST_STAGES = {"lost", "closed lost"}
 
 class Activity(_Properties):
     owner: Name | None = None
-    duration_s: Annotated[float, Field(ge=0)] | None = None
+    duration_s: Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)] | None = None
     outcome: Name | None = None
 
 
@@ -149,8 +154,8 @@ class CostIncurred(_Amount):
 
 class SalesTargetSet(_Amount):
     owner: Name
-    period_start: date
-    period_end: date
+    period_start: Day
+    period_end: Day
     amount: Money
 
     @model_validator(mode="after")

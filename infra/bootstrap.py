@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Sequence
 
+from kafka.errors import KafkaError
+
 from domain.application import CustomerData
 from domain.identity import IdentityRules
 from infra.broker import BundledBroker
@@ -17,14 +19,17 @@ from infra.clickhouse import clickhouse_client, separate_client
 from infra.config import ConfigError, Settings
 from infra.eventstore import open_event_store
 from infra.keys import Keys, load_or_create_keys
+from infra.startup_checks import check_projections, log_fingerprint
 from ingest.committer import GroupCommitter
 from projections.analyst_sql import AnalystSql, SqlLimits
 from projections.kpis import KpiStore
 from projections.migrate import migrate
+from projections.quarantine import TRANSIENT_ERRORS, QuarantineStore
 from projections.store import ProjectionStore, differences
 from projections.tags import TagStore
 from streams.kpis import KPI_UPDATES_TOPIC, KpiProcessor, KpiUpdates
-from streams.log_follower import LogFollower
+from streams.log_follower import LogFollower, read_messages
+from streams.messages import encode
 from streams.pipeline import Pipeline
 from streams.processors import PROFILE_CHANGES_TOPIC, ProfileProcessor
 from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics, kafka_producer
@@ -36,6 +41,8 @@ log = logging.getLogger(__name__)
 DEFAULT_WORKSPACE = "default"
 RELAY = "relay"
 DERIVED_TOPICS = [PROFILE_CHANGES_TOPIC, TAG_CHANGES_TOPIC, KPI_UPDATES_TOPIC]
+# Failures that say nothing about the entry being applied: the page is retried whole, never quarantined.
+TRANSIENT = (*TRANSIENT_ERRORS, KafkaError)
 
 
 def build_pipeline(
@@ -60,7 +67,10 @@ def build_pipeline(
     ]
     if applied is None:
         applied = {name: parts.get(0, 0) for name, parts in store.positions().items()}
-    return Pipeline(processors, applied, save=lambda name, position: store.save_position(name, 0, position))
+    return Pipeline(
+        processors, applied, save=lambda name, position: store.save_position(name, 0, position),
+        quarantine=QuarantineStore(store.client, store.db), transient=TRANSIENT,
+    )  # fmt: skip
 
 
 class Platform:
@@ -86,6 +96,8 @@ class Platform:
         self.keys: Keys
         self.workspace_id: str
         self.analyst_sql: AnalystSql | None = None
+        self.quarantine: QuarantineStore | None = None
+        self.start_error: BaseException | None = None
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -112,6 +124,8 @@ class Platform:
         client = clickhouse_client(s)
         migrate(client, s.clickhouse_database)
         self.store = ProjectionStore(client, s.clickhouse_database)
+        check_projections(self.app, self.store)  # never serve projections of another log, or of a later state
+        self.quarantine = QuarantineStore(client, s.clickhouse_database)
         self.store.cache.learn_new = s.processor_driver == "log"  # the log driver applies the log in order
         self.kpis = KpiStore(client, s.clickhouse_database)
         positions = self.store.positions()
@@ -152,8 +166,11 @@ class Platform:
             self.kafka_driver = KafkaDriver(s.bootstrap_servers, self.pipeline, self.store, s.data_dir)
             # The bundled broker forgets everything on restart: republish what the consumer has not applied.
             relay_start = min(relay_start, self.kafka_driver.applied_position())
+        quarantine = self.quarantine
+        assert quarantine is not None
         self.relay = Relay(
-            self.app, KafkaPublisher(self.producer), save=lambda p: self.store.save_position(RELAY, 0, p),
+            self.app, KafkaPublisher(self.producer, unpublishable=lambda m, exc: quarantine.record(RELAY, m, exc)),
+            save=lambda p: self.store.save_position(RELAY, 0, p),
             start=relay_start, tail=tail,
         )  # fmt: skip
         self.relay.start()
@@ -231,12 +248,60 @@ class Platform:
         relay["lag"] = log_position - relay["position"]
         error = self.relay.follower.error if self.relay else None
         relay["error"] = repr(error) if error else None
+        quarantined = self.quarantine.counts() if self.quarantine is not None else {}
+        relay["quarantined"] = quarantined.get(RELAY, 0)
+        for name, projection in projections.items():
+            projection["quarantined"] = quarantined.get(name, 0)
         return {
             "log_position": log_position,
             "relay": relay,
             "projections": projections,
+            "quarantined": sum(quarantined.values()),
             "caught_up": relay["lag"] == 0 and all(p["lag"] == 0 for p in projections.values()),
         }
+
+    def quarantined(self, workspace_id: str, include_resolved: bool = False) -> list[dict[str, Any]]:
+        """Log entries of the workspace a projection set aside, oldest first."""
+        assert self.quarantine is not None
+        entries = self.quarantine.entries(include_resolved=include_resolved)
+        return [e.to_json() for e in entries if e.workspace_id in (workspace_id, "")]
+
+    def retry_quarantined(
+        self, workspace_id: str, projection: str | None = None, positions: Sequence[int] | None = None
+    ) -> dict[str, Any]:
+        """Apply the workspace's quarantined entries again (after a fix); those that apply leave the list."""
+        assert self.quarantine is not None and self.pipeline is not None
+        wanted = set(positions or ())
+        applied, failed = [], []
+        for entry in self.quarantine.entries(projection):
+            if entry.workspace_id not in (workspace_id, "") or (wanted and entry.position not in wanted):
+                continue
+            messages, _ = read_messages(self.app, entry.position - 1, 1)
+            error = (
+                self._retry(entry.projection, messages[0]) if messages
+                else LookupError(f"log position {entry.position} holds no projected entry")
+            )  # fmt: skip
+            if error is None:
+                self.quarantine.resolved(entry)
+                applied.append({"projection": entry.projection, "position": entry.position})
+            else:
+                held = {"position": entry.position, "event_id": entry.event_id, "workspace_id": entry.workspace_id,
+                        "kind": entry.kind}  # fmt: skip
+                self.quarantine.record(entry.projection, held, error, attempts=entry.attempts + 1)
+                failed.append({"projection": entry.projection, "position": entry.position, "reason": str(error)})
+        return {"applied": applied, "failed": failed}
+
+    def _retry(self, projection: str, message: Any) -> BaseException | None:
+        if projection != RELAY:
+            assert self.pipeline is not None
+            return self.pipeline.retry(projection, message)
+        assert self.relay is not None
+        try:
+            encode(message)  # the publisher would set it aside again: say why instead
+            self.relay.publisher.publish([message])
+        except Exception as exc:
+            return exc
+        return None
 
 
 def rebuild(
@@ -246,6 +311,9 @@ def rebuild(
     store = ProjectionStore(client, database)
     store.drop()
     migrate(client, database)
+    fingerprint = log_fingerprint(app)
+    if fingerprint is not None:
+        store.record_log_origin(fingerprint)  # the fresh projections follow this log
     pipeline = build_pipeline(store, applied={})  # a rebuild republishes no changes
     follower = LogFollower(app, pipeline.process, save=pipeline.save, start=0, batch=batch)
     while follower.step():

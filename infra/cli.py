@@ -6,7 +6,7 @@ import contextlib
 import json
 import logging
 import signal
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 import typer
@@ -77,8 +77,12 @@ def up() -> None:
             timeout_graceful_shutdown=10,
         )
     )
+    # A configuration problem at start (keys, stale projections) is said plainly below, without a traceback.
+    logging.getLogger("uvicorn.error").addFilter(lambda _: not isinstance(platform.start_error, ConfigError))
     server.run()
     if not server.started:
+        if isinstance(platform.start_error, ConfigError):
+            console.print(f"[red]cdp cannot start:[/red] {platform.start_error}")
         raise typer.Exit(1)
     console.print("cdp stopped cleanly")
 
@@ -117,33 +121,81 @@ def rebuild(
     console.print(f"rebuilt {settings.clickhouse_database} up to log position {reached}")
 
 
-@app.command()
-def status() -> None:
-    """Ask the running platform for the log position and each projection's applied position."""
+def _key(kind: str) -> str:
+    """The read or write key: CDP_READ_KEY / CDP_WRITE_KEY, else the keys file `cdp up` wrote."""
     settings = _settings()
     keys_file = settings.keys_path
-    read_key = settings.read_key or (json.loads(keys_file.read_text())["read_key"] if keys_file.exists() else None)
-    if not read_key:
-        console.print(f"[red]no read key:[/red] set CDP_READ_KEY or run `cdp up` once to create {keys_file}")
+    key = getattr(settings, f"{kind}_key") or (
+        json.loads(keys_file.read_text())[f"{kind}_key"] if keys_file.exists() else None
+    )
+    if not key:
+        console.print(f"[red]no {kind} key:[/red] set CDP_{kind.upper()}_KEY or run `cdp up` once to create {keys_file}")
         raise typer.Exit(2)
-    url = f"http://{settings.http_host}:{settings.http_port}/v1/status"
+    return str(key)
+
+
+def _call(method: str, path: str, key: str, body: Any = None) -> Any:
+    """One request to the running platform; a plain message and exit 1 if it cannot answer."""
+    settings = _settings()
+    url = f"http://{settings.http_host}:{settings.http_port}{path}"
     try:
-        response = httpx.get(url, headers={"Authorization": f"Bearer {read_key}"}, timeout=5)
+        response = httpx.request(method, url, headers={"Authorization": f"Bearer {key}"}, json=body, timeout=60)
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach {url}:[/red] {exc}. Is `cdp up` running?")
         raise typer.Exit(1) from None
     if response.status_code != 200:
         console.print(f"[red]{url} answered {response.status_code}:[/red] {response.text}")
         raise typer.Exit(1)
-    body = response.json()
+    return response.json()
+
+
+@app.command()
+def status() -> None:
+    """Ask the running platform for the log position and each projection's applied position."""
+    body = _call("GET", "/v1/status", _key("read"))
     table = Table(title=f"log position {body['log_position']}")
-    for column in ("part", "position", "lag", "detail"):
+    for column in ("part", "position", "lag", "quarantined", "detail"):
         table.add_column(column)
-    table.add_row("relay → " + body["relay"]["topic"], str(body["relay"]["position"]), str(body["relay"]["lag"]), "")
+    relay = body["relay"]
+    table.add_row("relay → " + relay["topic"], str(relay["position"]), str(relay["lag"]), "", "")
     for name, p in body["projections"].items():
-        table.add_row(f"projection {name}", str(p["position"]), str(p["lag"]), p.get("driver", ""))
+        table.add_row(
+            f"projection {name}", str(p["position"]), str(p["lag"]), str(p.get("quarantined", 0)), p.get("driver", "")
+        )
     console.print(table)
     console.print("[green]caught up[/green]" if body["caught_up"] else "[yellow]catching up[/yellow]")
+    if body.get("quarantined"):
+        console.print(
+            f"[yellow]{body['quarantined']} log entries quarantined[/yellow]: `cdp quarantine` lists them, "
+            "`cdp quarantine --retry` applies them again after a fix"
+        )
+
+
+@app.command()
+def quarantine(
+    retry: bool = typer.Option(False, help="Apply the quarantined entries again (after a fix); needs the write key."),
+    projection: str = typer.Option("", help="Only this projection's entries (profiles, tags, kpis)."),
+) -> None:
+    """List the log entries a projection could not apply, with the reason, or apply them again."""
+    if retry:
+        body = {"projection": projection} if projection else {}
+        result = _call("POST", "/v1/quarantine/retry", _key("write"), body)
+        console.print(f"applied {len(result['applied'])}, still failing {len(result['failed'])}")
+        for failed in result["failed"]:
+            console.print(f"  {failed['projection']} @ {failed['position']}: {failed['reason']}")
+        raise typer.Exit(1 if result["failed"] else 0)
+    entries = _call("GET", "/v1/quarantine", _key("read"))["entries"]
+    entries = [e for e in entries if not projection or e["projection"] == projection]
+    if not entries:
+        console.print("[green]no quarantined entries[/green]")
+        return
+    table = Table(title=f"{len(entries)} quarantined log entries")
+    for column in ("projection", "position", "kind", "error", "reason", "attempts", "at"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(e["projection"], str(e["position"]), e["kind"], e["error"], e["reason"][:200],
+                      str(e["attempts"]), e["at"])  # fmt: skip
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from infra.tags import TagService
 from ingest.http import build_ingest_router
 from queries.http import build_query_router
 from queries.kpis import build_kpi_router
+from queries.quarantine import build_quarantine_router
 from queries.sql import build_sql_router
 from queries.tags import build_tags_router
 
@@ -50,7 +51,11 @@ REGISTRY.register(_positions)  # type: ignore[arg-type]
 def create_app(platform: Platform, on_started: Callable[[Platform], None] | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(platform.start)
+        try:
+            await asyncio.to_thread(platform.start)
+        except Exception as exc:
+            platform.start_error = exc  # `cdp up` says why in plain words
+            raise
         try:
             await platform.start_async()
             _positions.platform = platform
@@ -73,6 +78,7 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
     app.include_router(build_tags_router(tags))
     app.include_router(build_kpi_router(platform))
     app.include_router(build_sql_router(platform))
+    app.include_router(build_quarantine_router(platform))
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     def healthz() -> dict[str, str]:

@@ -21,6 +21,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from domain.crm import schema_documents, validate_properties
+from domain.limits import OutOfRange
 from domain.segment import CALL_TYPES, Track, call_adapter, normalise
 from ingest.committer import StoreUnavailable
 
@@ -129,7 +130,10 @@ def parse_calls(
             except ValidationError as exc:
                 errors.extend(_validation_errors(index, exc, prefix=("properties",)))
                 continue
-        calls.append(normalise(call, received_at, sent_at))
+        try:
+            calls.append(normalise(call, received_at, sent_at))
+        except OutOfRange as exc:  # a time the projections could not hold (domain/limits.py)
+            errors.append({"index": index, "field": exc.field, "reason": exc.reason})
     if oversized:
         raise Rejected(413, "events above the size limit; nothing was stored", oversized + errors)
     if errors:

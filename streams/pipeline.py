@@ -5,13 +5,29 @@ which runs the processors in order (profiles first: later processors read the
 profiles it wrote). Each processor keeps its own position, so a processor added
 to a running deployment starts from the beginning of the log while the others
 skip what they already applied.
+
+Nothing stops the read side: when a processor fails on a page for a reason that
+is not passing (not in `transient`), the page is split in halves until the
+entries that fail on their own are found; each is tried once more and then
+quarantined (recorded with the processor, the position and the reason), and
+the rest of the page is applied. The same happens in a rebuild, so live still
+equals rebuild. A transient failure (a broker or database unreachable) leaves
+the page to the driver, which retries it whole.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Callable, Protocol, Sequence
 
+from prometheus_client import Counter
+
 from streams.messages import Message
+
+log = logging.getLogger(__name__)
+QUARANTINED = Counter("cdp_quarantined_events", "Log entries a projection could not apply, set aside", ["projection"])
 
 
 class Processor(Protocol):
@@ -22,11 +38,23 @@ class Processor(Protocol):
     def process(self, messages: list[Message]) -> int: ...
 
 
+class Quarantine(Protocol):
+    """Where entries a processor cannot apply are recorded (projections/quarantine.py implements it)."""
+
+    def record(self, projection: str, message: Message, exc: BaseException) -> None: ...
+
+
 class Pipeline:
     """Runs `processors` in order; `save(name, position)` records what each has applied."""
 
     def __init__(
-        self, processors: Sequence[Processor], applied: dict[str, int], save: Callable[[str, int], None]
+        self,
+        processors: Sequence[Processor],
+        applied: dict[str, int],
+        save: Callable[[str, int], None],
+        quarantine: Quarantine | None = None,
+        transient: tuple[type[BaseException], ...] = (),
+        retry_pause: float = 0.1,
     ) -> None:
         names = [p.name for p in processors]
         if len(set(names)) != len(names):
@@ -34,6 +62,10 @@ class Pipeline:
         self.processors = list(processors)
         self.applied = {p.name: applied.get(p.name, 0) for p in processors}
         self._save = save
+        self.quarantine = quarantine
+        self.transient = transient
+        self.retry_pause = retry_pause
+        self.lock = threading.RLock()  # one page (or one retry) at a time: processors are single-threaded
 
     @property
     def start(self) -> int:
@@ -43,11 +75,50 @@ class Pipeline:
     def process(self, messages: list[Message]) -> int:
         """Give each processor the messages past its own position; returns the highest position seen."""
         top = 0
-        for processor in self.processors:
-            fresh = [m for m in messages if m["position"] > self.applied[processor.name]]
-            if fresh:
-                top = max(top, processor.process(fresh))
+        with self.lock:
+            for processor in self.processors:
+                fresh = [m for m in messages if m["position"] > self.applied[processor.name]]
+                if fresh:
+                    top = max(top, self._apply(processor, fresh))
         return top
+
+    def _apply(self, processor: Processor, messages: list[Message]) -> int:
+        try:
+            return processor.process(messages)
+        except self.transient:
+            raise
+        except Exception:
+            if self.quarantine is None:
+                raise
+            if len(messages) > 1:  # find the entries that fail on their own; apply the others
+                half = len(messages) // 2
+                return max(self._apply(processor, messages[:half]), self._apply(processor, messages[half:]))
+        time.sleep(self.retry_pause)  # one entry: once more, in case the fault was passing, then set it aside
+        try:
+            return processor.process(messages)
+        except self.transient:
+            raise
+        except Exception as exc:
+            message = messages[0]
+            log.warning(
+                "%s could not apply log position %s (%s: %s); quarantined, the rest moves on",
+                processor.name, message["position"], type(exc).__name__, exc,
+            )  # fmt: skip
+            self.quarantine.record(processor.name, message, exc)
+            QUARANTINED.labels(processor.name).inc()
+            return int(message["position"])
+
+    def retry(self, projection: str, message: Message) -> BaseException | None:
+        """Apply one quarantined entry again (after a fix); returns the error if it still fails."""
+        processor = next((p for p in self.processors if p.name == projection), None)
+        if processor is None:
+            return LookupError(f"no projection {projection!r}; known: {', '.join(self.applied)}")
+        with self.lock:
+            try:
+                processor.process([message])
+            except Exception as exc:
+                return exc
+        return None
 
     def save(self, position: int) -> None:
         """Record that every processor has applied the log through `position`."""

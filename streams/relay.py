@@ -54,26 +54,42 @@ def kafka_producer(bootstrap: str) -> KafkaProducer:
 
 
 class KafkaPublisher:
-    """Publishes messages keyed by profile id, waiting for the broker's acknowledgement per page."""
+    """Publishes messages keyed by profile id, waiting for the broker's acknowledgement per page.
+
+    A message that cannot be encoded as JSON (an entry from before ingest refused
+    such values) is handed to `unpublishable` and skipped, so it cannot stop the
+    stream; without that callback it raises, and the caller's page fails.
+    """
 
     def __init__(
-        self, producer: KafkaProducer, topic: str = EVENTS_TOPIC, key: Callable[[Message], str] | None = None
+        self,
+        producer: KafkaProducer,
+        topic: str = EVENTS_TOPIC,
+        key: Callable[[Message], str] | None = None,
+        unpublishable: Callable[[Message, BaseException], None] | None = None,
     ) -> None:
         self.topic = topic
         self.key = key or (lambda m: m["profile_id"] or m["workspace_id"])
         self.sent: dict[int, int] = {}  # partition → last position the broker acknowledged
         self.producer = producer
+        self.unpublishable = unpublishable
 
     def publish(self, messages: list[Message]) -> None:
         futures = []
         for m in messages:
+            try:
+                value = encode(m)
+            except (TypeError, ValueError) as exc:  # orjson: nested too deep, an integer beyond 64 bits
+                if self.unpublishable is None:
+                    raise
+                self.unpublishable(m, exc)
+                continue
             headers = [(name, str(m[name]).encode()) for name in ("position", "event_id") if name in m]
-            futures.append(self.producer.send(self.topic, key=self.key(m).encode(), value=encode(m), headers=headers))
+            futures.append((m, self.producer.send(self.topic, key=self.key(m).encode(), value=value, headers=headers)))
         self.producer.flush()
-        for m, future in zip(messages, futures):
+        for m, future in futures:
             metadata = future.get(timeout=30)  # raises if the broker refused a message: the page is retried
             self.sent[metadata.partition] = max(self.sent.get(metadata.partition, 0), m.get("position", 0))
-
 
 
 class Relay:

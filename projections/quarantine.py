@@ -1,0 +1,92 @@
+"""The quarantine table: log entries a projection could not apply, with the reason.
+
+Written by the pipeline (streams/pipeline.py) through `QuarantineStore.record`;
+read by the API and `cdp status`. Which errors are worth a retry rather than a
+quarantine is ClickHouse's knowledge, so it lives here too (`TRANSIENT_ERRORS`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import OperationalError
+
+# A connection that failed or timed out says nothing about the entry: the page is retried, not quarantined.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, ConnectionError, TimeoutError)
+COLUMNS = [
+    "processor", "position", "event_id", "workspace_id", "kind", "error", "reason", "attempts", "resolved", "at",
+    "version",
+]  # fmt: skip
+MAX_REASON = 2000
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    projection: str
+    position: int
+    event_id: str
+    workspace_id: str
+    kind: str
+    error: str
+    reason: str
+    attempts: int
+    resolved: bool
+    at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "projection": self.projection, "position": self.position, "event_id": self.event_id,
+            "workspace_id": self.workspace_id, "kind": self.kind, "error": self.error, "reason": self.reason,
+            "attempts": self.attempts, "resolved": self.resolved,
+            "at": self.at.replace(tzinfo=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }  # fmt: skip
+
+
+class QuarantineStore:
+    def __init__(self, client: Any, database: str) -> None:
+        self.client = client
+        self.db = database
+
+    def record(
+        self, projection: str, message: dict[str, Any], exc: BaseException, attempts: int = 1, resolved: bool = False
+    ) -> None:
+        reason = str(exc) or type(exc).__name__
+        row = [
+            projection, message["position"], str(message.get("event_id", "")), str(message.get("workspace_id", "")),
+            str(message.get("kind", "")), type(exc).__name__, reason[:MAX_REASON], attempts, int(resolved),
+            datetime.now(timezone.utc), time.time_ns(),
+        ]  # fmt: skip
+        self.client.insert(f"{self.db}.quarantine", [row], column_names=COLUMNS)
+
+    def resolved(self, entry: Quarantined) -> None:
+        """A retry applied the entry: it leaves the list of open entries."""
+        row = [
+            entry.projection, entry.position, entry.event_id, entry.workspace_id, entry.kind, entry.error,
+            entry.reason, entry.attempts + 1, 1, datetime.now(timezone.utc), time.time_ns(),
+        ]  # fmt: skip
+        self.client.insert(f"{self.db}.quarantine", [row], column_names=COLUMNS)
+
+    def entries(
+        self, projection: str | None = None, include_resolved: bool = False, limit: int = 1000
+    ) -> list[Quarantined]:
+        conditions = ["1"]
+        if projection is not None:
+            conditions.append("processor = {projection:String}")
+        if not include_resolved:
+            conditions.append("resolved = 0")
+        rows = self.client.query(
+            f"SELECT {', '.join(COLUMNS[:-1])} FROM {self.db}.quarantine FINAL WHERE {' AND '.join(conditions)} "
+            "ORDER BY position, processor LIMIT {limit:UInt32}",
+            parameters={"projection": projection or "", "limit": limit},
+        ).result_rows
+        return [Quarantined(*row[:8], bool(row[8]), row[9]) for row in rows]  # type: ignore[misc]
+
+    def counts(self) -> dict[str, int]:
+        """Open (unresolved) entries per projection."""
+        rows = self.client.query(
+            f"SELECT processor, count() FROM {self.db}.quarantine FINAL WHERE resolved = 0 GROUP BY processor"
+        ).result_rows
+        return {name: int(n) for name, n in rows}
