@@ -22,6 +22,8 @@ from typing import Any, Iterable
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from domain.identifiers import check_email, clean_identifier, normalise_text
+
 BUILTIN_TYPES = ("user_id", "email", "phone", "anonymous_id")
 DEFAULT_BLOCKED = (
     "", "null", "none", "undefined", "nil", "0", "-1", "anonymous", "unknown", "n/a", "test", "guest",
@@ -47,7 +49,8 @@ def split_identifier(text: str, types: Iterable[str] = BUILTIN_TYPES) -> tuple[s
 
 
 def normalise_email(value: str) -> str:
-    return value.strip().lower()
+    """NFKC, trimmed and lower-cased (domain/identifiers.py); the shape is not checked here."""
+    return normalise_text(value).lower()
 
 
 def normalise_phone(value: str) -> str | None:
@@ -136,24 +139,43 @@ class IdentityRules(BaseModel):
         return ranks, len(order)
 
     def usable(self, value: Any) -> bool:
+        """A string or number that is clean (domain/identifiers.py), not empty and not blocked."""
+        return self.clean(value) is not None
+
+    def clean(self, value: Any) -> str | None:
+        """`value` as an identifier value (NFKC, trimmed), or None when it may not be one.
+
+        Not one: a non-string, a value with a control, invisible, bidirectional or
+        unassigned character (ingest already refuses those in the top-level ids; in
+        traits they are simply not used), an empty value, a blocked value.
+        """
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
-        return isinstance(value, str) and value.strip().lower() not in self._blocked
+        if not isinstance(value, str):
+            return None
+        try:
+            text = clean_identifier(value)
+        except ValueError:
+            return None
+        return text if text and text.lower() not in self._blocked else None
 
     @cached_property
     def _blocked(self) -> frozenset[str]:
-        return frozenset(v.strip().lower() for v in self.blocked_values)
+        return frozenset(normalise_text(v).lower() for v in self.blocked_values)
 
     def identifiers_of(self, call: dict[str, Any]) -> list[str]:
         """Identifiers an event carries, strongest first (see `priority`)."""
         found: list[str] = []
 
         def add(kind: str, value: Any) -> None:
-            if not self.usable(value):
+            text = self.clean(value)
+            if text is None:
                 return
-            text = str(value).strip()
             if kind == "email":
-                text = normalise_email(text)
+                try:
+                    text = check_email(text).lower()
+                except ValueError:  # `not an email`, `ann@localhost`: a trait, but no identifier
+                    return
             elif kind == "phone":
                 text = normalise_phone(text) or ""
                 if not text:
@@ -179,15 +201,16 @@ class IdentityRules(BaseModel):
 
 
 def normalise_identifier(text: str) -> str:
-    """`Email:Ann@X.com`-style input as stored: type lower-cased, emails and phones normalised."""
+    """`Email:Ann@X.com`-style input as stored: type lower-cased, values NFKC and trimmed, emails
+    lower-cased, phones E.164. Never refuses: a value ingest would not take is simply found nowhere."""
     kind, _, value = text.partition(":")
-    kind = kind.strip().lower()
+    kind = normalise_text(kind).lower()
     if kind == "email":
         value = normalise_email(value)
     elif kind == "phone":
-        value = normalise_phone(value) or value.strip()
+        value = normalise_phone(value) or normalise_text(value)
     else:
-        value = value.strip()
+        value = normalise_text(value)
     return identifier(kind, value)
 
 
