@@ -11,7 +11,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
+
+from domain.identifiers import clean_identifier
+from domain.limits import MAX_DEPTH, OutOfRange, check_clock, check_event_time, clock_ok, depth
 
 
 def _id_to_str(value: Any) -> Any:
@@ -23,8 +26,32 @@ def _id_to_str(value: Any) -> Any:
     return value
 
 
-Id = Annotated[str, BeforeValidator(_id_to_str), Field(min_length=1, max_length=1024)]
-JsonObject = dict[str, Any]
+def _clean_id(value: Any) -> Any:
+    """userId, anonymousId, groupId, previousId as stored: numbers as strings, NFKC, trimmed.
+
+    They anchor the event, so an id with a control, invisible, bidirectional or
+    unassigned character (domain/identifiers.py) refuses the event with the reason,
+    and so does one that is only whitespace, like an empty one.
+    """
+    value = _id_to_str(value)
+    if not isinstance(value, str) or not value:
+        return value  # pydantic says what is wrong with it
+    cleaned = clean_identifier(value)
+    if not cleaned:
+        raise ValueError("the id is only whitespace; send the id, or leave the field out")
+    return cleaned
+
+
+Id = Annotated[str, BeforeValidator(_clean_id), Field(min_length=1, max_length=1024)]
+
+
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    if depth(value) > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels; flatten the object")
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
 
 
 class _Call(BaseModel):
@@ -107,14 +134,28 @@ def normalise(call: _Call, received_at: datetime, batch_sent_at: datetime | None
     `receivedAt - sentAt`, which cancels a client clock that runs fast or slow.
     A `timestamp` the client sets explicitly is its event time and is kept as is
     when there is no `sentAt` to correct it with.
+
+    Raises `OutOfRange` (field and reason) for a time the projections could not
+    hold (domain/limits.py): the event time, after the correction, must fall
+    between 1970-01-01 and a day after `received_at`.
     """
     received_at = _utc(received_at)
+    client_field = "originalTimestamp" if call.originalTimestamp else "timestamp"
     client_time = call.originalTimestamp or call.timestamp
-    original = client_time or received_at
     sent_at = call.sentAt or batch_sent_at
-    corrected = _utc(original)
-    if sent_at is not None and client_time is not None:  # a server-side time needs no correction
-        corrected = corrected + (received_at - _utc(sent_at))
+    try:
+        original = _utc(client_time) if client_time is not None else received_at
+        if client_time is not None and not clock_ok(original):
+            check_event_time(original, received_at, client_field)  # no clock says that: refused as an event time
+        if sent_at is not None:
+            sent_at = _utc(sent_at)
+            check_clock(sent_at, "sentAt")
+        corrected = original
+        if sent_at is not None and client_time is not None:  # a server-side time needs no correction
+            corrected = original + (received_at - sent_at)
+    except OverflowError:
+        raise OutOfRange(client_field, "the time, corrected by receivedAt - sentAt, is outside any date") from None
+    check_event_time(corrected, received_at, client_field, corrected=corrected is not original)
     data = call.model_dump(mode="json", exclude_none=True)
     data["messageId"] = call.messageId or str(uuid.uuid4())
     data["receivedAt"] = _iso(received_at)
