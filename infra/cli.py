@@ -79,7 +79,10 @@ def up() -> None:
     )
     # A configuration problem at start (keys, stale projections) is said plainly below, without a traceback.
     logging.getLogger("uvicorn.error").addFilter(lambda _: not isinstance(platform.start_error, ConfigError))
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when the app's start failed; say why below
+        pass
     if not server.started:
         if isinstance(platform.start_error, ConfigError):
             console.print(f"[red]cdp cannot start:[/red] {platform.start_error}")

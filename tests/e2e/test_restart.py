@@ -131,3 +131,75 @@ def test_restart_keeps_every_acknowledged_event_once(tmp_path: Path) -> None:
     verified = cdp.cli("rebuild", "--verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "equal a rebuild" in verified.stdout
+
+
+def _copy_store(data_dir: Path, to: Path) -> None:
+    to.mkdir(parents=True, exist_ok=True)
+    for path in data_dir.glob("events.sqlite3*"):  # the database with its WAL, as a backup tool copies it
+        (to / path.name).write_bytes(path.read_bytes())
+
+
+def _restore_store(backup: Path, data_dir: Path) -> None:
+    for path in data_dir.glob("events.sqlite3*"):
+        path.unlink()
+    for path in backup.glob("events.sqlite3*"):
+        (data_dir / path.name).write_bytes(path.read_bytes())
+
+
+def test_an_older_event_store_put_back_is_refused_until_rebuilt(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    cdp = CdpProcess(data_dir, free_port(), free_port())
+    cdp.start()
+    try:
+        assert cdp.post("/v1/batch", _batch(0, 50)).status_code == 200
+        cdp.wait_caught_up()
+    finally:
+        cdp.stop()
+    _copy_store(data_dir, tmp_path / "backup")  # a backup of the log at 50 events
+    cdp.start()
+    try:
+        assert cdp.post("/v1/batch", _batch(50, 50)).status_code == 200
+        cdp.wait_caught_up()
+    finally:
+        cdp.stop()
+    _restore_store(tmp_path / "backup", data_dir)  # the projections now hold 50 events the log does not
+
+    refused = cdp.cli("up", timeout=120)
+    assert refused.returncode == 1
+    said = " ".join(refused.stdout.split())  # Rich wraps long lines
+    assert "cdp cannot start" in said and "applied beyond it" in said and "cdp rebuild" in said, said
+    assert "Traceback" not in refused.stdout + refused.stderr
+
+    rebuilt = cdp.cli("rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    cdp.start()
+    try:
+        cdp.wait_caught_up()
+        profiles = [cdp.get(f"/v1/profiles/user_id:user-{u}") for u in range(3)]
+        assert sum(p["event_count"] for p in profiles) == 50  # only what the log holds
+        assert cdp.post("/v1/batch", _batch(50, 10)).status_code == 200  # new events are projected again
+        cdp.wait_caught_up()
+        assert sum(cdp.get(f"/v1/profiles/user_id:user-{u}")["event_count"] for u in range(3)) == 60
+    finally:
+        cdp.stop()
+
+
+def test_another_event_store_under_the_same_projections_is_refused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    cdp = CdpProcess(data_dir, free_port(), free_port())
+    cdp.start()
+    cdp.stop()
+    _copy_store(data_dir, tmp_path / "first")
+    for path in data_dir.glob("events.sqlite3*"):
+        path.unlink()  # a new, longer log: positions are not beyond it, but it is another history
+    cdp.env["CDP_CLICKHOUSE_URL"] = f"chdb://{tmp_path / 'other-clickhouse'}"
+    cdp.start()
+    try:
+        assert cdp.post("/v1/batch", _batch(0, 20)).status_code == 200
+        cdp.wait_caught_up()
+    finally:
+        cdp.stop()
+    del cdp.env["CDP_CLICKHOUSE_URL"]  # back to the first projections, now under the second log
+    refused = cdp.cli("up", timeout=120)
+    assert refused.returncode == 1
+    assert "not the one these projections were built from" in " ".join(refused.stdout.split())
