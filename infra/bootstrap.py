@@ -243,7 +243,7 @@ class Platform:
         if self.kafka_driver is not None and self.pipeline is not None:
             assert self.relay is not None
             status = self.kafka_driver.status(self.relay.publisher.sent, self.relay.position, log_position)
-            projections.update({name: status for name in self.pipeline.applied})
+            projections.update({name: dict(status) for name in self.pipeline.applied})
         relay: dict[str, Any] = {"topic": EVENTS_TOPIC, "position": self.relay.position if self.relay else 0}
         relay["lag"] = log_position - relay["position"]
         error = self.relay.follower.error if self.relay else None

@@ -58,3 +58,17 @@ def test_faust_driver_runs_tags_and_kpis_too(kafka_running: Running) -> None:
         headers=kafka_running.read_headers,
     ).json()["series"]  # fmt: skip
     assert [(r["currency"], r["value"]) for r in revenue] == [("EUR", 180)]
+
+
+def test_faust_driver_quarantines_a_poison_event_and_projects_the_rest(kafka_running: Running) -> None:
+    from tests.integration.test_poison_events import POISONS, _call, _order, _revenue
+
+    platform = kafka_running.platform
+    ws = platform.workspace_id
+    platform.committer.record_now(ws, [_call("poisoned", **POISONS["event time in year 9999"]), _order("after", 5.0)])
+    status = kafka_running.wait_caught_up(timeout=60)
+    assert status["projections"]["kpis"]["quarantined"] == 1 and status["projections"]["profiles"]["quarantined"] == 0
+    assert kafka_running.profile("user_id:after").status_code == 200
+    assert _revenue(kafka_running) == 5.0
+    entries = kafka_running.http.get("/v1/quarantine", headers=kafka_running.read_headers).json()["entries"]
+    assert {e["projection"] for e in entries} == {"kpis"} and len(entries) == 1
