@@ -21,6 +21,8 @@ from infra.eventstore import open_event_store
 from infra.keys import Keys, load_or_create_keys
 from infra.startup_checks import check_projections, log_fingerprint
 from ingest.committer import GroupCommitter
+from ingest.dead_letters import DeadLetterStore
+from ingest.intake import Intake
 from projections.analyst_sql import AnalystSql, SqlLimits
 from projections.kpis import KpiStore
 from projections.migrate import migrate
@@ -98,6 +100,8 @@ class Platform:
         self.analyst_sql: AnalystSql | None = None
         self.quarantine: QuarantineStore | None = None
         self.start_error: BaseException | None = None
+        self.dead_letters: DeadLetterStore
+        self.intake: Intake  # every source's way in (ingest/intake.py)
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -176,6 +180,8 @@ class Platform:
         self.relay.start()
         self.committer = GroupCommitter(self.app.record, on_commit=self._committed)
         self.committer.start()
+        self.dead_letters = DeadLetterStore(self.app.recorder)
+        self.intake = Intake(self.committer.submit, self.committer.record_now, self.dead_letters, s.max_event_bytes)
         return self
 
     async def start_async(self) -> None:
