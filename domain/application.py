@@ -22,6 +22,7 @@ from eventsourcing.utils import get_topic
 from domain.identity import IdentityGraph, IdentityRules, identifier, own_identifier
 from domain.model import CustomerEvent, Profile, Workspace, customer_event_id_for
 from domain.tags import DEFINITION_TOPICS, Definitions, RuleDefinition
+from domain.webhooks import WEBHOOK_TOPICS, WebhookMapping, WebhookMappings
 
 PROFILE_TOPICS = [
     get_topic(cls)
@@ -89,7 +90,8 @@ class CustomerData(Application[UUID]):
         self.keys: dict[str, KeyGrant] = {}
         self._rules: dict[str, IdentityRules] = {}
         self.definitions = Definitions()  # tags and saved segments (domain/tags.py)
-        for domain_event in self._replay(PROFILE_TOPICS + WORKSPACE_TOPICS + DEFINITION_TOPICS):
+        self.webhook_mappings = WebhookMappings()  # webhook sources' mappings (domain/webhooks.py)
+        for domain_event in self._replay(PROFILE_TOPICS + WORKSPACE_TOPICS + DEFINITION_TOPICS + WEBHOOK_TOPICS):
             self._apply(domain_event)
 
     def _replay(self, topics: list[str]) -> Iterator[DomainEventProtocol[UUID]]:
@@ -106,6 +108,9 @@ class CustomerData(Application[UUID]):
         originator = str(e.originator_id)
         if isinstance(e, RuleDefinition.Event):
             self.definitions.apply(e)
+            return
+        if isinstance(e, WebhookMapping.Event):
+            self.webhook_mappings.apply(e)
             return
         if isinstance(e, Workspace.Created):
             self.workspaces[originator] = e.mutate(None)

@@ -17,6 +17,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from infra.bootstrap import Platform
 from infra.tags import TagService
 from ingest.http import build_ingest_router
+from ingest.webhooks_http import build_webhooks_router
 from queries.http import build_query_router
 from queries.kpis import build_kpi_router
 from queries.quarantine import build_quarantine_router
@@ -79,6 +80,7 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
     app.include_router(build_kpi_router(platform))
     app.include_router(build_sql_router(platform))
     app.include_router(build_quarantine_router(platform))
+    app.include_router(build_webhooks_router(platform))
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     def healthz() -> dict[str, str]:
