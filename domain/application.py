@@ -31,7 +31,10 @@ PROFILE_TOPICS = [
         Profile.SplitApart,
     )
 ]  # fmt: skip
-WORKSPACE_TOPICS = [get_topic(Workspace.Created), get_topic(Workspace.KeyIssued), get_topic(Workspace.RulesChanged)]
+WORKSPACE_TOPICS = [
+    get_topic(Workspace.Created), get_topic(Workspace.KeyIssued), get_topic(Workspace.RulesChanged),
+    get_topic(Workspace.OriginsAllowed),
+]  # fmt: skip
 LOAD_PAGE = 10_000
 log = logging.getLogger(__name__)
 
@@ -115,11 +118,11 @@ class CustomerData(Application[UUID]):
         if isinstance(e, Workspace.Created):
             self.workspaces[originator] = e.mutate(None)
             return
-        if isinstance(e, (Workspace.KeyIssued, Workspace.RulesChanged)):
+        if isinstance(e, (Workspace.KeyIssued, Workspace.RulesChanged, Workspace.OriginsAllowed)):
             e.mutate(self.workspaces[originator])
             if isinstance(e, Workspace.KeyIssued):
                 self.keys[e.key_hash] = KeyGrant(originator, e.kind)
-            else:
+            elif isinstance(e, Workspace.RulesChanged):
                 self._rules.pop(originator, None)
             return
         if isinstance(e, Profile.Created):
@@ -180,6 +183,15 @@ class CustomerData(Application[UUID]):
         self.save(workspace)
         self._rules[workspace_id] = rules
         return workspace.rules_version
+
+    def allowed_origins(self, workspace_id: str) -> list[str]:
+        """Origins whose pages may send events from the browser (none until set)."""
+        return list(self.workspaces[workspace_id].allowed_origins)
+
+    def allow_origins(self, workspace_id: str, origins: list[str]) -> None:
+        workspace = self.workspaces[workspace_id]
+        workspace.allow_origins(list(dict.fromkeys(origins)))
+        self.save(workspace)
 
     # Recording events ----------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ class Workspace(Aggregate):
         self.key_hashes: dict[str, str] = {}  # hash → "write" | "read"
         self.rules: dict[str, Any] = {}
         self.rules_version = 0
+        self.allowed_origins: list[str] = []
 
     @event("KeyIssued")
     def issue_key(self, kind: str, key_hash: str) -> None:
@@ -52,6 +53,11 @@ class Workspace(Aggregate):
     def change_rules(self, version: int, rules: dict[str, Any]) -> None:
         self.rules = rules
         self.rules_version = version
+
+    @event("OriginsAllowed")
+    def allow_origins(self, origins: list[str]) -> None:
+        """Pages of these origins may send events from the browser (CORS); the list replaces the last one."""
+        self.allowed_origins = list(origins)
 
 
 class Profile(Aggregate):

@@ -225,6 +225,16 @@ class Platform:
     async def submit(self, workspace_id: str, calls: Sequence[dict[str, Any]]) -> list[Any]:
         return await self.committer.submit(workspace_id, calls)
 
+    def allowed_origins(self, workspace_id: str) -> list[str]:
+        return self.app.allowed_origins(workspace_id)
+
+    def any_allowed_origin(self, origin: str) -> bool:
+        """Whether some workspace lets pages of `origin` send events (a CORS preflight carries no key)."""
+        return any(origin in ws.allowed_origins or "*" in ws.allowed_origins for ws in self.app.workspaces.values())
+
+    async def set_allowed_origins(self, workspace_id: str, origins: list[str]) -> None:
+        await self.committer.run(lambda: self.app.allow_origins(workspace_id, origins))
+
     def rules(self, workspace_id: str) -> tuple[int, IdentityRules]:
         return self.app.rules_version(workspace_id), self.app.rules_for(workspace_id)
 
@@ -263,6 +273,7 @@ class Platform:
             "relay": relay,
             "projections": projections,
             "quarantined": sum(quarantined.values()),
+            "dead_letters": self.dead_letters.counts() if hasattr(self, "dead_letters") else {},
             "caught_up": relay["lag"] == 0 and all(p["lag"] == 0 for p in projections.values()),
         }
 

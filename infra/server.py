@@ -15,7 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 
 from infra.bootstrap import Platform
+from infra.http_errors import install_error_handlers
 from infra.tags import TagService
+from ingest.dead_letters_http import build_dead_letters_router
 from ingest.http import build_ingest_router
 from ingest.webhooks_http import build_webhooks_router
 from queries.http import build_query_router
@@ -73,7 +75,9 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
         version="0.1.0",
         lifespan=lifespan,
     )
+    install_error_handlers(app)  # one error shape, {"code", "message", "errors"}, for every route
     app.include_router(build_ingest_router(platform))
+    app.include_router(build_dead_letters_router(platform))
     tags = TagService(platform)
     app.include_router(build_query_router(platform, profile_extras=tags.profile_extras))
     app.include_router(build_tags_router(tags))

@@ -1,60 +1,54 @@
-"""Segment-compatible HTTP ingest: `/v1/batch` and the single-call endpoints.
+"""Segment-compatible HTTP ingest: `/v1/batch`, the single-call endpoints and analytics.js's short paths.
 
-Translates requests into validated, normalised calls and the outcome into status
-codes; recording is the committer's job. Outcomes:
-200 `{"success": true}` only after every event of the request is durably stored;
-400 with each rejected event's index, field path and reason; 401 for a missing or
-unknown write key; 413 above the size limits. A request is all-or-nothing.
+Translates requests into items for the intake (ingest/intake.py) and its outcome
+into status codes. Valid events are stored beside invalid ones, which are kept
+in the dead-letter store with the reason, as Segment and RudderStack do:
+200 `{"success": true, "accepted": N, "stored", "duplicates", "rejected": [...]}`
+once every valid event is durably stored. Only a request that cannot be read at
+all is refused as a whole: 400 (not JSON, not an object, no batch), 401
+(missing or unknown write key), 413 (above the size limits, also after
+inflating a gzip or deflate body), 503 (the store did not take it; retry).
+With `?strict=true` (or header `X-CDP-Strict: true`) a request is all-or-nothing:
+one invalid event refuses it with 400 and none of its events enters the log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-from datetime import datetime, timezone
-from typing import Any, Protocol, Sequence
+import zlib
+from typing import Any, AsyncIterator, Protocol
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import Counter
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from domain.crm import schema_documents, validate_properties
-from domain.limits import OutOfRange
-from domain.segment import CALL_TYPES, Track, call_adapter, normalise
+from domain.crm import SCHEMAS, schema_documents
+from domain.segment import CALL_TYPES, Alias, Group, Identify, Page, Screen, Track
+from infra.http_errors import ApiError, json_response
 from ingest.committer import StoreUnavailable
-
+from ingest.intake import Intake, parse_sent_at
+from queries.http import inline_schema
 
 REQUESTS = Counter("cdp_ingest_requests", "Ingest requests by endpoint and status code", ["endpoint", "status"])
-EVENTS = Counter("cdp_ingest_events", "Events acknowledged, by outcome (stored, duplicate)", ["outcome"])
-
-
-def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status_code, headers=headers, media_type="application/json")
+EVENTS = Counter("cdp_ingest_events", "Events by outcome (stored, duplicate, rejected)", ["outcome"])
+# analytics.js (the browser library) posts to these short paths, with the write key in a text/plain body.
+SHORT_PATHS = {"b": None, "t": "track", "p": "page", "i": "identify", "s": "screen", "g": "group", "a": "alias"}
+CORS_HEADERS = "Content-Type, Authorization, Content-Encoding, X-CDP-Strict"
 
 
 class IngestService(Protocol):
     max_event_bytes: int
     max_batch_bytes: int
+    intake: Intake
 
     def authorise_write(self, key: str) -> str | None: ...
-    async def submit(self, workspace_id: str, calls: Sequence[dict[str, Any]]) -> list[Any]: ...
-
-
-class Rejected(Exception):
-    def __init__(self, status: int, error: str, errors: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.errors = errors or []
-
-    def response(self) -> Response:
-        body: dict[str, Any] = {"success": False, "error": self.error}
-        if self.errors:
-            body["errors"] = self.errors
-        headers = {"WWW-Authenticate": 'Basic realm="cdp"'} if self.status == 401 else None
-        return json_response(body, status_code=self.status, headers=headers)
+    def allowed_origins(self, workspace_id: str) -> list[str]: ...
+    def any_allowed_origin(self, origin: str) -> bool: ...
+    def set_allowed_origins(self, workspace_id: str, origins: list[str]) -> Any: ...
 
 
 def _basic_username(request: Request) -> str | None:
@@ -65,155 +59,271 @@ def _basic_username(request: Request) -> str | None:
     try:
         decoded = base64.b64decode(token.strip(), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise Rejected(401, "the Authorization header is not valid HTTP Basic credentials") from None
+        raise ApiError(401, "invalid_credentials", "the Authorization header is not valid HTTP Basic credentials") from None
     return decoded.partition(":")[0] or None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"the request body is above the {limit} byte limit; send smaller batches")
+
+
+async def _inflated(chunks: AsyncIterator[bytes], encoding: str, limit: int) -> AsyncIterator[bytes]:
+    """Inflate a gzip or deflate body while it streams, never holding more than `limit` inflated bytes."""
+    if encoding in ("gzip", "x-gzip"):
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    else:  # deflate: zlib-wrapped, as the HTTP spec says; raw deflate as some clients send it
+        inflater = None
+    produced = 0
+    async for chunk in chunks:
+        if inflater is None:
+            inflater = zlib.decompressobj(zlib.MAX_WBITS if chunk[:1] == b"\x78" else -zlib.MAX_WBITS)
+        data = chunk
+        while data:
+            try:
+                out = inflater.decompress(data, limit + 1 - produced)  # a bomb stops here, before it inflates
+            except zlib.error:
+                raise ApiError(400, "invalid_encoding", f"the body is not valid {encoding} data") from None
+            produced += len(out)
+            if produced > limit:
+                raise _too_large(limit)
+            yield out
+            data = inflater.unconsumed_tail
+    if inflater is not None and not inflater.eof:
+        raise ApiError(400, "invalid_encoding", f"the {encoding} body ends before its end marker")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise Rejected(413, f"request body of {declared} bytes is above the {limit} byte limit; send smaller batches")
-    chunks = bytearray()
-    async for chunk in request.stream():
-        chunks.extend(chunk)
-        if len(chunks) > limit:
-            raise Rejected(413, f"request body is above the {limit} byte limit; send smaller batches")
-    return bytes(chunks)
+        raise _too_large(limit)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
+        raise ApiError(415, "unsupported_encoding", f"Content-Encoding {encoding!r}: send gzip, deflate or none")
+
+    async def raw() -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(limit)
+            if chunk:
+                yield chunk
+
+    chunks = raw() if encoding in ("identity", "") else _inflated(raw(), encoding, limit)
+    body = bytearray()
+    async for chunk in chunks:
+        body.extend(chunk)
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
 
 
-def _field(loc: tuple[Any, ...]) -> str:
-    parts = list(loc)
-    if parts and parts[0] in CALL_TYPES:  # the discriminator pydantic puts first
-        parts = parts[1:]
-    return ".".join(str(p) for p in parts) or "(event)"
+def _strict(request: Request) -> bool:
+    flag = request.query_params.get("strict") or request.headers.get("x-cdp-strict") or ""
+    return flag.strip().lower() in ("1", "true", "yes")
 
 
-def _validation_errors(index: int, exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    errors = []
-    for err in exc.errors(include_url=False):
-        field = _field(prefix + tuple(err["loc"]))
-        reason = err["msg"]
-        if err["type"] in ("union_tag_not_found", "union_tag_invalid"):
-            field, reason = "type", f"type must be one of {', '.join(CALL_TYPES)}"
-        errors.append({"index": index, "field": field, "reason": reason})
-    return errors
+class AllowedOrigins(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    origins: list[str] = Field(
+        default_factory=list, max_length=100,
+        description="origins (scheme://host[:port]) whose pages may send events from the browser; '*' allows any",
+    )  # fmt: skip
 
 
-def parse_calls(
-    items: list[Any], received_at: datetime, batch_sent_at: Any, max_event_bytes: int
-) -> list[dict[str, Any]]:
-    """Validate and normalise every call; raise `Rejected` listing every bad one."""
-    errors: list[dict[str, Any]] = []
-    calls: list[dict[str, Any]] = []
-    oversized: list[dict[str, Any]] = []
-    sent_at = None
-    if batch_sent_at is not None:
-        try:
-            sent_at = datetime.fromisoformat(str(batch_sent_at).replace("Z", "+00:00"))
-        except ValueError:
-            errors.append({"index": None, "field": "sentAt", "reason": "not an ISO 8601 date-time"})
-    for index, item in enumerate(items):
-        size = len(orjson.dumps(item))
-        if size > max_event_bytes:
-            oversized.append(
-                {"index": index, "field": "(event)", "reason": f"{size} bytes, above the {max_event_bytes} byte limit"}
-            )
-            continue
-        try:
-            call = call_adapter.validate_python(item)
-        except ValidationError as exc:
-            errors.extend(_validation_errors(index, exc))
-            continue
-        if isinstance(call, Track):
-            try:  # reserved CRM events (Order Completed, Ticket Opened, ...) have schemas of their own
-                call.properties = validate_properties(call.event, call.properties)
-            except ValidationError as exc:
-                errors.extend(_validation_errors(index, exc, prefix=("properties",)))
-                continue
-        try:
-            calls.append(normalise(call, received_at, sent_at))
-        except OutOfRange as exc:  # a time the projections could not hold (domain/limits.py)
-            errors.append({"index": index, "field": exc.field, "reason": exc.reason})
-    if oversized:
-        raise Rejected(413, "events above the size limit; nothing was stored", oversized + errors)
-    if errors:
-        raise Rejected(400, "invalid events; nothing was stored", errors)
+def _call_schemas() -> dict[str, list[dict[str, Any]]]:
+    """JSON Schemas of each call type, from the models ingest validates with (domain/segment.py).
+
+    A track call whose event is reserved (domain/crm.py) has its properties' schema
+    as a variant of its own (one for the events that share one), beside the track
+    call of any other event.
+    """
+    models = {"identify": Identify, "track": Track, "page": Page, "screen": Screen, "group": Group, "alias": Alias}
+    calls = {name: [inline_schema(model.model_json_schema())] for name, model in models.items()}
+    track = calls["track"][0]
+    events: dict[type, list[str]] = {}
+    for event, properties in SCHEMAS.items():
+        events.setdefault(properties, []).append(event)
+    for properties, names in events.items():
+        variant = {**track, "title": f"Track {' | '.join(names)}", "properties": {
+            **track["properties"], "event": {"type": "string", "enum": names},
+            "properties": inline_schema(properties.model_json_schema()),
+        }}  # fmt: skip
+        calls["track"].append(variant)
     return calls
+
+
+def request_body(call_type: str | None) -> dict[str, Any]:
+    """The OpenAPI request body of an ingest route (they read the raw request, so FastAPI cannot see it)."""
+    calls = _call_schemas()
+    write_key = {"type": "string", "description": "the write key, when it is not sent as the HTTP Basic username"}
+    if call_type is None:  # each call type once: a reserved track event's properties are documented at /v1/track
+        items = {"anyOf": [variants[0] for variants in calls.values()]}
+        schema: dict[str, Any] = {
+            "type": "object", "title": "Batch", "required": ["batch"],
+            "properties": {
+                "batch": {"type": "array", "minItems": 1, "items": items},
+                "sentAt": {"type": "string", "format": "date-time", "description": "when the client sent the batch"},
+                "context": {"type": "object", "description": "context shared by every call of the batch"},
+                "integrations": {"type": "object"},
+                "writeKey": write_key,
+            },
+        }  # fmt: skip
+    else:  # the route sets the type
+        variants = [
+            {**v, "properties": {**{k: p for k, p in v["properties"].items() if k != "type"}, "writeKey": write_key},
+             "required": [r for r in v.get("required", []) if r != "type"]}
+            for v in calls[call_type]
+        ]  # fmt: skip
+        schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def build_ingest_router(service: IngestService) -> APIRouter:
     router = APIRouter(tags=["ingest"])
 
-    async def ingest(request: Request, call_type: str | None) -> Response:
-        endpoint = call_type or "batch"
+    def cors(origin: str | None, workspace_id: str | None) -> dict[str, str]:
+        if not origin or workspace_id is None:
+            return {"Vary": "Origin"}
+        allowed = service.allowed_origins(workspace_id)
+        if origin in allowed or "*" in allowed:
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {"Vary": "Origin"}
+
+    async def ingest(request: Request, call_type: str | None, endpoint: str, source: str) -> Response:
+        workspace_id: str | None = None
+        origin = request.headers.get("origin")
         try:
             basic_key = _basic_username(request)
-            if basic_key is not None and service.authorise_write(basic_key) is None:
-                # Refuse unknown keys before reading a byte of the body.
-                raise Rejected(401, "unknown write key; use a write key of your workspace (see `cdp up` output)")
+            if basic_key is not None:
+                workspace_id = service.authorise_write(basic_key)
+                if workspace_id is None:  # refuse unknown keys before reading a byte of the body
+                    raise ApiError(401, "unknown_key", "unknown write key; use a write key of your workspace (see `cdp up` output)")  # fmt: skip
             limit = service.max_batch_bytes if call_type is None else service.max_event_bytes
             raw = await _read_body(request, limit)
-            if call_type is not None and len(raw) > service.max_event_bytes:
-                raise Rejected(413, f"event is above the {service.max_event_bytes} byte limit")
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise Rejected(400, f"the body is not valid JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise Rejected(400, "the body must be a JSON object")
-            key = basic_key or body.get("writeKey")
-            if not key:
-                raise Rejected(401, "missing write key: send it as the HTTP Basic username or as writeKey in the body")
-            workspace_id = service.authorise_write(str(key))
+            body = await _parse(raw, workspace_id, source)
             if workspace_id is None:
-                raise Rejected(401, "unknown write key; use a write key of your workspace (see `cdp up` output)")
+                key = body.get("writeKey")
+                if not key:
+                    raise ApiError(401, "missing_key", "missing write key: send it as the HTTP Basic username or as writeKey in the body")  # fmt: skip
+                workspace_id = service.authorise_write(str(key))
+                if workspace_id is None:
+                    raise ApiError(401, "unknown_key", "unknown write key; use a write key of your workspace (see `cdp up` output)")  # fmt: skip
             if call_type is None:
                 items = body.get("batch")
                 if not isinstance(items, list) or not items:
-                    raise Rejected(
-                        400,
-                        "invalid batch; nothing was stored",
-                        [{"index": None, "field": "batch", "reason": "must be a non-empty array of events"}],
-                    )
+                    await _dead_letter(workspace_id, source, raw, "invalid_batch", "batch must be a non-empty array")
+                    raise ApiError(400, "invalid_batch", "the batch must be a non-empty array of events; nothing was stored",
+                                   [{"index": None, "field": "batch", "reason": "must be a non-empty array of events"}])  # fmt: skip
                 shared = {k: body[k] for k in ("context", "integrations") if isinstance(body.get(k), dict)}
                 items = [{**shared, **item} if isinstance(item, dict) and shared else item for item in items]
             else:
                 items = [{k: v for k, v in body.items() if k != "writeKey"} | {"type": call_type}]
-            calls = parse_calls(
-                items, datetime.now(timezone.utc), body.get("sentAt") if call_type is None else None,
-                service.max_event_bytes,
-            )  # fmt: skip
             try:
-                recorded = await service.submit(workspace_id, calls)
+                sent_at = parse_sent_at(body.get("sentAt")) if call_type is None else None
+            except ValueError:
+                await _dead_letter(workspace_id, source, raw, "invalid_request", "sentAt is not an ISO 8601 date-time")
+                raise ApiError(400, "invalid_request", "sentAt is not an ISO 8601 date-time; nothing was stored",
+                               [{"index": None, "field": "sentAt", "reason": "not an ISO 8601 date-time"}])  # fmt: skip
+            strict = _strict(request)
+            try:
+                outcome = await service.intake.take(workspace_id, items, source, sent_at=sent_at, strict=strict)
             except StoreUnavailable as exc:
-                raise Rejected(503, f"{exc}; retry the request (retries are deduplicated by messageId)") from None
-        except Rejected as rejected:
-            REQUESTS.labels(endpoint, str(rejected.status)).inc()
-            return rejected.response()
-        stored = sum(1 for r in recorded if r.stored)
-        EVENTS.labels("stored").inc(stored)
-        EVENTS.labels("duplicate").inc(len(recorded) - stored)
+                raise ApiError(503, "store_unavailable", f"{exc}; retry the request (retries are deduplicated by messageId)") from None  # fmt: skip
+            if outcome.refused:
+                raise ApiError(
+                    400, "invalid_events",
+                    "invalid events in a strict request; none of its events was stored (all are in the dead-letter store)",
+                    [r.to_json() for r in outcome.rejected],
+                )  # fmt: skip
+        except ApiError as error:
+            REQUESTS.labels(endpoint, str(error.status)).inc()
+            error.headers = {**(error.headers or {}), **cors(origin, workspace_id)}
+            return error.response()
+        EVENTS.labels("stored").inc(outcome.stored)
+        EVENTS.labels("duplicate").inc(outcome.duplicates)
+        EVENTS.labels("rejected").inc(len({r.index for r in outcome.rejected}))
         REQUESTS.labels(endpoint, "200").inc()
-        return json_response({"success": True})
+        return json_response(outcome.to_json(), headers=cors(origin, workspace_id))
 
-    @router.post("/v1/batch", summary="Record a batch of calls (all-or-nothing)")
-    async def batch(request: Request) -> Response:
-        return await ingest(request, None)
+    async def _parse(raw: bytes, workspace_id: str | None, source: str) -> dict[str, Any]:
+        """The body as a JSON object; from a known sender, one that is not is kept as a dead letter."""
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            if workspace_id is not None:
+                await _dead_letter(workspace_id, source, raw, "invalid_json", f"not valid JSON: {exc}")
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", dead_lettered=workspace_id is not None) from None  # fmt: skip
+        if not isinstance(body, dict):
+            if workspace_id is not None:
+                await _dead_letter(workspace_id, source, raw, "invalid_json", "the body is not a JSON object")
+            raise ApiError(400, "invalid_json", "the body must be a JSON object", dead_lettered=workspace_id is not None)
+        return body
 
-    def single(call_type: str) -> None:
-        async def endpoint(request: Request) -> Response:
-            return await ingest(request, call_type)
+    async def _dead_letter(workspace_id: str, source: str, raw: bytes, code: str, reason: str) -> None:
+        await asyncio.to_thread(service.intake.unreadable, workspace_id, source, raw, code, reason)
+
+    async def preflight(request: Request) -> Response:
+        """CORS preflight: allowed when some workspace allows the page's origin (the key comes with the request)."""
+        origin = request.headers.get("origin")
+        headers = {"Vary": "Origin"}
+        if origin and service.any_allowed_origin(origin):
+            headers |= {
+                "Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": CORS_HEADERS, "Access-Control-Max-Age": "600",
+            }  # fmt: skip
+        return Response(status_code=204, headers=headers)
+
+    def route(path: str, call_type: str | None, endpoint: str, source: str, summary: str, schema: bool = True) -> None:
+        async def receive(request: Request) -> Response:
+            return await ingest(request, call_type, endpoint, source)
 
         router.add_api_route(
-            f"/v1/{call_type}", endpoint, methods=["POST"], summary=f"Record one {call_type} call",
-            name=f"ingest_{call_type}",
-        )  # fmt: skip
+            path, receive, methods=["POST"], summary=summary, name=f"ingest_{endpoint}", include_in_schema=schema,
+            openapi_extra=request_body(call_type) if schema else None,
+        )
+        router.add_api_route(path, preflight, methods=["OPTIONS"], include_in_schema=False, name=f"preflight_{endpoint}")
 
+    route("/v1/batch", None, "batch", "http", "Record a batch of calls (valid ones stored, invalid ones dead-lettered)")
     for call_type in CALL_TYPES:
-        single(call_type)
+        route(f"/v1/{call_type}", call_type, call_type, "http", f"Record one {call_type} call")
+    for short, call_type in SHORT_PATHS.items():
+        name = f"short_{short}"
+        route(f"/v1/{short}", call_type, name, "browser", f"analytics.js short path for {call_type or 'batch'}", False)
 
     @router.get("/v1/schemas/events", summary="JSON Schemas of the reserved CRM events' properties")
     def event_schemas() -> Response:
         return json_response({"events": schema_documents()})
 
+    @router.get("/v1/settings/allowed-origins", summary="Origins whose pages may send events from the browser")
+    def get_origins(request: Request) -> Response:
+        return json_response({"origins": service.allowed_origins(_writer(request))})
+
+    @router.put("/v1/settings/allowed-origins", summary="Set the origins whose pages may send events (CORS)")
+    async def put_origins(payload: AllowedOrigins, request: Request) -> Response:
+        workspace_id = _writer(request)
+        origins = [_origin(o) for o in payload.origins]
+        await service.set_allowed_origins(workspace_id, origins)
+        return json_response({"origins": origins})
+
+    def _writer(request: Request) -> str:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        key = value.strip() if scheme.lower() == "bearer" else _basic_username(request)
+        workspace_id = service.authorise_write(key) if key else None
+        if workspace_id is None:
+            raise ApiError(401, "unauthorized", "allowed origins are set with the workspace's write key (Bearer)")
+        return workspace_id
+
     return router
+
+
+def _origin(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if value == "*":
+        return value
+    scheme, sep, rest = value.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest or "/" in rest or " " in rest:
+        raise ApiError(400, "invalid_origin", f"{value!r} is not an origin: write scheme://host[:port], e.g. https://shop.example.com",
+                       [{"field": "origins", "reason": "scheme://host[:port]"}])  # fmt: skip
+    return f"{scheme}://{rest.lower()}"

@@ -176,16 +176,16 @@ class Intake:
         first: dict[int | None, Rejection] = {}
         for r in prepared.rejections:
             first.setdefault(r.index, r)  # one letter per event, with its first reason
-        letters = []
+        letters: list[tuple[int, NewDeadLetter]] = []
         for index, r in first.items():
             body = raw_body(items[index]) if index is not None else b"null"
-            letters.append(NewDeadLetter(workspace_id, source, r.code, r.field, r.reason, body, r.message_id))
+            letters.append((index or 0, NewDeadLetter(workspace_id, source, r.code, r.field, r.reason, body, r.message_id)))
         if strict:
+            reason = "not stored: the request was strict and another of its events was invalid"
             for index in prepared.indexes:
-                reason = "not stored: the request was strict and another of its events was invalid"
-                letters.append(NewDeadLetter(workspace_id, source, "strict_request", "(event)", reason,
-                                             raw_body(items[index]), _message_id(items[index])))  # fmt: skip
-        return letters
+                letters.append((index, NewDeadLetter(workspace_id, source, "strict_request", "(event)", reason,
+                                                     raw_body(items[index]), _message_id(items[index]))))  # fmt: skip
+        return [letter for _, letter in sorted(letters, key=lambda pair: pair[0])]  # in the request's order
 
     @staticmethod
     def _outcome(recorded: list[Any], prepared: Prepared) -> Outcome:
@@ -228,3 +228,35 @@ class Intake:
     def unreadable(self, workspace_id: str, source: str, body: bytes, code: str, reason: str) -> None:
         """Keep a body that is not a request at all (not JSON, not an object) from a known sender."""
         self.dead_letters.add([NewDeadLetter(workspace_id, source, code, "(body)", reason, body)])
+
+    async def replay(self, workspace_id: str, letters: Sequence[Any]) -> dict[str, Any]:
+        """Submit dead letters again (after the sender or the schema was fixed).
+
+        Each letter's body goes through the same path as a new call; one that is
+        stored now (or was already: its messageId) is marked replayed, one that is
+        still refused keeps its place with today's reason. A body that is not one
+        call (a whole unreadable request, a webhook payload) is refused again.
+        """
+        items: list[Any] = []
+        for letter in letters:
+            try:
+                items.append(orjson.loads(letter.body))
+            except orjson.JSONDecodeError:
+                items.append(None)  # refused below as not an object
+        prepared = self._prepare(items, None, None)
+        recorded = await self.record_async(workspace_id, prepared.calls) if prepared.calls else []
+        results: list[dict[str, Any]] = []
+        for index, outcome in zip(prepared.indexes, recorded):
+            how = "stored" if outcome.stored else "duplicate"
+            await asyncio.to_thread(self.dead_letters.replayed, letters[index].id, how)
+            results.append({"id": letters[index].id, "outcome": how})
+        first: dict[int | None, Rejection] = {}
+        for r in prepared.rejections:
+            first.setdefault(r.index, r)
+        for index, r in first.items():
+            assert index is not None
+            await asyncio.to_thread(self.dead_letters.refused_again, letters[index].id, r.code, r.field, r.reason)
+            results.append({"id": letters[index].id, "outcome": "refused", "field": r.field, "reason": r.reason})
+        return {"replayed": sum(1 for r in results if r["outcome"] != "refused"),
+                "refused": sum(1 for r in results if r["outcome"] == "refused"),
+                "results": sorted(results, key=lambda r: r["id"])}  # fmt: skip

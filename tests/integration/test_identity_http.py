@@ -189,10 +189,10 @@ def test_split_restores_the_profiles_as_if_never_merged(running: Running) -> Non
 
     refused = running.http.post(f"/v1/profiles/{bob['profile_id']}/split", json={"identifiers": ["user_id:bob"]},
                                 headers=_write_headers(running))  # fmt: skip
-    assert refused.status_code == 409 and "at least one identifier" in refused.json()["detail"]
+    assert refused.status_code == 409 and "at least one identifier" in refused.json()["message"]
     missing = running.http.post(f"/v1/profiles/{bob['profile_id']}/split", json={"identifiers": ["email:x@y.z"]},
                                 headers=_write_headers(running))  # fmt: skip
-    assert missing.status_code == 409 and "not on it: email:x@y.z" in missing.json()["detail"]
+    assert missing.status_code == 409 and "not on it: email:x@y.z" in missing.json()["message"]
 
 
 def test_time_travel_answers_as_the_profile_stood_then(running: Running) -> None:

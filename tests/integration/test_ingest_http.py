@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import gzip
+import zlib
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
@@ -22,18 +24,19 @@ def track(message_id: str, user_id: str = "u1", **fields: Any) -> dict[str, Any]
     return {"type": "track", "event": "Clicked", "userId": user_id, "messageId": message_id, **fields}
 
 
-def assert_rejected(
+def assert_refused(
     running: Running,
     response: Any,
     status: int,
-    error: str,
+    code: str,
+    message: str,
     errors: list[tuple[int | None, str, str]] | None = None,
+    dead_letters: int = 0,
 ) -> None:
-    """`errors` are (index, field, part of the reason); nothing may be stored."""
+    """A request refused as a whole: one error shape; nothing in the log; `dead_letters` kept with the reason."""
     assert response.status_code == status, response.text
     body = response.json()
-    assert body["success"] is False
-    assert error in body["error"]
+    assert body["code"] == code and message in body["message"], body
     got = body.get("errors", [])
     assert [(e["index"], e["field"]) for e in got] == [(i, f) for i, f, _ in errors or []]
     for entry, (_, _, reason) in zip(got, errors or []):
@@ -41,6 +44,23 @@ def assert_rejected(
     if status == 401:
         assert response.headers["www-authenticate"] == 'Basic realm="cdp"'
     assert running.stored_event_count() == 0
+    assert len(running.platform.dead_letters.list(running.platform.workspace_id)) == dead_letters
+
+
+def assert_partial(
+    running: Running, response: Any, stored: int, rejected: list[tuple[int, str, str]], code: str = "invalid_event"
+) -> None:
+    """200: the valid events are stored, each invalid one is reported and kept as a dead letter."""
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True and body["accepted"] == stored and body["stored"] == stored
+    assert [(r["index"], r["field"]) for r in body["rejected"]] == [(i, f) for i, f, _ in rejected]
+    for entry, (_, _, reason) in zip(body["rejected"], rejected):
+        assert entry["reason"] and reason in entry["reason"] and entry["code"]
+    assert running.stored_event_count() == stored
+    letters = running.platform.dead_letters.list(running.platform.workspace_id)
+    assert len(letters) == len({i for i, _, _ in rejected})
+    assert all(letter.source == "http" and letter.reason and letter.body for letter in letters)
 
 
 # 401 ----------------------------------------------------------------------------------------
@@ -48,74 +68,104 @@ def assert_rejected(
 
 def test_no_authorization_and_no_write_key(running: Running) -> None:
     response = running.http.post("/v1/batch", json={"batch": [track("m1")]})
-    assert_rejected(running, response, 401, "missing write key")
+    assert_refused(running, response, 401, "missing_key", "missing write key")
 
 
 def test_unknown_write_key(running: Running) -> None:
     response = running.http.post("/v1/batch", json={"batch": [track("m1")]}, auth=("wk_nope", ""))
-    assert_rejected(running, response, 401, "unknown write key")
+    assert_refused(running, response, 401, "unknown_key", "unknown write key")
 
 
 def test_unknown_write_key_in_the_body(running: Running) -> None:
     response = running.http.post("/v1/batch", json={"writeKey": "wk_nope", "batch": [track("m1")]})
-    assert_rejected(running, response, 401, "unknown write key")
+    assert_refused(running, response, 401, "unknown_key", "unknown write key")
 
 
 @pytest.mark.parametrize("token", ["!!not-base64!!", base64.b64encode(b"\xff\xfe:").decode()])
 def test_malformed_basic_header(running: Running, token: str) -> None:
     body = {"writeKey": running.write_key, "batch": [track("m1")]}  # a bad header is not overridden by the body
     response = running.http.post("/v1/batch", json=body, headers={"Authorization": f"Basic {token}"})
-    assert_rejected(running, response, 401, "not valid HTTP Basic credentials")
+    assert_refused(running, response, 401, "invalid_credentials", "not valid HTTP Basic credentials")
 
 
 def test_read_key_is_not_a_write_key(running: Running) -> None:
     response = running.http.post("/v1/batch", json={"batch": [track("m1")]}, auth=(running.read_key, ""))
-    assert_rejected(running, response, 401, "unknown write key")
+    assert_refused(running, response, 401, "unknown_key", "unknown write key")
 
 
 def test_write_key_in_the_json_body(running: Running) -> None:
     response = running.http.post("/v1/track", json={"writeKey": running.write_key, **track("m1")})
     assert response.status_code == 200, response.text
-    assert response.json() == {"success": True}
+    assert response.json() == {"success": True, "accepted": 1, "stored": 1, "duplicates": 0, "rejected": []}
     assert running.stored_event_count() == 1
 
 
-# 400 ----------------------------------------------------------------------------------------
+# Requests that cannot be read ---------------------------------------------------------------
 
 
 def test_body_not_json(running: Running) -> None:
     response = running.http.post("/v1/batch", content=b'{"batch": [', auth=(running.write_key, ""))
-    assert_rejected(running, response, 400, "not valid JSON")
+    assert_refused(running, response, 400, "invalid_json", "not valid JSON", dead_letters=1)
+    [letter] = running.platform.dead_letters.list(running.platform.workspace_id)
+    assert letter.body == b'{"batch": [' and letter.code == "invalid_json"
+
+
+def test_body_not_json_without_a_known_key_is_not_kept(running: Running) -> None:
+    response = running.http.post("/v1/batch", content=b'{"writeKey": "x", "batch": [')
+    assert_refused(running, response, 400, "invalid_json", "not valid JSON", dead_letters=0)
 
 
 def test_body_a_json_array(running: Running) -> None:
-    assert_rejected(running, running.send("/v1/batch", [track("m1")]), 400, "must be a JSON object")
+    assert_refused(running, running.send("/v1/batch", [track("m1")]), 400, "invalid_json", "must be a JSON object",
+                   dead_letters=1)  # fmt: skip
 
 
 @pytest.mark.parametrize("body", [{}, {"batch": []}, {"batch": {"0": track("m1")}}, {"batch": "m1"}])
 def test_batch_missing_empty_or_not_a_list(running: Running, body: dict[str, Any]) -> None:
     response = running.send("/v1/batch", body)
-    assert_rejected(running, response, 400, "invalid batch", [(None, "batch", "non-empty array")])
+    assert_refused(running, response, 400, "invalid_batch", "non-empty array", [(None, "batch", "non-empty array")],
+                   dead_letters=1)  # fmt: skip
 
 
-def test_every_bad_event_is_listed_and_nothing_is_stored(running: Running) -> None:
-    batch = [track("m0"), {"type": "track", "userId": "u1"}, {"type": "track", "event": "Clicked"}]
+def test_bad_batch_sent_at(running: Running) -> None:
+    response = running.send("/v1/batch", {"sentAt": "not a time", "batch": [track("m0")]})
+    assert_refused(running, response, 400, "invalid_request", "sentAt", [(None, "sentAt", "ISO 8601")], dead_letters=1)
+
+
+# Invalid events beside valid ones -----------------------------------------------------------
+
+
+def test_valid_events_are_stored_and_every_bad_one_reported_and_kept(running: Running) -> None:
+    batch = [track("m0"), {"type": "track", "userId": "u1", "messageId": "bad1"}, {"type": "track", "event": "E"}]
     response = running.send("/v1/batch", {"batch": batch})
-    assert_rejected(
-        running, response, 400, "nothing was stored",
-        [(1, "event", "required"), (2, "(event)", "either userId or anonymousId is required")],
-    )  # fmt: skip
+    assert_partial(running, response, 1, [(1, "event", "required"), (2, "(event)", "either userId or anonymousId")])
+    assert response.json()["rejected"][0]["messageId"] == "bad1"
+    letters = running.platform.dead_letters.list(running.platform.workspace_id)
+    assert orjson.loads(letters[0].body) == batch[1] and letters[0].field == "event"
+
+
+def test_a_strict_request_is_all_or_nothing(running: Running) -> None:
+    batch = [track("m0"), {"type": "track", "userId": "u1"}]
+    for how in ({"params": {"strict": "true"}}, {"headers": {"X-CDP-Strict": "true"}}):
+        response = running.send("/v1/batch", {"batch": batch}, **how)
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "invalid_events"
+        assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [(1, "event")]
+    assert running.stored_event_count() == 0
+    letters = running.platform.dead_letters.list(running.platform.workspace_id)
+    assert sorted(letter.code for letter in letters) == ["invalid_event", "invalid_event", "strict_request", "strict_request"]
+    assert running.send("/v1/batch", {"batch": [track("m0")]}, params={"strict": "true"}).status_code == 200
 
 
 @pytest.mark.parametrize("item", [{"type": "purchase", "userId": "u1"}, {"userId": "u1", "event": "E"}])
 def test_unknown_or_missing_type(running: Running, item: dict[str, Any]) -> None:
     response = running.send("/v1/batch", {"batch": [track("m0"), item]})
-    assert_rejected(running, response, 400, "invalid events", [(1, "type", "type must be one of identify, track")])
+    assert_partial(running, response, 1, [(1, "type", "type must be one of identify, track")])
 
 
 def test_an_item_that_is_not_an_object(running: Running) -> None:
     response = running.send("/v1/batch", {"batch": [track("m0"), "m1"]})
-    assert_rejected(running, response, 400, "invalid events", [(1, "(event)", "dictionary")])
+    assert_partial(running, response, 1, [(1, "(event)", "dictionary")])
 
 
 @pytest.mark.parametrize(
@@ -130,12 +180,7 @@ def test_an_item_that_is_not_an_object(running: Running) -> None:
 )
 def test_field_errors_name_the_field(running: Running, item: dict[str, Any], field: str) -> None:
     response = running.send("/v1/batch", {"batch": [item]})
-    assert_rejected(running, response, 400, "invalid events", [(0, field, "")])
-
-
-def test_bad_batch_sent_at(running: Running) -> None:
-    response = running.send("/v1/batch", {"sentAt": "not a time", "batch": [track("m0")]})
-    assert_rejected(running, response, 400, "invalid events", [(None, "sentAt", "ISO 8601")])
+    assert_partial(running, response, 0, [(0, field, "")])
 
 
 @pytest.mark.parametrize(
@@ -148,22 +193,17 @@ def test_bad_batch_sent_at(running: Running) -> None:
     ],
 )
 def test_single_call_endpoint_validation(running: Running, path: str, body: dict[str, Any], field: str) -> None:
-    assert_rejected(running, running.send(path, body), 400, "invalid events", [(0, field, "")])
+    assert_partial(running, running.send(path, body), 0, [(0, field, "")])
 
 
-# 413 ----------------------------------------------------------------------------------------
+# Size limits --------------------------------------------------------------------------------
 
 
-def test_one_event_above_32_kb_in_a_batch(running: Running) -> None:
+def test_one_event_above_32_kb_in_a_batch_is_refused_alone(running: Running) -> None:
     big = track("m1", properties={"blob": "x" * (33 * KB)})
     response = running.send("/v1/batch", {"batch": [track("m0"), big, track("m2")]})
-    assert_rejected(running, response, 413, "above the size limit", [(1, "(event)", "above the 32768 byte limit")])
-
-
-def test_oversized_and_invalid_events_are_all_reported(running: Running) -> None:
-    batch = [{"type": "track", "userId": "u1"}, track("m1", properties={"blob": "x" * (33 * KB)})]
-    response = running.send("/v1/batch", {"batch": batch})
-    assert_rejected(running, response, 413, "above the size limit", [(1, "(event)", "byte limit"), (0, "event", "")])
+    assert_partial(running, response, 2, [(1, "(event)", "above the 32768 byte limit")])
+    assert response.json()["rejected"][0]["code"] == "too_large"
 
 
 def _chunks(body: bytes) -> Iterator[bytes]:
@@ -179,12 +219,53 @@ def test_a_request_body_above_500_kb(running: Running, streamed: bool) -> None:
     content: Any = _chunks(raw) if streamed else raw
     headers = {"Content-Type": "application/json"}
     response = running.http.post("/v1/batch", content=content, headers=headers, auth=(running.write_key, ""))
-    assert_rejected(running, response, 413, "above the 512000 byte limit")
+    assert_refused(running, response, 413, "too_large", "above the 512000 byte limit")
 
 
 def test_a_single_track_body_above_32_kb(running: Running) -> None:
     response = running.send("/v1/track", track("m1", properties={"blob": "x" * (33 * KB)}))
-    assert_rejected(running, response, 413, "above the 32768 byte limit")
+    assert_refused(running, response, 413, "too_large", "above the 32768 byte limit")
+
+
+# Compressed bodies --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+def test_compressed_bodies_are_read(running: Running, encoding: str) -> None:
+    raw = orjson.dumps({"batch": [track("m0"), track("m1")]})
+    if encoding == "gzip":
+        body = gzip.compress(raw)
+    elif encoding == "deflate":
+        body = zlib.compress(raw)
+    else:
+        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        body = packer.compress(raw) + packer.flush()
+    header = "gzip" if encoding == "gzip" else "deflate"
+    response = running.http.post("/v1/batch", content=body, headers={"Content-Encoding": header},
+                                 auth=(running.write_key, ""))  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert running.stored_event_count() == 2
+
+
+def test_a_gzip_bomb_is_refused_before_it_is_inflated(running: Running) -> None:
+    bomb = gzip.compress(b"{" + b" " * (200 * 1024 * 1024))  # 200 MB of spaces, about 200 KB compressed
+    assert len(bomb) < 500 * KB
+    response = running.http.post("/v1/batch", content=bomb, headers={"Content-Encoding": "gzip"},
+                                 auth=(running.write_key, ""))  # fmt: skip
+    assert_refused(running, response, 413, "too_large", "above the 512000 byte limit")
+
+
+@pytest.mark.parametrize("content", [b"not gzip at all", gzip.compress(b'{"batch": []}')[:-12]])
+def test_a_broken_gzip_body_is_400(running: Running, content: bytes) -> None:
+    response = running.http.post("/v1/batch", content=content, headers={"Content-Encoding": "gzip"},
+                                 auth=(running.write_key, ""))  # fmt: skip
+    assert_refused(running, response, 400, "invalid_encoding", "gzip")
+
+
+def test_an_unknown_content_encoding_is_415(running: Running) -> None:
+    response = running.http.post("/v1/batch", content=b"{}", headers={"Content-Encoding": "br"},
+                                 auth=(running.write_key, ""))  # fmt: skip
+    assert_refused(running, response, 415, "unsupported_encoding", "br")
 
 
 # Deduplication ------------------------------------------------------------------------------
@@ -195,7 +276,7 @@ def test_the_same_batch_posted_twice_is_stored_once(running: Running) -> None:
     for _ in range(2):
         response = running.send("/v1/batch", body)
         assert response.status_code == 200, response.text
-        assert response.json() == {"success": True}
+        assert response.json()["accepted"] == 2
     assert running.stored_event_count() == 2
     running.wait_caught_up()
     assert running.profile("user_id:u1").json()["counts"] == {"track": 2}
@@ -226,7 +307,7 @@ def test_the_same_message_id_twice_in_one_batch_is_stored_once(running: Running)
 def test_each_single_call_endpoint(running: Running, call_type: str, body: dict[str, Any], identifier: str) -> None:
     response = running.send(f"/v1/{call_type}", body)
     assert response.status_code == 200, response.text
-    assert response.json() == {"success": True}
+    assert response.json()["stored"] == 1
     running.wait_caught_up()
     profile = running.profile(identifier)
     assert profile.status_code == 200, profile.text
@@ -275,23 +356,23 @@ def test_profile_query_needs_the_read_key(running: Running) -> None:
     assert running.send("/v1/track", track("m1")).status_code == 200
     running.wait_caught_up()
     no_key = running.http.get("/v1/profiles/user_id:u1")
-    assert no_key.status_code == 401 and "missing read key" in no_key.json()["detail"]
+    assert no_key.status_code == 401 and "missing read key" in no_key.json()["message"]
     write_key = running.http.get("/v1/profiles/user_id:u1", headers={"Authorization": f"Bearer {running.write_key}"})
-    assert write_key.status_code == 401 and "unknown read key" in write_key.json()["detail"]
+    assert write_key.status_code == 401 and "unknown read key" in write_key.json()["message"]
     assert running.profile("user_id:u1").status_code == 200
 
 
 def test_unknown_identifier_is_404(running: Running) -> None:
     response = running.profile("user_id:nobody")
     assert response.status_code == 404
-    assert "no profile has the identifier 'user_id:nobody'" in response.json()["detail"]
+    assert "no profile has the identifier 'user_id:nobody'" in response.json()["message"]
 
 
 @pytest.mark.parametrize("identifier", ["nobody", "color:blue", "not-a-uuid-0000"])
 def test_bad_identifier_is_400(running: Running, identifier: str) -> None:
     response = running.profile(identifier)
     assert response.status_code == 400
-    assert "neither a profile id nor type:value" in response.json()["detail"]
+    assert "neither a profile id nor type:value" in response.json()["message"]
 
 
 # Timeline pagination ------------------------------------------------------------------------
@@ -338,4 +419,4 @@ def test_a_garbage_cursor_is_400(running: Running, cursor: str) -> None:
         "/v1/profiles/user_id:u1/events", params={"cursor": cursor}, headers=running.read_headers
     )
     assert response.status_code == 400
-    assert "cursor is not one this API returned" in response.json()["detail"]
+    assert "cursor is not one this API returned" in response.json()["message"]

@@ -229,15 +229,15 @@ def test_kpi_errors(running: Running) -> None:
         return running.http.get(path, params=params, headers=running.read_headers)
 
     assert get("/v1/kpis/happiness").status_code == 404
-    assert "cannot be sliced by 'product'" in get("/v1/kpis/csat", by="product").json()["detail"]
-    assert "granularity" in get("/v1/kpis/csat", granularity="hour").json()["detail"]
-    assert "unknown parameters" in get("/v1/kpis/csat", colour="red").json()["detail"]
-    assert "POST /v1/funnels" in get("/v1/kpis/conversion_rate").json()["detail"]
-    assert "'to' must be after 'from'" in get("/v1/kpis/csat", **{"from": "2026-03-02", "to": "2026-03-01"}).json()["detail"]
+    assert "cannot be sliced by 'product'" in get("/v1/kpis/csat", by="product").json()["message"]
+    assert "granularity" in get("/v1/kpis/csat", granularity="hour").json()["message"]
+    assert "unknown parameters" in get("/v1/kpis/csat", colour="red").json()["message"]
+    assert "POST /v1/funnels" in get("/v1/kpis/conversion_rate").json()["message"]
+    assert "'to' must be after 'from'" in get("/v1/kpis/csat", **{"from": "2026-03-02", "to": "2026-03-01"}).json()["message"]
     assert running.http.get("/v1/kpis").status_code == 401
     bad = running.http.post("/v1/funnels", json={"steps": [{"event": "A"}], "within": "7 parsecs", "from": "2026-01-01",
                                                  "to": "2026-02-01"}, headers=running.read_headers)  # fmt: skip
-    assert bad.status_code == 422 and {e["loc"][-1] for e in bad.json()["detail"]} == {"steps", "within"}
+    assert bad.status_code == 422 and {e["field"].split(".")[-1] for e in bad.json()["errors"]} == {"steps", "within"}
     names = [k["name"] for k in running.http.get("/v1/kpis", headers=running.read_headers).json()["kpis"]]
     assert {"csat", "nps", "revenue", "pipeline_value", "open_ticket_backlog", "campaign_conversion_rate"} <= set(names)
 
