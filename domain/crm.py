@@ -18,21 +18,29 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from domain.limits import MAX_AMOUNT, MAX_QUANTITY, check_date
 
 
-def _to_str(value: Any) -> Any:
-    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-
-
 def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
 
-Id = Annotated[str, BeforeValidator(_to_str), Field(min_length=1, max_length=256)]
-Name = Annotated[str, BeforeValidator(_to_str), Field(min_length=1, max_length=256)]
-Currency = Annotated[str, BeforeValidator(_upper), Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+def _iso_date(value: Any) -> Any:
+    # JSON carries dates as "YYYY-MM-DD" text; a number here is a mistake, not a Unix time.
+    if not isinstance(value, str):
+        raise ValueError("a date is written as text, YYYY-MM-DD")
+    return value
+
+
+# Types are strict: the string "9" is not an NPS score and the number 7 is not a ticket id, so a
+# sender that mixes them up hears about it instead of getting figures that mean something else.
+Id = Annotated[str, Field(strict=True, min_length=1, max_length=256)]
+Name = Annotated[str, Field(strict=True, min_length=1, max_length=256)]
+Currency = Annotated[
+    str, BeforeValidator(_upper), Field(strict=True, pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
+]
 # Bounded by what the KPI facts hold exactly (domain/limits.py): Decimal(38, 6) amounts, Int64 quantities.
-Money = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
-Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
-Day = Annotated[date, AfterValidator(check_date)]
+Money = Annotated[float, Field(strict=True, ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+Quantity = Annotated[int, Field(strict=True, ge=0, le=MAX_QUANTITY)]
+Day = Annotated[date, BeforeValidator(_iso_date), AfterValidator(check_date)]
+Score = Annotated[int, Field(strict=True)]
 
 
 class _Properties(BaseModel):
@@ -92,7 +100,7 @@ class OpportunityStageChanged(_Amount):
     opportunity_id: Id
     stage: Name
     amount: Money
-    probability: Annotated[float, Field(ge=0, le=1, description="0 to 1")]
+    probability: Annotated[float, Field(strict=True, ge=0, le=1, description="0 to 1")]
     owner: Name | None = None
     status: Literal["open", "won", "lost"] | None = Field(None, description="derived from the stage when absent")
 
@@ -111,7 +119,7 @@ LOST_STAGES = {"lost", "closed lost"}
 
 class Activity(_Properties):
     owner: Name | None = None
-    duration_s: Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)] | None = None
+    duration_s: Annotated[float, Field(strict=True, ge=0, le=MAX_AMOUNT, allow_inf_nan=False)] | None = None
     outcome: Name | None = None
 
 
@@ -124,9 +132,9 @@ class Ticket(_Properties):
 
 
 class FeedbackSubmitted(_Properties):
-    csat: Annotated[int, Field(ge=1, le=5)] | None = None
-    nps: Annotated[int, Field(ge=0, le=10)] | None = None
-    comment: Annotated[str, Field(max_length=10_000)] | None = None
+    csat: Annotated[Score, Field(ge=1, le=5)] | None = None
+    nps: Annotated[Score, Field(ge=0, le=10)] | None = None
+    comment: Annotated[str, Field(strict=True, max_length=10_000)] | None = None
     channel: Name | None = None
 
     @model_validator(mode="after")
@@ -138,6 +146,14 @@ class FeedbackSubmitted(_Properties):
 
 class CampaignMessage(_Properties):
     campaign_id: Id
+
+
+class ConsentChanged(_Properties):
+    """A person gave or withdrew consent for one purpose (e.g. email_marketing, analytics)."""
+
+    purpose: Name
+    granted: Annotated[bool, Field(strict=True)]
+    channel: Name | None = None
 
 
 class CostIncurred(_Amount):
@@ -181,7 +197,9 @@ SCHEMAS: dict[str, type[_Properties]] = {
     "Email Opened": CampaignMessage,
     "Email Clicked": CampaignMessage,
     "SMS Sent": CampaignMessage,
+    "SMS Opened": CampaignMessage,
     "SMS Clicked": CampaignMessage,
+    "Consent Changed": ConsentChanged,
     "Cost Incurred": CostIncurred,
     "Sales Target Set": SalesTargetSet,
 }

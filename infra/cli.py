@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 from typing import Any, Iterator
+from urllib.parse import urlencode
 
 import httpx
 import typer
@@ -200,6 +201,39 @@ def quarantine(
     for e in entries:
         table.add_row(e["projection"], str(e["position"]), e["kind"], e["error"], e["reason"][:200],
                       str(e["attempts"]), e["at"])  # fmt: skip
+    console.print(table)
+
+
+@app.command("dead-letters")
+def dead_letters(
+    code: str = typer.Option("", help="Only this reason code (invalid_event, out_of_range, invalid_json, ...)."),
+    source: str = typer.Option("", help="Only this source (http, browser, import, kafka:<topic>, webhook:<name>)."),
+    limit: int = typer.Option(50, min=1, max=1000, help="How many to show, oldest first."),
+    replay: bool = typer.Option(False, help="Submit the listed ones again (after a fix); needs the write key."),
+) -> None:
+    """Show the events the platform refused and kept, with the reason, or replay them."""
+    filters = {k: v for k, v in (("code", code), ("source", source)) if v}
+    if replay:
+        if not filters:
+            console.print("[red]say which to replay:[/red] --code or --source (or POST /v1/dead-letters/replay with ids)")
+            raise typer.Exit(2)
+        result = _call("POST", "/v1/dead-letters/replay", _key("write"), {**filters, "limit": limit})
+        console.print(f"replayed {result['replayed']}, refused again {result['refused']}")
+        for r in result["results"]:
+            if r["outcome"] == "refused":
+                console.print(f"  #{r['id']} {r['field']}: {r['reason']}")
+        return
+    body = _call("GET", "/v1/dead-letters?" + urlencode({**filters, "limit": limit}), _key("read"))
+    letters = body["dead_letters"]
+    if not letters:
+        console.print("[green]no dead letters[/green]")
+        return
+    table = Table(title=f"dead letters (open by code: {body['open']})")
+    for column in ("id", "received", "source", "code", "field", "reason", "messageId"):
+        table.add_column(column)
+    for x in letters:
+        table.add_row(str(x["id"]), x["received_at"], x["source"], x["code"], x["field"], x["reason"][:160],
+                      x["message_id"] or "")  # fmt: skip
     console.print(table)
 
 

@@ -47,6 +47,7 @@ _KINDS = {
     "Email Opened": "message_opened",
     "Email Clicked": "message_clicked",
     "SMS Sent": "message_sent",
+    "SMS Opened": "message_opened",
     "SMS Clicked": "message_clicked",
     "Cost Incurred": "cost",
     "Sales Target Set": "target",
