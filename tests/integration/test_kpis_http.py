@@ -250,13 +250,23 @@ def test_crm_events_are_validated_at_ingest(running: Running) -> None:
         _track("u", "Ticket Opened", _t(1, 1)),
         _track("u", "Sales Target Set", _t(1, 1), owner="r", period_start="2026-03-31", period_end="2026-03-01",
                amount=1, currency="EUR"),
+        # Types are strict: a string is no score, a number no id, a number no date.
+        _track("u", "Feedback Submitted", _t(1, 1), nps="9"),
+        _track("u", "Ticket Opened", _t(1, 1), ticket_id=7),
+        _track("u", "Sales Target Set", _t(1, 1), owner="r", period_start=20260301, period_end="2026-03-31",
+               amount=1, currency="EUR"),
+        _track("u", "Consent Changed", _t(1, 1), purpose="email_marketing", granted="yes"),
+        _track("u", "SMS Opened", _t(1, 1)),
     ]  # fmt: skip
     response = running.send("/v1/batch", {"batch": bad})
-    assert response.status_code == 400
-    errors = {(e["index"], e["field"]) for e in response.json()["errors"]}
+    assert response.status_code == 200 and response.json()["stored"] == 0
+    errors = {(e["index"], e["field"]) for e in response.json()["rejected"]}
     assert errors == {(0, "properties"), (1, "properties.nps"), (2, "properties.probability"),
-                      (3, "properties.ticket_id"), (4, "properties")}  # fmt: skip
+                      (3, "properties.ticket_id"), (4, "properties"), (5, "properties.nps"),
+                      (6, "properties.ticket_id"), (7, "properties.period_start"), (8, "properties.granted"),
+                      (9, "properties.campaign_id")}  # fmt: skip
     assert running.stored_event_count() == 0
+    assert len(running.platform.dead_letters.list(running.platform.workspace_id)) == len(bad)
 
 
 def test_kpi_projections_equal_a_rebuild(crm: Running) -> None:
