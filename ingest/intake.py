@@ -225,9 +225,11 @@ class Intake:
             self.dead_letters.add(self._letters(workspace_id, source, items, prepared, False))
         return self._outcome(recorded, prepared)
 
-    def unreadable(self, workspace_id: str, source: str, body: bytes, code: str, reason: str) -> None:
-        """Keep a body that is not a request at all (not JSON, not an object) from a known sender."""
-        self.dead_letters.add([NewDeadLetter(workspace_id, source, code, "(body)", reason, body)])
+    def unreadable(
+        self, workspace_id: str, source: str, body: bytes, code: str, reason: str, field: str = "(body)"
+    ) -> None:
+        """Keep a body that is not a request at all (not JSON, not an object, unmapped) from a known sender."""
+        self.dead_letters.add([NewDeadLetter(workspace_id, source, code, field, reason, body)])
 
     async def replay(self, workspace_id: str, letters: Sequence[Any]) -> dict[str, Any]:
         """Submit dead letters again (after the sender or the schema was fixed).
