@@ -23,6 +23,7 @@ from infra.startup_checks import check_projections, log_fingerprint
 from ingest.committer import GroupCommitter
 from ingest.dead_letters import DeadLetterStore
 from ingest.intake import Intake
+from ingest.kafka_topic import KafkaIngest
 from projections.analyst_sql import AnalystSql, SqlLimits
 from projections.kpis import KpiStore
 from projections.migrate import migrate
@@ -102,6 +103,7 @@ class Platform:
         self.start_error: BaseException | None = None
         self.dead_letters: DeadLetterStore
         self.intake: Intake  # every source's way in (ingest/intake.py)
+        self.kafka_ingest: KafkaIngest | None = None
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -136,7 +138,7 @@ class Platform:
         limits = SqlLimits(s.sql_max_rows, s.sql_timeout_s, s.sql_max_memory)
         self.analyst_sql = AnalystSql(lambda: separate_client(s), s.clickhouse_database, limits)
 
-        ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC, *DERIVED_TOPICS])
+        ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC, *DERIVED_TOPICS, s.ingest_topic])
         self.producer = kafka_producer(s.bootstrap_servers)
         self.kpi_updates = KpiUpdates(self.kpis.daily_values, KafkaPublisher(
             self.producer, KPI_UPDATES_TOPIC, key=lambda m: f"{m['workspace_id']}:{m['kpi']}"
@@ -182,6 +184,10 @@ class Platform:
         self.committer.start()
         self.dead_letters = DeadLetterStore(self.app.recorder)
         self.intake = Intake(self.committer.submit, self.committer.record_now, self.dead_letters, s.max_event_bytes)
+        self.kafka_ingest = KafkaIngest(
+            s.bootstrap_servers, self.intake, self.authorise_write, self.workspace_id, topic=s.ingest_topic,
+            drain_on_stop=5.0 if s.uses_bundled_broker else 0.0,  # the bundled broker forgets the topic on exit
+        ).start()
         return self
 
     async def start_async(self) -> None:
@@ -194,7 +200,10 @@ class Platform:
             await self.kafka_driver.stop()
 
     def stop(self) -> None:
-        parts = (getattr(self, "committer", None), self.relay, self.follower, self.tag_timer, self.tags, self.kpi_updates)
+        parts = (
+            self.kafka_ingest,  # first: it writes through the committer
+            getattr(self, "committer", None), self.relay, self.follower, self.tag_timer, self.tags, self.kpi_updates,
+        )  # fmt: skip
         for part in parts:
             if part is not None:
                 try:

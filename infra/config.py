@@ -6,6 +6,7 @@ Only infra/ reads the environment; every other layer receives a `Settings`.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -26,6 +27,7 @@ class Settings:
     kafka_bootstrap: str = ""  # "" → start the bundled broker on kafka_port
     kafka_port: int = 9092
     kafka_partitions: int = 4
+    ingest_topic: str = "cdp.ingest"  # Segment calls from Kafka producers (ingest/kafka_topic.py)
     write_key: str | None = None
     read_key: str | None = None
     processor_driver: str = "log"  # "log" (follow the event store in-process) | "kafka" (Faust)
@@ -84,6 +86,13 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _topic(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
+        raise ConfigError(f"{name}={value!r} is not a Kafka topic name; use letters, digits, '.', '_' and '-'")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -112,6 +121,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kafka_bootstrap=env.get("CDP_KAFKA_BOOTSTRAP", ""),
         kafka_port=_int(env, "CDP_KAFKA_PORT", 9092),
         kafka_partitions=_int(env, "CDP_KAFKA_PARTITIONS", 4),
+        ingest_topic=_topic(env, "CDP_INGEST_TOPIC", "cdp.ingest"),
         write_key=env.get("CDP_WRITE_KEY") or None,
         read_key=env.get("CDP_READ_KEY") or None,
         processor_driver=driver,
