@@ -18,6 +18,7 @@ from rich.table import Table
 from infra.bootstrap import DERIVED_TOPICS, Platform
 from infra.config import ConfigError, load_settings
 from infra.server import create_app
+from infra.import_cli import import_files
 from infra.tags_cli import tags_app
 from infra.webhooks_cli import webhooks_app
 from streams.relay import EVENTS_TOPIC
@@ -25,6 +26,7 @@ from streams.relay import EVENTS_TOPIC
 app = typer.Typer(help="Event-sourced customer data platform.", no_args_is_help=True)
 app.add_typer(tags_app, name="tags")
 app.add_typer(webhooks_app, name="webhooks")
+app.command("import")(import_files)
 console = Console()
 
 
