@@ -46,7 +46,7 @@ def _banner(platform: Platform) -> None:
     console.print(f"  read key  : [bold]{platform.keys.read_key}[/bold]  (Authorization: Bearer for /v1/profiles …)")
     console.print(f"  keys file : {s.keys_path}")
     broker = "bundled broker" if s.uses_bundled_broker else "broker"
-    topics = ", ".join([EVENTS_TOPIC, *DERIVED_TOPICS])
+    topics = ", ".join([EVENTS_TOPIC, *DERIVED_TOPICS]) + f"; ingest from {s.ingest_topic}"
     console.print(f"  kafka     : {broker} at {s.bootstrap_servers}, topics {topics}")
     console.print(f"  event store: {'PostgreSQL' if s.uses_postgres else 'SQLite ' + str(s.sqlite_path)}")
     console.print(f"  API docs  : {base}/docs    Ctrl-C stops")
