@@ -41,6 +41,11 @@ COMPUTED_NUMBERS = ("event_count", "orders_count", "open_tickets", "average_csat
 COMPUTED_TIMES = ("first_seen", "last_seen", "last_order_at")
 COMPUTED_MAPS = ("counts", "track_counts", "revenue", "average_order_value")
 MAX_DEPTH = 16
+# The times a rule or a query may name: the range of the ClickHouse DateTime64 columns they are compared with.
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST_TIME = datetime(2299, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)
+TIME_WINDOW = "1900-01-01T00:00:00Z to 2299-12-31T23:59:59.999Z"
+MAX_DURATION_DAYS = timedelta.max.days
 
 
 class RuleError(ValueError):
@@ -55,7 +60,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip()) if isinstance(text, str) else None
     if match is None or int(match.group(1)) == 0:
         raise ValueError(f"{text!r} is not a duration; write a positive number and a unit s, m, h, d or w, e.g. 90d")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError:  # above timedelta's 999,999,999 days
+        raise ValueError(f"{text!r} is longer than any window; write at most {MAX_DURATION_DAYS}d") from None
 
 
 def _check_value(op: str, value: Any) -> Any:
@@ -122,18 +130,38 @@ class ComputedCondition(_Node):
         if self.computed.partition(".")[0] in COMPUTED_TIMES and self.op not in ("exists",):
             bounds = self.value if isinstance(self.value, list) else [self.value]
             for bound in bounds:
-                parse_time(bound)
+                read_time(bound)
         return self
 
 
-def parse_time(value: Any) -> datetime:
+def read_time(value: Any) -> datetime:
+    """An ISO 8601 time as an aware UTC datetime, as written (ValueError if it is not one)."""
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a time; write ISO 8601, e.g. 2026-01-31T00:00:00Z")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
     except ValueError:
         raise ValueError(f"{value!r} is not a time; write ISO 8601, e.g. 2026-01-31T00:00:00Z") from None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: no UTC time
+        raise ValueError(f"{value!r} is outside the times that can be queried: {TIME_WINDOW}") from None
+
+
+def time_window_error(value: datetime) -> str | None:
+    """Why a time cannot be queried (None when it can): outside EARLIEST_TIME to LATEST_TIME."""
+    if EARLIEST_TIME <= value <= LATEST_TIME:
+        return None
+    return f"{value.isoformat().replace('+00:00', 'Z')} is outside the times that can be queried: {TIME_WINDOW}"
+
+
+def parse_time(value: Any) -> datetime:
+    """A rule's time as compared with: `read_time`, held to EARLIEST_TIME..LATEST_TIME.
+
+    New rules outside that window are refused by the API (`time_errors`); one
+    recorded before it was checked still compiles, to the same answer, as no event
+    time lies outside it.
+    """
+    return min(max(read_time(value), EARLIEST_TIME), LATEST_TIME)
 
 
 class PropertyFilter(_Node):
@@ -185,7 +213,7 @@ class EventCondition(_Node):
             return None
         if len(bounds) != 2:
             raise ValueError("'between' needs two ISO 8601 times: [from, to)")
-        start, end = (parse_time(b) for b in bounds)
+        start, end = (read_time(b) for b in bounds)
         if start >= end:
             raise ValueError(f"'between' must go forwards: {bounds[0]} is not before {bounds[1]}")
         return bounds
@@ -406,6 +434,39 @@ def tag_refs(rule: Any) -> list[tuple[str, str]]:
 
     visit(rule, "rule")
     return found
+
+
+def time_errors(rule: Any) -> list[tuple[str, str]]:
+    """(path, reason) of every time in a rule outside the window that can be queried (for new rules)."""
+    errors: list[tuple[str, str]] = []
+
+    def check(value: Any, path: str) -> None:
+        try:
+            reason = time_window_error(read_time(value))
+        except ValueError as exc:
+            reason = str(exc)
+        if reason is not None:
+            errors.append((path, reason))
+
+    def visit(node: Any, path: str) -> None:
+        if isinstance(node, EventCondition) and node.between:
+            for i, bound in enumerate(node.between):
+                check(bound, f"{path}.between[{i}]")
+        elif isinstance(node, ComputedCondition) and node.computed in COMPUTED_TIMES and node.op != "exists":
+            if isinstance(node.value, list):
+                for i, bound in enumerate(node.value):
+                    check(bound, f"{path}.value[{i}]")
+            else:
+                check(node.value, f"{path}.value")
+        elif isinstance(node, (AndNode, OrNode)):
+            key = "and" if isinstance(node, AndNode) else "or"
+            for i, child in enumerate(node.and_ if isinstance(node, AndNode) else node.or_):
+                visit(child, f"{path}.{key}[{i}]")
+        elif isinstance(node, NotNode):
+            visit(node.not_, f"{path}.not")
+
+    visit(rule, "rule")
+    return errors
 
 
 # Aggregates ---------------------------------------------------------------------------------

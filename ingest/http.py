@@ -177,7 +177,17 @@ def request_body(call_type: str | None) -> dict[str, Any]:
             for v in calls[call_type]
         ]  # fmt: skip
         schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    example = {"type": "track", "userId": "u-42", "event": "Order Completed", "timestamp": "2026-01-31T12:00:00Z",
+               "properties": {"order_id": "o-1", "revenue": 42.5, "currency": "EUR"}}  # fmt: skip
+    if call_type is None:
+        example = {"batch": [{"type": "identify", "userId": "u-42", "traits": {"email": "ada@example.com"}}, example]}
+    elif call_type != "track":
+        example = {"userId": "u-42", **({"previousId": "anon-1"} if call_type == "alias" else {}),
+                   **({"groupId": "acme"} if call_type == "group" else {})}  # fmt: skip
+    else:
+        example = {k: v for k, v in example.items() if k != "type"}
+    content = {"application/json": {"schema": schema, "example": example}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 def build_ingest_router(service: IngestService) -> APIRouter:

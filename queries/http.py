@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import math
 import re
 import time
 from datetime import datetime, timezone
@@ -21,6 +23,7 @@ from pydantic import ValidationError
 
 from domain.application import IdentityError
 from domain.identity import IdentityRules, normalise_identifier, own_identifier, split_identifier
+from domain.tags import TIME_WINDOW, time_window_error
 from domain.traits import lifecycle_stage, rfm
 from projections.store import ProfileView, ProjectionStore, iso
 
@@ -39,18 +42,118 @@ class QueryService(Protocol):
     def split(self, workspace_id: str, profile_id: str, identifiers: list[str], reason: str) -> Awaitable[str]: ...
 
 
+QUERY_TIME = {"format": "date-time"}  # documents an ISO time parameter; parse_query_time reads it
+QUERY_TIME_HELP = f"ISO 8601 time from {TIME_WINDOW}"
+MIN_INT, MAX_INT = -(2**63), 2**64 - 1  # the integers JSON ingest keeps exactly (orjson); others become floats
+
+
+def _plain(value: Any) -> Any:
+    """`value` with what JSON cannot carry made plain: non-finite floats as null, other objects as text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
 def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status_code, headers=headers, media_type="application/json")
+    try:
+        content = orjson.dumps(body)
+    except TypeError:  # an integer beyond 64 bits or a lone surrogate, e.g. recorded before they were refused
+        content = json.dumps(_plain(body), separators=(",", ":")).encode()
+    return Response(content, status_code=status_code, headers=headers, media_type="application/json")
+
+
+def json_problems(value: Any, path: str = "", limit: int = 20) -> list[tuple[str, str]]:
+    """(path, reason) of what a JSON body parsed by FastAPI may hold but the log and ClickHouse cannot.
+
+    Python's JSON parser accepts integers of any size, NaN and Infinity, and lone
+    UTF-16 surrogates (\\ud800) that are not text; these are refused before they are
+    recorded or sent in a query.
+    """
+    problems: list[tuple[str, str]] = []
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack and len(problems) < limit:
+        item, at = stack.pop()
+        name = at or "(body)"
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and not _is_text(key):
+                    problems.append((name, f"the key {key!r} is not valid Unicode text (a lone surrogate)"))
+                stack.append((child, f"{at}.{key}" if at else str(key)))
+        elif isinstance(item, list):
+            stack.extend((child, f"{at}[{i}]") for i, child in enumerate(item))
+        elif isinstance(item, str):
+            if not _is_text(item):
+                problems.append((name, "not valid Unicode text (a lone surrogate)"))
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                problems.append((name, f"{item} is not a number JSON can carry; send a finite number"))
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not MIN_INT <= item <= MAX_INT:
+                problems.append((name, f"the integer is outside {MIN_INT} to {MAX_INT}"))
+    return sorted(problems)
+
+
+def inline_schema(schema: dict[str, Any], family: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A pydantic JSON Schema with its `$defs` put where they are referred to, for an OpenAPI operation.
+
+    FastAPI documents a route's own models under components; bodies a route reads
+    itself (openapi_extra) carry their schema inline. A model met again inside itself,
+    or inside another model of its `family` (a rule's and, or and not), is left as any
+    object there; unions are written as anyOf.
+    """
+    defs = schema.get("$defs", {})
+
+    def resolve(node: Any, seen: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [resolve(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.rsplit("/", 1)[1]
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            if name in seen or (name in family and seen.intersection(family)):
+                return {"type": "object", **rest}
+            return resolve({**defs[name], **rest}, seen | {name})
+        # A discriminator's mapping names $defs that are gone; the variants' consts still tell them apart,
+        # and anyOf, unlike oneOf, stays true where a cut-off child matches more than one variant.
+        return {
+            "anyOf" if k == "oneOf" else k: resolve(v, seen) for k, v in node.items() if k not in ("$defs", "discriminator")
+        }
+
+    return resolve(schema, frozenset())  # type: ignore[no-any-return]
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_query_time(name: str, value: str | None) -> datetime | None:
+    """An ISO 8601 time parameter (UTC when it has no offset); 400 unless inside the window that can be queried."""
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise HTTPException(400, f"{name}={value!r} is not an ISO 8601 time such as 2026-01-31T12:00:00Z") from None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+    parsed = parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+    try:
+        reason = time_window_error(parsed.astimezone(timezone.utc))
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: no UTC time
+        reason = f"{value} is outside the times that can be queried: {TIME_WINDOW}"
+    if reason is not None:
+        raise HTTPException(400, f"{name}={value!r}: {reason}")
+    return parsed
 
 
 def _encode_cursor(timestamp: datetime, event_id: str) -> str:
@@ -60,8 +163,12 @@ def _encode_cursor(timestamp: datetime, event_id: str) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         stamp, _, event_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")), str(UUID(event_id))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
+        if time_window_error(at.astimezone(timezone.utc)) is not None:
+            raise ValueError("not a time this API returns")
+        return at, str(UUID(event_id))
+    except (binascii.Error, UnicodeError, ValueError, OverflowError):
         raise HTTPException(400, "cursor is not one this API returned; pass next_cursor unchanged") from None
 
 
@@ -249,7 +356,12 @@ def build_query_router(
         )
 
     @router.get("/v1/profiles/{identifier}", summary="A unified profile by identifier or profile id")
-    def get_profile(identifier: str, as_of: str | None = None, workspace_id: str = Depends(workspace)) -> Response:
+    def get_profile(
+        identifier: str,
+        as_of: str | None = Query(None, description=f"the profile as it was then; {QUERY_TIME_HELP}",
+                                  json_schema_extra=QUERY_TIME),
+        workspace_id: str = Depends(workspace),
+    ) -> Response:  # fmt: skip
         when = parse_query_time("as_of", as_of)
         view = load(workspace_id, identifier, when)
         result = body(workspace_id, view, when, with_changes=True)
@@ -263,9 +375,9 @@ def build_query_router(
         limit: int = Query(50, ge=1, le=1000),
         cursor: str | None = None,
         type: list[str] = Query(default_factory=list, description="call type or track event name; repeatable"),
-        since: str | None = Query(None, alias="from"),
-        until: str | None = Query(None, alias="to"),
-        as_of: str | None = None,
+        since: str | None = Query(None, alias="from", description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME),
+        until: str | None = Query(None, alias="to", description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME),
+        as_of: str | None = Query(None, description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME),
         workspace_id: str = Depends(workspace),
     ) -> Response:
         when = parse_query_time("as_of", as_of)
@@ -313,6 +425,9 @@ def build_query_router(
         idents = payload.get("identifiers")
         if not isinstance(idents, list) or not idents or not all(isinstance(i, str) for i in idents):
             raise HTTPException(400, "identifiers: give a non-empty list of type:value strings to split off")
+        problems = json_problems({"identifiers": idents, "reason": payload.get("reason")})
+        if problems:
+            raise HTTPException(400, "; ".join(f"{path}: {reason}" for path, reason in problems))
         profile_id = resolve(workspace_id, identifier)
         try:
             idents = [normalise_identifier(i) for i in idents]
@@ -328,6 +443,10 @@ def build_query_router(
 
     @router.put("/v1/identity/rules", tags=["identity"], summary="Replace the rules (a new version)")
     async def put_rules(payload: dict[str, Any] = Body(...), workspace_id: str = Depends(writer)) -> Response:
+        problems = json_problems(payload)
+        if problems:  # checked first: rules are recorded in the log and read by every projection
+            errors = [{"field": path, "reason": reason} for path, reason in problems]
+            return json_response({"error": "invalid rules; nothing changed", "errors": errors}, 400)
         try:
             rules = IdentityRules.model_validate(payload)
         except ValidationError as exc:

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from domain.kpis import CATALOGUE, FACT_DIMENSIONS
 from projections.kpis import GRANULARITIES, KpiQuery, KpiQueryError, KpiStore
-from queries.http import parse_query_time, json_response, read_access
+from domain.tags import TIME_WINDOW, time_window_error
+from queries.http import QUERY_TIME, QUERY_TIME_HELP, json_problems, json_response, parse_query_time, read_access
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -20,11 +21,26 @@ MAX_RANGE_DAYS = 3660
 
 
 def parse_duration(value: str) -> int:
-    """Seconds of a duration such as 30m, 12h, 7d, 2w."""
+    """Seconds of a duration such as 30m, 12h, 7d, 2w; at most MAX_RANGE_DAYS."""
     match = _DURATION.match(value.strip())
     if not match:
         raise ValueError(f"{value!r} is not a duration such as 30m, 12h, 7d or 2w")
-    return int(float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not seconds <= MAX_RANGE_DAYS * 86400:  # also refuses inf, from a number of 309 digits
+        raise ValueError(f"{value!r} is longer than the longest window, {MAX_RANGE_DAYS}d")
+    return int(seconds)
+
+
+def _query_time(value: datetime) -> datetime:
+    """A body's time in UTC; ValueError (a 422 naming the field) outside the window that can be queried."""
+    try:
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: no UTC time
+        raise ValueError(f"the time is outside the times that can be queried: {TIME_WINDOW}") from None
+    reason = time_window_error(value)
+    if reason is not None:
+        raise ValueError(reason)
+    return value
 
 
 class FunnelStep(BaseModel):
@@ -34,6 +50,16 @@ class FunnelStep(BaseModel):
     type: Literal["track", "page", "screen", "identify", "group", "alias"] | None = None
     where: dict[str, str | int | float | bool] = Field(default_factory=dict, description="property equalities")
     name: str | None = Field(None, description="label in the answer")
+
+    @field_validator("event", "name", "where")
+    @classmethod
+    def _sendable(cls, value: Any) -> Any:
+        # What Python's JSON parser lets through but a ClickHouse query cannot carry: lone
+        # surrogates, integers beyond 64 bits, NaN and infinities.
+        problems = json_problems(value)
+        if problems:
+            raise ValueError("; ".join(reason if path == "(body)" else f"{path}: {reason}" for path, reason in problems))
+        return value
 
     @model_validator(mode="after")
     def _something_to_match(self) -> "FunnelStep":
@@ -46,9 +72,10 @@ class FunnelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     steps: list[FunnelStep] = Field(min_length=2, max_length=10)
-    within: str = Field("7d", description="conversion window from the first step: 30m, 12h, 7d, 2w")
-    start: datetime = Field(alias="from")
-    end: datetime = Field(alias="to")
+    within: str = Field("7d", description=f"conversion window from the first step: 30m, 12h, 7d, 2w; at most "
+                                          f"{MAX_RANGE_DAYS}d", json_schema_extra={"pattern": _DURATION.pattern})  # fmt: skip
+    start: datetime = Field(alias="from", description=QUERY_TIME_HELP)
+    end: datetime = Field(alias="to", description=f"exclusive; {QUERY_TIME_HELP}")
 
     @field_validator("within")
     @classmethod
@@ -59,13 +86,17 @@ class FunnelRequest(BaseModel):
     @field_validator("start", "end")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return _query_time(value)
 
     @model_validator(mode="after")
     def _ordered(self) -> "FunnelRequest":
         if self.end <= self.start:
             raise ValueError("'to' must be after 'from'")
         return self
+
+
+FUNNEL_EXAMPLE = {"steps": [{"type": "page", "name": "Visited"}, {"event": "Order Completed"}], "within": "7d",
+                  "from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"}  # fmt: skip
 
 
 def _range(start: str | None, end: str | None) -> tuple[datetime, datetime]:
@@ -99,8 +130,10 @@ def build_kpi_router(service: Any) -> APIRouter:
         name: str,
         request: Request,
         workspace_id: str = Depends(workspace),
-        start: Annotated[str | None, Query(alias="from", description="ISO time; default 30 days before 'to'")] = None,
-        end: Annotated[str | None, Query(alias="to", description="ISO time, exclusive; default now")] = None,
+        start: Annotated[str | None, Query(alias="from", description=f"default 30 days before 'to'; {QUERY_TIME_HELP}",
+                                           json_schema_extra=QUERY_TIME)] = None,
+        end: Annotated[str | None, Query(alias="to", description=f"exclusive; default now; {QUERY_TIME_HELP}",
+                                         json_schema_extra=QUERY_TIME)] = None,
         granularity: str = "day",
         by: str | None = None,
         within_days: Annotated[float, Query(gt=0, le=365)] = 7.0,
@@ -125,7 +158,9 @@ def build_kpi_router(service: Any) -> APIRouter:
         })  # fmt: skip
 
     @router.post("/v1/funnels", summary="Conversion through ordered steps within a window")
-    def funnel(body: Annotated[FunnelRequest, Body()], workspace_id: str = Depends(workspace)) -> Response:
+    def funnel(
+        body: Annotated[FunnelRequest, Body(examples=[FUNNEL_EXAMPLE])], workspace_id: str = Depends(workspace)
+    ) -> Response:
         within = parse_duration(body.within)
         reached = store().funnel(
             workspace_id, [s.model_dump() for s in body.steps], within, body.start, body.end
@@ -146,8 +181,8 @@ def build_kpi_router(service: Any) -> APIRouter:
     @router.get("/v1/cohorts/retention", summary="Monthly retention cohorts by first-seen month")
     def cohorts(
         workspace_id: str = Depends(workspace),
-        start: Annotated[str | None, Query(alias="from")] = None,
-        end: Annotated[str | None, Query(alias="to")] = None,
+        start: Annotated[str | None, Query(alias="from", description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME)] = None,
+        end: Annotated[str | None, Query(alias="to", description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME)] = None,
     ) -> Response:
         frm, to = _range(start, end)
         return json_response({"from": frm.isoformat(), "to": to.isoformat(),

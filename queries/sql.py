@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException
 from fastapi.responses import Response
 
 from projections.analyst_sql import AnalystSql, SqlRefused
-from queries.http import read_access
+from queries.http import MAX_INT, MIN_INT, json_problems, read_access
 
 
 class SqlService(Protocol):
@@ -18,10 +18,35 @@ class SqlService(Protocol):
     def authorise_read(self, key: str) -> str | None: ...
 
 
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+
+
+def _plain(value: Any) -> Any:
+    """What orjson cannot write, made plain: map keys that are tuples or arrays (ClickHouse
+    Map(Tuple(...), ...)) as their JSON text, and integers beyond 64 bits (Int128, UInt256)
+    as decimal strings, as ClickHouse's own JSON output quotes them."""
+    if isinstance(value, dict):
+        return {_key(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not MIN_INT <= value <= MAX_INT:
+        return str(value)
+    return value
+
+
+def _key(key: Any) -> Any:
+    if isinstance(key, (list, tuple, dict)):
+        return orjson.dumps(_plain(key), default=str, option=_OPTIONS).decode()
+    return _plain(key)
+
+
 def _json(body: Any, status_code: int = 200) -> Response:
     # Maps with non-string keys, Decimals and IP addresses come back from ClickHouse too; the
     # tables keep times in UTC and the client may return them without a zone.
-    content = orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z)
+    try:
+        content = orjson.dumps(body, default=str, option=_OPTIONS)
+    except TypeError:  # a map keyed by tuples or arrays, an integer beyond 64 bits
+        content = orjson.dumps(_plain(body), default=str, option=_OPTIONS)
     return Response(content, status_code=status_code, media_type="application/json")
 
 
@@ -43,6 +68,9 @@ def build_sql_router(service: SqlService) -> APIRouter:
         if not isinstance(query, str) or not query.strip():
             return _json({"error": "send the SQL as a string in 'query', e.g. {\"query\": \"SELECT 1\"}",
                           "reason": "empty"}, 400)  # fmt: skip
+        if json_problems(query):
+            return _json({"error": "the query is not valid Unicode text (it holds a lone surrogate)",
+                          "reason": "encoding"}, 400)  # fmt: skip
         if service.analyst_sql is None:
             raise HTTPException(503, "the platform is still starting; retry in a moment")
         try:

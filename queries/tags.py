@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
+from datetime import date, datetime
 from typing import Any, Awaitable, Iterator, Protocol
 from uuid import UUID
 
@@ -18,13 +20,16 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from domain.identity import normalise_identifier, split_identifier
-from domain.tags import AlreadyDefined, Definition, NotFound, RuleError, load_document, parse_definition, parse_rule
+from domain.tags import (
+    SLUG, AlreadyDefined, Definition, NotFound, RuleError, load_document, parse_definition, parse_rule, time_errors,
+)  # fmt: skip
 from projections.store import ProjectionStore
 from projections.tags import TagStore
-from queries.http import json_response, read_access, write_access
+from queries.http import MAX_INT, MIN_INT, inline_schema, json_response, read_access, write_access
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 EXPORT_PAGE = 2000
+MAX_NODES = 100_000  # values in one document; YAML aliases can make a short text a huge one
 
 
 class TagService(Protocol):
@@ -40,6 +45,102 @@ class TagService(Protocol):
     def save_definition(self, workspace_id: str, kind: str, definition: Definition, create_only: bool) -> Awaitable[Any]: ...
     def delete_definition(self, workspace_id: str, kind: str, slug: str) -> Awaitable[int]: ...
     def manual_tag(self, workspace_id: str, profile_id: str, tag: str, action: str, reason: str) -> Awaitable[None]: ...
+
+
+def json_data(doc: Any) -> Any:
+    """A parsed body as JSON data, or RuleError naming each path that is not.
+
+    YAML has more than JSON: its unquoted dates and times are read as the ISO text
+    written; keys that are not strings, binary values, sets, NaN and infinities,
+    integers beyond 64 bits and lone surrogates are refused, as neither the log nor a
+    ClickHouse query can carry them.
+    """
+    errors: list[tuple[str, str]] = []
+    nodes = 0
+
+    def convert(value: Any, path: str) -> Any:
+        nonlocal nodes
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise RuleError([("(body)", f"more than {MAX_NODES} values; send a smaller document")])
+        where = path or "(body)"
+        if isinstance(value, dict):
+            out = {}
+            for key, child in value.items():
+                if not isinstance(key, str):
+                    errors.append((where, f"the key {key!r} is not a string; quote it"))
+                    continue
+                out[key] = convert(child, f"{path}.{key}" if path else key)
+            return out
+        if isinstance(value, list):
+            return [convert(child, f"{path}[{i}]") for i, child in enumerate(value)]
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                errors.append((where, "not valid Unicode text (a lone surrogate)"))
+            return value
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int):
+            if not MIN_INT <= value <= MAX_INT:
+                errors.append((where, f"the integer is outside {MIN_INT} to {MAX_INT}"))
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                errors.append((where, f"{value} is not a number JSON can carry; send a finite number"))
+            return value
+        if isinstance(value, (date, datetime)):  # YAML's unquoted 2026-01-31 or 2026-01-31T00:00:00Z
+            return value.isoformat()
+        errors.append((where, f"a {type(value).__name__} is not a JSON value"))
+        return None
+
+    try:
+        converted = convert(doc, "")
+    except RecursionError:
+        raise RuleError([("(body)", "nested too deeply; flatten the document")]) from None
+    if errors:
+        raise RuleError(errors[:20])
+    return converted
+
+
+def check_times(rule: Any) -> Any:
+    """The rule, or RuleError naming each time in it outside the window that can be queried."""
+    errors = time_errors(rule)
+    if errors:
+        raise RuleError(errors)
+    return rule
+
+
+def _body(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
+    """openapi_extra for a route that reads its body itself (`document`): JSON, or the same as YAML."""
+    content = {"application/json": {"schema": schema, "example": example}}
+    return {"requestBody": {"required": True, "description": "JSON, or YAML with Content-Type application/yaml",
+                            "content": content}}  # fmt: skip
+
+
+# The children of and, or and not are rules too; documented one level deep.
+_DEFINITION = inline_schema(Definition.model_json_schema(), family=("AndNode", "OrNode", "NotNode"))
+_DEFINITION["properties"]["id"]["pattern"] = SLUG.pattern
+_RULE = _DEFINITION["properties"]["rule"]
+_EXAMPLE_RULE = {"and": [{"computed": "orders_count", "op": ">=", "value": 3},
+                         {"event": "Order Completed", "measure": "sum(revenue)", "op": ">", "value": 1000,
+                          "within": "90d"}]}  # fmt: skip
+DEFINITION_BODY = _body(_DEFINITION, {"id": "big-spenders", "name": "Big spenders", "rule": _EXAMPLE_RULE})
+REPLACEMENT_BODY = _body(
+    {**_DEFINITION, "required": [r for r in _DEFINITION.get("required", []) if r != "id"]},
+    {"name": "Big spenders", "rule": _EXAMPLE_RULE},
+)
+QUERY_BODY = _body({
+    "type": "object", "additionalProperties": False, "required": ["rule"],
+    "properties": {"rule": _RULE, "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                   "cursor": {"type": "string", "description": "next_cursor of the page before"}},
+}, {"rule": {"event": "Order Completed", "between": ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"]}, "limit": 10})
+MANUAL_TAG_BODY = _body({
+    "type": "object", "required": ["tag"],
+    "properties": {"tag": {"type": "string", "description": "a manual tag's id, e.g. beta-tester"},
+                   "reason": {"type": "string"}},
+}, {"tag": "beta-tester", "reason": "joined the beta"})  # fmt: skip
 
 
 def invalid(exc: RuleError, what: str) -> Response:
@@ -82,7 +183,15 @@ def build_tags_router(service: TagService) -> APIRouter:
     async def document(request: Request) -> Any:
         raw = await request.body()
         try:
-            return load_document(raw, request.headers.get("content-type", ""))
+            try:
+                doc = load_document(raw, request.headers.get("content-type", ""))
+            except RuleError:
+                raise
+            except RecursionError:
+                raise RuleError([("(body)", "nested too deeply; flatten the document")]) from None
+            except (ValueError, TypeError, OverflowError) as exc:  # YAML's 2026-13-01, a timestamp out of range
+                raise RuleError([("(body)", f"neither JSON nor YAML: {exc}")]) from None
+            return json_data(doc)
         except RuleError as exc:
             raise _Invalid(exc) from None
 
@@ -105,10 +214,12 @@ def build_tags_router(service: TagService) -> APIRouter:
     def crud(kind: str) -> None:
         plural = f"/v1/{kind}s"
 
-        @router.post(plural, tags=[f"{kind}s"], summary=f"Define a {kind} (JSON or YAML body)", status_code=201)
+        @router.post(plural, tags=[f"{kind}s"], summary=f"Define a {kind} (JSON or YAML body)", status_code=201,
+                     openapi_extra=DEFINITION_BODY)  # fmt: skip
         async def create(request: Request, workspace_id: str = Depends(writer)) -> Response:
             try:
                 definition = parse_definition(await document(request))
+                check_times(definition.rule)
                 saved = await service.save_definition(workspace_id, kind, definition, True)
             except AlreadyDefined as exc:
                 return json_response({"error": str(exc)}, 409)
@@ -118,10 +229,12 @@ def build_tags_router(service: TagService) -> APIRouter:
                 return invalid(exc.error, kind)
             return json_response(view(workspace_id, kind, saved), 201)
 
-        @router.put(plural + "/{slug}", tags=[f"{kind}s"], summary=f"Create or change a {kind}: a new rule version")
+        @router.put(plural + "/{slug}", tags=[f"{kind}s"], summary=f"Create or change a {kind}: a new rule version",
+                    openapi_extra=REPLACEMENT_BODY)  # fmt: skip
         async def replace(slug: str, request: Request, workspace_id: str = Depends(writer)) -> Response:
             try:
                 definition = parse_definition(await document(request), default_id=slug)
+                check_times(definition.rule)
                 saved = await service.save_definition(workspace_id, kind, definition, False)
             except RuleError as exc:
                 return invalid(exc, kind)
@@ -156,7 +269,7 @@ def build_tags_router(service: TagService) -> APIRouter:
     # Manual tags -------------------------------------------------------------------------------
 
     @router.post("/v1/profiles/{identifier}/tags", tags=["tags"], summary="Add a manual tag to a profile",
-                 status_code=201)  # fmt: skip
+                 status_code=201, openapi_extra=MANUAL_TAG_BODY)  # fmt: skip
     async def add_tag(identifier: str, request: Request, workspace_id: str = Depends(writer)) -> Response:
         try:
             body = await document(request)
@@ -205,7 +318,8 @@ def build_tags_router(service: TagService) -> APIRouter:
             "next_cursor": page[-1] if len(ids) > limit else None,
         }
 
-    @router.post("/v1/segments/query", tags=["segments"], summary="Count and list the profiles a rule matches")
+    @router.post("/v1/segments/query", tags=["segments"], summary="Count and list the profiles a rule matches",
+                 openapi_extra=QUERY_BODY)  # fmt: skip
     async def query(request: Request, workspace_id: str = Depends(reader)) -> Response:
         try:
             body = await document(request)
@@ -217,7 +331,7 @@ def build_tags_router(service: TagService) -> APIRouter:
             limit = body.get("limit", 50)
             if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
                 raise RuleError([("limit", "give a whole number from 1 to 1000")])
-            rule = parse_rule(body["rule"])
+            rule = check_times(parse_rule(body["rule"]))
         except RuleError as exc:
             return invalid(exc, "segment query")
         except _Invalid as exc:
