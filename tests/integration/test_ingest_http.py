@@ -132,6 +132,79 @@ def test_bad_batch_sent_at(running: Running) -> None:
     assert_refused(running, response, 400, "invalid_request", "sentAt", [(None, "sentAt", "ISO 8601")], dead_letters=1)
 
 
+# Hostile bodies: each gets an answer that says what is wrong, never a 5xx ------------------
+
+
+def nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize(
+    "depth",
+    [255, 300, pytest.param(1000, marks=pytest.mark.xfail(
+        reason="ingest/intake.raw_body: repr() of the item for the dead-letter store recurses too deeply (a 500)"))],
+)  # fmt: skip
+def test_properties_nested_deeper_than_json_encoders_take_are_refused_alone(running: Running, depth: int) -> None:
+    """The body parses (orjson reads 1024 levels) but writes at most 254: the event is refused, not the request."""
+    content = f'{{"batch": [{orjson.dumps(track("m0")).decode()}, {{"type": "track", "userId": "u1", "event": "E", ' \
+              f'"properties": {nested(depth)}}}]}}'  # fmt: skip
+    response = running.http.post("/v1/batch", content=content.encode(), auth=(running.write_key, ""))
+    assert_partial(running, response, 1, [(1, "(event)", "nested too deeply")])
+
+
+def test_a_body_nested_deeper_than_the_parser_reads_is_400(running: Running) -> None:
+    content = '{"batch": [' + "[" * 2000 + "]" * 2000 + "]}"
+    response = running.http.post("/v1/batch", content=content.encode(), auth=(running.write_key, ""))
+    assert_refused(running, response, 400, "invalid_json", "depth limit exceeded", dead_letters=1)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"userId": "u1", "event": "E", "properties": {"n": NaN}}', "not valid JSON"),
+        (b'{"userId": "u1", "event": "E", "properties": {"n": Infinity}}', "not valid JSON"),
+        (b'{"userId": "u1", "event": "E", "properties": {"n": 1e400}}', "infinity"),
+        (b'{"userId": "u1\xff", "event": "E"}', "not valid UTF-8"),
+        (b'{"userId": "\\ud800", "event": "E"}', "surrogate"),
+        (b"", "empty"),
+        (b"userId=u1&event=E", "not valid JSON"),
+    ],
+)
+def test_a_body_that_is_not_json_is_400(running: Running, content: bytes, message: str) -> None:
+    for content_type in ("application/json", "text/plain", "application/x-www-form-urlencoded"):
+        response = running.http.post(
+            "/v1/track", content=content, headers={"Content-Type": content_type}, auth=(running.write_key, "")
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "invalid_json" and message in response.json()["message"], response.text
+    assert running.stored_event_count() == 0
+
+
+def test_integers_beyond_64_bits_are_stored_as_numbers(running: Running) -> None:
+    content = b'{"userId": "u1", "event": "E", "properties": {"big": 123456789012345678901234567890, "neg": -18446744073709551617}}'
+    response = running.http.post("/v1/track", content=content, auth=(running.write_key, ""))
+    assert response.status_code == 200 and response.json()["stored"] == 1, response.text
+    running.wait_caught_up()
+    [event] = running.http.get("/v1/profiles/user_id:u1/events", headers=running.read_headers).json()["events"]
+    assert event["properties"] == {"big": 1.2345678901234568e29, "neg": -1.8446744073709552e19}
+
+
+@pytest.mark.parametrize(
+    ("sent_at", "timestamp"),
+    [
+        ("0001-01-01T00:00:00+05:00", "2026-01-01T00:00:00Z"),  # sentAt has no UTC time
+        ("9999-12-31T23:59:59-05:00", "2026-01-01T00:00:00Z"),
+        ("0001-01-01T00:00:00Z", "9999-12-31T00:00:00Z"),  # the correction leaves every date
+    ],
+)
+def test_a_sent_at_that_cannot_be_combined_refuses_the_event_with_the_reason(
+    running: Running, sent_at: str, timestamp: str
+) -> None:
+    response = running.send("/v1/batch", {"sentAt": sent_at, "batch": [track("m0", timestamp=timestamp)]})
+    assert_partial(running, response, 0, [(0, "timestamp", "")], code="out_of_range")
+    assert response.json()["rejected"][0]["code"] == "out_of_range"
+
+
 # Invalid events beside valid ones -----------------------------------------------------------
 
 
