@@ -337,11 +337,12 @@ def build_webhooks_router(platform: WebhookPlatform) -> APIRouter:
             how = "stored" if bad == 0 else f"stored; {bad} of its {end - start} calls refused (kept as dead letters)"
             await asyncio.to_thread(platform.dead_letters.replayed, letter.id, how)
             results.append({"id": letter.id, "outcome": how})
-        body: dict[str, Any] = {"replayed": len(spans), "refused": len(letters) - len(spans),
-                                "results": sorted(results, key=lambda r: r["id"])}  # fmt: skip
-        if outcome is not None:
-            body |= {"stored": outcome.stored, "duplicates": outcome.duplicates,
-                     "rejected": [r.to_json() for r in outcome.rejected]}  # fmt: skip
+        body: dict[str, Any] = {
+            "replayed": len(spans), "refused": len(letters) - len(spans),
+            "stored": outcome.stored if outcome else 0, "duplicates": outcome.duplicates if outcome else 0,
+            "rejected": [r.to_json() for r in outcome.rejected] if outcome else [],
+            "results": sorted(results, key=lambda r: r["id"]),
+        }  # fmt: skip
         return _json(body)
 
     # Mappings ----------------------------------------------------------------------------------

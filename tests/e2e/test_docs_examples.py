@@ -408,11 +408,7 @@ def run_shell_block(walk: Walkthrough, block: Block) -> None:
 
 
 # Output blocks whose keys the answer lacks because of a bug in the platform: block id -> the bug.
-KNOWN_BUGS: dict[str, str] = {
-    "docs/webhooks.md:340": "POST /v1/webhooks/{source}/replay leaves out stored, duplicates and rejected when none of "
-                            "the kept payloads maps to calls (here: there is nothing to replay), so the answer's shape "
-                            "depends on the data",
-}  # fmt: skip
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def check_keys(block: Block, answer: str) -> None:
