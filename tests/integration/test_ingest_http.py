@@ -493,3 +493,12 @@ def test_a_garbage_cursor_is_400(running: Running, cursor: str) -> None:
     )
     assert response.status_code == 400
     assert "cursor is not one this API returned" in response.json()["message"]
+
+
+def test_a_client_may_name_its_source_for_the_dead_letters(running: Running) -> None:
+    response = running.send("/v1/batch", {"batch": [track("m0"), {"type": "track"}]}, headers={"X-CDP-Source": "import"})
+    assert response.json()["stored"] == 1
+    odd = running.send("/v1/batch", {"batch": [{"type": "track"}]}, headers={"X-CDP-Source": "Not A Source!"})
+    assert odd.status_code == 200
+    letters = running.platform.dead_letters.list(running.platform.workspace_id)
+    assert [letter.source for letter in letters] == ["import", "http"]
