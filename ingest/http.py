@@ -30,9 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.crm import SCHEMAS, schema_documents
 from domain.segment import CALL_TYPES, Alias, Group, Identify, Page, Screen, Track
 from infra.http_errors import ApiError, json_response
+from infra.openapi import inline_schema
 from ingest.committer import StoreUnavailable
 from ingest.intake import Intake, parse_sent_at
-from queries.http import inline_schema
 
 REQUESTS = Counter("cdp_ingest_requests", "Ingest requests by endpoint and status code", ["endpoint", "status"])
 EVENTS = Counter("cdp_ingest_events", "Events by outcome (stored, duplicate, rejected)", ["outcome"])

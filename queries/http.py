@@ -25,6 +25,7 @@ from domain.application import IdentityError
 from domain.identity import IdentityRules, normalise_identifier, own_identifier, split_identifier
 from domain.tags import TIME_WINDOW, time_window_error
 from domain.traits import lifecycle_stage, rfm
+from infra.http_errors import error_body
 from projections.store import ProfileView, ProjectionStore, iso
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
@@ -97,37 +98,6 @@ def json_problems(value: Any, path: str = "", limit: int = 20) -> list[tuple[str
             if not MIN_INT <= item <= MAX_INT:
                 problems.append((name, f"the integer is outside {MIN_INT} to {MAX_INT}"))
     return sorted(problems)
-
-
-def inline_schema(schema: dict[str, Any], family: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A pydantic JSON Schema with its `$defs` put where they are referred to, for an OpenAPI operation.
-
-    FastAPI documents a route's own models under components; bodies a route reads
-    itself (openapi_extra) carry their schema inline. A model met again inside itself,
-    or inside another model of its `family` (a rule's and, or and not), is left as any
-    object there; unions are written as anyOf.
-    """
-    defs = schema.get("$defs", {})
-
-    def resolve(node: Any, seen: frozenset[str]) -> Any:
-        if isinstance(node, list):
-            return [resolve(item, seen) for item in node]
-        if not isinstance(node, dict):
-            return node
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            name = ref.rsplit("/", 1)[1]
-            rest = {k: v for k, v in node.items() if k != "$ref"}
-            if name in seen or (name in family and seen.intersection(family)):
-                return {"type": "object", **rest}
-            return resolve({**defs[name], **rest}, seen | {name})
-        # A discriminator's mapping names $defs that are gone; the variants' consts still tell them apart,
-        # and anyOf, unlike oneOf, stays true where a cut-off child matches more than one variant.
-        return {
-            "anyOf" if k == "oneOf" else k: resolve(v, seen) for k, v in node.items() if k not in ("$defs", "discriminator")
-        }
-
-    return resolve(schema, frozenset())  # type: ignore[no-any-return]
 
 
 def _is_text(value: str) -> bool:
@@ -446,7 +416,7 @@ def build_query_router(
         problems = json_problems(payload)
         if problems:  # checked first: rules are recorded in the log and read by every projection
             errors = [{"field": path, "reason": reason} for path, reason in problems]
-            return json_response({"error": "invalid rules; nothing changed", "errors": errors}, 400)
+            return json_response(error_body("invalid_rules", "invalid rules; nothing changed", errors), 400)
         try:
             rules = IdentityRules.model_validate(payload)
         except ValidationError as exc:
@@ -454,7 +424,7 @@ def build_query_router(
                 {"field": ".".join(str(p) for p in e["loc"]) or "(rules)", "reason": e["msg"]}
                 for e in exc.errors(include_url=False)
             ]
-            return json_response({"error": "invalid rules; nothing changed", "errors": errors}, 400)
+            return json_response(error_body("invalid_rules", "invalid rules; nothing changed", errors), 400)
         version = await service.set_rules(workspace_id, rules)
         return json_response({"version": version, "rules": rules.model_dump(mode="json")})
 

@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Body, Depends, HTTPException
 from fastapi.responses import Response
 
+from infra.http_errors import error_body
 from projections.analyst_sql import AnalystSql, SqlRefused
 from queries.http import MAX_INT, MIN_INT, json_problems, read_access
 
@@ -66,17 +67,18 @@ def build_sql_router(service: SqlService) -> APIRouter:
     ) -> Response:
         query = payload.get("query")
         if not isinstance(query, str) or not query.strip():
-            return _json({"error": "send the SQL as a string in 'query', e.g. {\"query\": \"SELECT 1\"}",
-                          "reason": "empty"}, 400)  # fmt: skip
+            message = "send the SQL as a string in 'query', e.g. {\"query\": \"SELECT 1\"}"
+            return _json(error_body("invalid_query", message, reason="empty"), 400)
         if json_problems(query):
-            return _json({"error": "the query is not valid Unicode text (it holds a lone surrogate)",
-                          "reason": "encoding"}, 400)  # fmt: skip
+            message = "the query is not valid Unicode text (it holds a lone surrogate)"
+            return _json(error_body("invalid_query", message, reason="encoding"), 400)
         if service.analyst_sql is None:
             raise HTTPException(503, "the platform is still starting; retry in a moment")
         try:
             result = service.analyst_sql.run(workspace_id, query)
         except SqlRefused as refused:
-            return _json({"error": refused.message, "reason": refused.reason, **refused.details}, refused.status)
+            code = {400: "invalid_query", 403: "forbidden"}.get(refused.status, "query_limit")
+            return _json(error_body(code, refused.message, reason=refused.reason, **refused.details), refused.status)
         return _json(
             {
                 "columns": result.columns,

@@ -23,9 +23,11 @@ from domain.identity import normalise_identifier, split_identifier
 from domain.tags import (
     SLUG, AlreadyDefined, Definition, NotFound, RuleError, load_document, parse_definition, parse_rule, time_errors,
 )  # fmt: skip
+from infra.http_errors import error_body
 from projections.store import ProjectionStore
 from projections.tags import TagStore
-from queries.http import MAX_INT, MIN_INT, inline_schema, json_response, read_access, write_access
+from infra.openapi import inline_schema
+from queries.http import MAX_INT, MIN_INT, json_response, read_access, write_access
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 EXPORT_PAGE = 2000
@@ -145,7 +147,8 @@ MANUAL_TAG_BODY = _body({
 
 def invalid(exc: RuleError, what: str) -> Response:
     errors = [{"path": path, "reason": reason} for path, reason in exc.errors]
-    return json_response({"error": f"invalid {what}; nothing changed", "errors": errors}, 400)
+    code = "invalid_" + what.replace(" ", "_")
+    return json_response(error_body(code, f"invalid {what}; nothing changed", errors), 400)
 
 
 def profile_tags(tag_store: TagStore, definitions: dict[str, Any], workspace_id: str, profile_id: str) -> dict[str, Any]:
@@ -222,7 +225,7 @@ def build_tags_router(service: TagService) -> APIRouter:
                 check_times(definition.rule)
                 saved = await service.save_definition(workspace_id, kind, definition, True)
             except AlreadyDefined as exc:
-                return json_response({"error": str(exc)}, 409)
+                return json_response(error_body("conflict", str(exc)), 409)
             except RuleError as exc:
                 return invalid(exc, kind)
             except _Invalid as exc:

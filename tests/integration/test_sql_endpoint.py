@@ -139,7 +139,7 @@ def test_writes_ddl_system_tables_functions_and_overrides_are_refused(
 ) -> None:
     response = analyst.sql(query)
     assert response.status_code == status, response.text
-    assert named.lower() in response.json()["error"].lower(), response.text
+    assert named.lower() in response.json()["message"].lower(), response.text
     assert analyst.rows("SELECT count() FROM events") == [[OURS]]  # nothing was changed
 
 
@@ -150,10 +150,10 @@ def test_host_details_and_values_are_refused_while_ordinary_analysis_runs(analys
         assert response.status_code == 403, response.text
         body = response.json()
         assert body["reason"] == "function", response.text
-        assert body["error"].startswith(f"function {name}() is not allowed: it reveals the host or the server")
+        assert body["message"].startswith(f"function {name}() is not allowed: it reveals the host or the server")
     refused = analyst.sql("SELECT * FROM values('x String', 'a')")
     assert refused.status_code == 403 and refused.json()["reason"] == "table_function", refused.text
-    assert refused.json()["error"].startswith("table function values() is not allowed")
+    assert refused.json()["message"].startswith("table function values() is not allowed")
     rows = analyst.rows(
         "SELECT toStartOfDay(timestamp) AS day, countIf(type = 'track') AS tracks, "
         "JSONExtractString(properties, 'currency') AS currency FROM events GROUP BY day, currency"
@@ -174,11 +174,11 @@ def test_malformed_sql_gets_a_400_with_the_parsers_message_and_position(analyst:
     assert response.status_code == 400
     body = response.json()
     assert body["reason"] == "malformed" and body["line"] == 1 and body["column"] > 0
-    assert body["error"].startswith("malformed SQL at line 1")
+    assert body["message"].startswith("malformed SQL at line 1")
     unknown = analyst.sql("SELECT no_such_column FROM events")
-    assert unknown.status_code == 400 and "no_such_column" in unknown.json()["error"]
+    assert unknown.status_code == 400 and "no_such_column" in unknown.json()["message"]
     empty = analyst.http.post("/v1/sql", json={}, headers=analyst.running.read_headers)
-    assert empty.status_code == 400 and "query" in empty.json()["error"]
+    assert empty.status_code == 400 and "query" in empty.json()["message"]
 
 
 def test_the_row_limit_truncates_and_says_so(analyst: Analyst) -> None:
@@ -211,7 +211,7 @@ def test_a_runaway_query_is_stopped_at_the_time_limit_while_the_platform_keeps_s
     thread.join()
     response = outcome["response"]
     assert response.status_code == 422, response.text
-    assert response.json()["limit"] == "time" and "time limit" in response.json()["error"]
+    assert response.json()["limit"] == "time" and "time limit" in response.json()["message"]
     assert 0.9 < outcome["seconds"] < 3.0
     assert served and max(served) < 0.9  # reads were not queued behind the runaway query
     assert analyst.rows("SELECT 1 FROM events LIMIT 1") == [[1]]
