@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -27,7 +27,9 @@ class DeadLetterService(Protocol):
 class ReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] | None = Field(None, max_length=MAX_PAGE, description="the dead letters to replay")
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(
+        None, max_length=MAX_PAGE, description="the dead letters to replay"
+    )
     code: str | None = Field(None, description="or: every open dead letter with this reason code")
     source: str | None = Field(None, description="and/or: from this source (http, browser, import, kafka:..., webhook:...)")
     limit: int = Field(MAX_PAGE, ge=1, le=MAX_PAGE)
@@ -38,10 +40,11 @@ def _time(name: str, value: str | None) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        parsed = parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # not a time, or an offset that leaves every date
         raise ApiError(400, "invalid_time", f"{name}={value!r} is not an ISO 8601 time such as 2026-01-31T12:00:00Z",
                        [{"field": name, "reason": "ISO 8601 date-time"}]) from None  # fmt: skip
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+    return parsed
 
 
 def _key(request: Request) -> str:

@@ -145,3 +145,13 @@ def test_dead_letters_are_listed_filtered_and_replayed(live: Running) -> None:
     unauthorised = httpx.post(f"{live.http.base_url}/v1/dead-letters/replay", json={"ids": ids},
                               headers=live.read_headers)  # fmt: skip
     assert unauthorised.status_code == 401 and unauthorised.json()["code"] == "unauthorized"
+
+
+def test_dead_letter_filters_and_ids_at_the_edges_are_a_400_not_a_500(live: Running) -> None:
+    for moment in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "yesterday"):
+        answer = live.http.get("/v1/dead-letters", params={"from": moment}, headers=live.read_headers)
+        assert answer.status_code == 400 and answer.json()["code"] == "invalid_time", (moment, answer.text)
+    writer = {"Authorization": f"Bearer {live.write_key}"}
+    for ids in ([2**63], [0], [-1]):
+        answer = live.http.post("/v1/dead-letters/replay", json={"ids": ids}, headers=writer)
+        assert answer.status_code == 422 and answer.json()["code"] == "invalid_request", (ids, answer.text)
