@@ -55,15 +55,8 @@ def _config(coverage: bool) -> schemathesis.Config:
 # definition: PUT and the segments' routes take the same definition through the same code, so they are
 # fuzzed only (which keeps the whole run within a few minutes).
 SAME_AS_POST_TAGS = {"path": ["/v1/tags/{slug}", "/v1/segments/{slug}", "/v1/segments"], "method": ["PUT", "POST"]}
-# Known 5xx of the dead-letter routes (ingest/dead_letters.py): `from`/`to` with an offset that leaves every
-# UTC date (OverflowError in astimezone), and replay ids beyond SQLite's 64-bit INTEGER. Fuzzed apart, as an
-# expected failure, so that the rest stays a gate; join them to `schema` once they answer 400.
-DEAD_LETTERS = {"path_regex": "^/v1/dead-letters"}
-schema = (
-    schemathesis.openapi.from_dict(DOC, config=_config(coverage=True)).exclude(**SAME_AS_POST_TAGS).exclude(**DEAD_LETTERS)
-)
+schema = schemathesis.openapi.from_dict(DOC, config=_config(coverage=True)).exclude(**SAME_AS_POST_TAGS)
 fuzz_only = schemathesis.openapi.from_dict(DOC, config=_config(coverage=False)).include(**SAME_AS_POST_TAGS)
-dead_letters = schemathesis.openapi.from_dict(DOC, config=_config(coverage=True)).include(**DEAD_LETTERS)
 INGEST = {"/v1/batch", "/v1/identify", "/v1/track", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias"}
 READ_POSTS = {"/v1/funnels", "/v1/sql", "/v1/segments/query"}  # reads sent as POST: the read key
 WRITE_GETS = {"/v1/settings/allowed-origins"}  # settings are read with the write key too
@@ -103,7 +96,7 @@ def _mixing(known: dict[str, list[Any]]) -> Any:
     return hook
 
 
-for _schema in (schema, fuzz_only, dead_letters):
+for _schema in (schema, fuzz_only):
     _schema.hook("flatmap_path_parameters")(_mixing(KNOWN))
     _schema.hook("flatmap_query")(_mixing(KNOWN_QUERY))
     _schema.hook("flatmap_body")(_mixing(KNOWN_BODY))
@@ -178,13 +171,6 @@ def test_no_input_gets_a_server_error(case: Any, server: Running) -> None:
 @fuzz_only.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_definition_gets_a_server_error(case: Any, server: Running) -> None:
-    fuzz(case, server)
-
-
-@pytest.mark.xfail(reason="dead-letter routes: OverflowError for some times and ids (ingest/dead_letters.py)")
-@dead_letters.parametrize()
-@settings(deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_dead_letter_query_gets_a_server_error(case: Any, server: Running) -> None:
     fuzz(case, server)
 
 
