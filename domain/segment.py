@@ -153,8 +153,8 @@ def normalise(call: _Call, received_at: datetime, batch_sent_at: datetime | None
         corrected = original
         if sent_at is not None and client_time is not None:  # a server-side time needs no correction
             corrected = original + (received_at - sent_at)
-    except OverflowError:
-        raise OutOfRange(client_field, "the time, corrected by receivedAt - sentAt, is outside any date") from None
+    except OverflowError:  # an offset that leaves every date, or a correction beyond them
+        raise OutOfRange(client_field, "the time, in UTC and corrected for clock skew, is outside any date") from None
     check_event_time(corrected, received_at, client_field, corrected=corrected is not original)
     data = call.model_dump(mode="json", exclude_none=True)
     data["messageId"] = call.messageId or str(uuid.uuid4())

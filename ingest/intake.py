@@ -17,7 +17,6 @@ unaccounted for and a replay can still store them.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Sequence
@@ -145,14 +144,30 @@ def prepare(
 
 
 def raw_body(item: Any) -> bytes:
-    """An item as JSON bytes for the dead-letter store, however deep it nests."""
+    """An item as JSON bytes for the dead-letter store, however deep it nests (deeper than 200 levels is cut)."""
     try:
-        return orjson.dumps(item)
-    except orjson.JSONEncodeError:
-        try:
-            return json.dumps(item, default=str).encode()
-        except (RecursionError, ValueError):
-            return repr(item).encode()[:1_000_000]
+        return orjson.dumps(item, default=str)
+    except orjson.JSONEncodeError:  # deeper than the encoder goes: keep the first 200 levels
+        return orjson.dumps(_pruned(item, 200), default=str)
+
+
+def _pruned(value: Any, limit: int) -> Any:
+    """A copy of a JSON value with everything below `limit` levels replaced by a marker; no recursion."""
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 0)]
+    while stack:
+        item, parent, key, level = stack.pop()
+        if isinstance(item, (dict, list)) and level >= limit:
+            parent[key] = "(nested too deeply: cut here)"
+        elif isinstance(item, dict):
+            parent[key] = copy = {}
+            stack.extend((v, copy, k, level + 1) for k, v in item.items())
+        elif isinstance(item, list):
+            parent[key] = copy = [None] * len(item)
+            stack.extend((v, copy, i, level + 1) for i, v in enumerate(item))
+        else:
+            parent[key] = item
+    return root[0]
 
 
 class Intake:

@@ -22,20 +22,21 @@ def test_a_user_id_with_a_zero_width_space_is_refused_with_the_field_and_the_rea
     good = {"type": "track", "event": "Clicked", "userId": "u1", "messageId": "ok-1"}
     bad = {"type": "track", "event": "Clicked", "userId": "x@example.com\u200b", "messageId": "zw-1"}
     response = running.send("/v1/batch", {"batch": [good, bad]})
-    assert response.status_code == 400, response.text
+    assert response.status_code == 200, response.text
     body = response.json()
-    assert body["success"] is False
-    (error,) = body["errors"]
+    assert body["stored"] == 1  # the good call is stored; the bad one is refused and kept as a dead letter
+    (error,) = body["rejected"]
     assert (error["index"], error["field"]) == (1, "userId")
     assert "U+200B (ZERO WIDTH SPACE)" in error["reason"]
     assert "remove it" in error["reason"]
-    assert running.stored_event_count() == 0  # nothing of the batch is stored
+    assert running.stored_event_count() == 1
 
     single = running.send("/v1/track", {"event": "Clicked", "anonymousId": "a\u202e1", "messageId": "bidi-1"})
-    assert single.status_code == 400, single.text
-    (error,) = single.json()["errors"]
+    assert single.status_code == 200 and single.json()["stored"] == 0, single.text
+    (error,) = single.json()["rejected"]
     assert error["field"] == "anonymousId" and "U+202E (RIGHT-TO-LEFT OVERRIDE)" in error["reason"]
-    assert running.stored_event_count() == 0
+    assert running.stored_event_count() == 1
+    assert len(running.platform.dead_letters.list(running.platform.workspace_id)) == 2
 
 
 def test_a_full_width_user_id_is_the_same_profile_as_its_plain_form(running: Running) -> None:
