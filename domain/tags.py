@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Iterator, Literal, Union
 from uuid import UUID, uuid5
 
 import orjson
@@ -26,6 +26,7 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from domain.limits import EARLIEST_CLOCK, LATEST_CLOCK
 from domain.model import NAMESPACE
 
 Op = Literal["=", "!=", "<", "<=", ">", ">=", "in", "contains", "exists", "between"]
@@ -42,8 +43,8 @@ COMPUTED_TIMES = ("first_seen", "last_seen", "last_order_at")
 COMPUTED_MAPS = ("counts", "track_counts", "revenue", "average_order_value")
 MAX_DEPTH = 16
 # The times a rule or a query may name: the range of the ClickHouse DateTime64 columns they are compared with.
-EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)
-LATEST_TIME = datetime(2299, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)
+# Times that can be queried: ClickHouse DateTime64's range, the same one ingest holds client clocks to.
+EARLIEST_TIME, LATEST_TIME = EARLIEST_CLOCK, LATEST_CLOCK
 TIME_WINDOW = "1900-01-01T00:00:00Z to 2299-12-31T23:59:59.999Z"
 MAX_DURATION_DAYS = timedelta.max.days
 
@@ -418,22 +419,23 @@ def depth(rule: Any) -> int:
     return 1
 
 
+def _nodes(rule: Any, path: str = "rule") -> Iterator[tuple[str, Any]]:
+    """Every node of a rule with its path (`rule.and[1].not`), parents before children."""
+    stack = [(path, rule)]
+    while stack:
+        path, node = stack.pop()
+        yield path, node
+        if isinstance(node, (AndNode, OrNode)):
+            key = "and" if isinstance(node, AndNode) else "or"
+            children = node.and_ if isinstance(node, AndNode) else node.or_
+            stack.extend((f"{path}.{key}[{i}]", child) for i, child in reversed(list(enumerate(children))))
+        elif isinstance(node, NotNode):
+            stack.append((f"{path}.not", node.not_))
+
+
 def tag_refs(rule: Any) -> list[tuple[str, str]]:
     """(path, tag id) of every tag condition in a rule."""
-    found: list[tuple[str, str]] = []
-
-    def visit(node: Any, path: str) -> None:
-        if isinstance(node, TagCondition):
-            found.append((path, node.tag))
-        elif isinstance(node, (AndNode, OrNode)):
-            key = "and" if isinstance(node, AndNode) else "or"
-            for i, child in enumerate(node.and_ if isinstance(node, AndNode) else node.or_):
-                visit(child, f"{path}.{key}[{i}]")
-        elif isinstance(node, NotNode):
-            visit(node.not_, f"{path}.not")
-
-    visit(rule, "rule")
-    return found
+    return [(path, node.tag) for path, node in _nodes(rule) if isinstance(node, TagCondition)]
 
 
 def time_errors(rule: Any) -> list[tuple[str, str]]:
@@ -448,7 +450,7 @@ def time_errors(rule: Any) -> list[tuple[str, str]]:
         if reason is not None:
             errors.append((path, reason))
 
-    def visit(node: Any, path: str) -> None:
+    for path, node in _nodes(rule):
         if isinstance(node, EventCondition) and node.between:
             for i, bound in enumerate(node.between):
                 check(bound, f"{path}.between[{i}]")
@@ -458,14 +460,6 @@ def time_errors(rule: Any) -> list[tuple[str, str]]:
                     check(bound, f"{path}.value[{i}]")
             else:
                 check(node.value, f"{path}.value")
-        elif isinstance(node, (AndNode, OrNode)):
-            key = "and" if isinstance(node, AndNode) else "or"
-            for i, child in enumerate(node.and_ if isinstance(node, AndNode) else node.or_):
-                visit(child, f"{path}.{key}[{i}]")
-        elif isinstance(node, NotNode):
-            visit(node.not_, f"{path}.not")
-
-    visit(rule, "rule")
     return errors
 
 
