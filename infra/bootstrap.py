@@ -28,8 +28,9 @@ from projections.analyst_sql import AnalystSql, SqlLimits
 from projections.kpis import KpiStore
 from projections.migrate import migrate
 from projections.quarantine import TRANSIENT_ERRORS, QuarantineStore
-from projections.store import ProjectionStore, differences
+from projections.store import ProjectionStore
 from projections.tags import TagStore
+from projections.verify import differences
 from streams.kpis import KPI_UPDATES_TOPIC, KpiProcessor, KpiUpdates
 from streams.log_follower import LogFollower, read_messages
 from streams.messages import encode

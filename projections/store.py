@@ -535,38 +535,3 @@ class ProjectionStore:
         return [tuple(r) for r in self.client.query(
             f"SELECT {columns} FROM {self.db}.{table} FINAL WHERE {where} ORDER BY {order_by}"
         ).result_rows]  # fmt: skip
-
-
-# What a rebuild must reproduce exactly: each table as exact reads see it, minus bookkeeping columns.
-COMPARED_TABLES = {
-    "events": ("*", "workspace_id, anchor, timestamp, event_id"),
-    "identity_history": ("workspace_id, identifier, profile_id, position", "workspace_id, identifier, position"),
-    "profile_identifiers": ("workspace_id, profile_id, identifier", "workspace_id, profile_id, identifier"),
-    "profile_changes": (
-        "workspace_id, profile_id, position, change, other_profile_id, identifiers, cause_event_id, reason",
-        "workspace_id, profile_id, position, change, other_profile_id",
-    ),
-    "profiles": (", ".join(c for c in PROFILE_COLUMNS if c != "version"), "workspace_id, profile_id"),
-    "workspace_rules": ("workspace_id, version, rules, position", "workspace_id, version"),
-    "kpi_facts": ("*", "workspace_id, kind, fact_id"),
-    "activity_days": ("*", "workspace_id, anchor, day"),
-    "identity_moves": ("*", "workspace_id, identifier, position"),
-    # Entries still set aside: a rebuild quarantines the same ones (a retried entry that applied is no longer);
-    # the relay is not part of a rebuild.
-    "quarantine": (
-        "processor, position, event_id, workspace_id, kind, error", "processor, position",
-        "resolved = 0 AND processor != 'relay'",
-    ),
-}
-
-
-def differences(live: ProjectionStore, rebuilt: ProjectionStore) -> list[str]:
-    """Tables whose exact contents differ between two projection databases (empty: identical)."""
-    found = []
-    for table, (columns, order_by, *where) in COMPARED_TABLES.items():
-        a = live.table_snapshot(table, columns, order_by, *where)
-        b = rebuilt.table_snapshot(table, columns, order_by, *where)
-        if a != b:
-            first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-            found.append(f"{table}: {len(a)} rows live, {len(b)} rebuilt, first difference at row {first}")
-    return found

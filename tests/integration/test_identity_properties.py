@@ -16,7 +16,8 @@ from domain.segment import call_adapter, normalise
 from infra.clickhouse import clickhouse_client
 from infra.config import Settings
 from projections.migrate import migrate
-from projections.store import ProfileView, ProjectionStore, differences
+from projections.store import ProfileView, ProjectionStore
+from projections.verify import differences
 from streams.log_follower import read_messages
 from streams.processors import ProfileProcessor
 
