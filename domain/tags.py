@@ -505,6 +505,19 @@ class RuleDefinition(Aggregate):
         self.rule_version = rule_version
         self.deleted = True
 
+    def holds(self, name: str, description: str, rule: dict[str, Any]) -> bool:
+        """Whether the current version already says this: not deleted, same name, description and rule.
+
+        Rules are compared parsed, so a rule recorded in another spelling (key order, 1000 for 1000.0, a
+        default written out) is the same rule."""
+        if self.deleted or (self.name, self.description) != (name, description):
+            return False
+        try:
+            current = rule_json(parse_rule(self.rule))
+        except RuleError:  # recorded before a check it would fail today: compare as recorded
+            current = self.rule
+        return current == rule
+
 
 class ManualTagChange(Aggregate):
     """A static tag added to or removed from a profile by hand; one aggregate per change."""
@@ -580,7 +593,8 @@ def _reaches(rules: dict[str, Any], start: str, target: str) -> bool:
 def define(
     definitions: Definitions, workspace_id: str, kind: str, definition: Definition, create_only: bool = False
 ) -> RuleDefinition:
-    """A new definition or a new version of one (not yet saved); raises RuleError with the path of a bad node."""
+    """A new definition or a new version of one (not yet saved), or the current version unchanged when it
+    already says the same; raises RuleError with the path of a bad node."""
     definitions.check(workspace_id, kind, definition)
     existing = definitions.get(workspace_id, kind, definition.id)
     rule = rule_json(definition.rule)
@@ -589,6 +603,8 @@ def define(
         return RuleDefinition(workspace_id, kind, definition.id, name, definition.description, rule)
     if create_only and not existing.deleted:
         raise AlreadyDefined(f"{kind} {definition.id!r} exists; change it with PUT /v1/{kind}s/{definition.id}")
+    if existing.holds(name, definition.description, rule):
+        return existing  # unchanged: no new version, so nothing is recorded and no backfill starts
     existing.change(workspace_id, kind, definition.id, existing.rule_version + 1, name, definition.description, rule)
     return existing
 
@@ -629,8 +645,13 @@ class NotFound(LookupError):
 
 
 def save_definition(app: Any, workspace_id: str, kind: str, definition: Definition, create_only: bool = False) -> Any:
-    """Store a tag or saved segment (a new version if it exists); returns the aggregate."""
+    """Store a tag or saved segment (a new version if it exists and differs); returns the aggregate.
+
+    A definition that says what the current version says records nothing: the aggregate comes back at
+    its current version, with no pending events."""
     aggregate = define(app.definitions, workspace_id, kind, definition, create_only)
+    if not aggregate.pending_events:
+        return aggregate
     try:
         app.save(aggregate)
     except BaseException:

@@ -50,7 +50,8 @@ def apply(
     wait: bool = typer.Option(True, help="Follow each backfill with a progress bar until it is done."),
     timeout: float = typer.Option(600.0, help="Seconds to wait for the backfills."),
 ) -> None:
-    """Create or change the tags in FILE (each change is a new rule version) and show the backfill progress."""
+    """Create or change the tags in FILE (each change is a new rule version; a tag the file leaves as it is
+    stays at its version) and show the backfill progress."""
     try:
         settings = load_settings()
         tags = definitions_in(file.read_text())
@@ -61,6 +62,11 @@ def apply(
     base = f"http://{settings.http_host}:{settings.http_port}"
     applied: list[tuple[str, int]] = []
     with httpx.Client(base_url=base, timeout=30) as http:
+        try:
+            before = _versions(http, read_key)
+        except httpx.HTTPError as exc:
+            console.print(f"[red]cannot reach {base}:[/red] {exc}. Is `cdp up` running?")
+            raise typer.Exit(1) from None
         for tag in tags:
             try:
                 response = http.put(f"/v1/tags/{tag['id']}", json=tag, headers={"Authorization": f"Bearer {write_key}"})
@@ -74,10 +80,23 @@ def apply(
                     console.print(f"  {error['path']}: {error['reason']}")
                 raise typer.Exit(1)
             version = response.json()["rule_version"]
+            if version == before.get(tag["id"]):  # the platform recorded nothing: the file says what it says
+                console.print(f"tag [bold]{tag['id']}[/bold] is unchanged at rule version {version}")
+                continue
             console.print(f"tag [bold]{tag['id']}[/bold] is at rule version {version}")
+            before[tag["id"]] = version
             applied.append((tag["id"], version))
         if wait:
             _follow(http, read_key, applied, timeout)
+
+
+def _versions(http: httpx.Client, read_key: str) -> dict[str, int]:
+    """The rule version of every tag the platform has now, to tell a new version from an unchanged one."""
+    response = http.get("/v1/tags", headers={"Authorization": f"Bearer {read_key}"})
+    if response.status_code != 200:
+        console.print(f"[red]cannot list the tags ({response.status_code}):[/red] {response.text}")
+        raise typer.Exit(1)
+    return {t["id"]: t["rule_version"] for t in response.json()["tags"]}
 
 
 def _follow(http: httpx.Client, read_key: str, applied: list[tuple[str, int]], timeout: float) -> None:
