@@ -1,16 +1,26 @@
-"""The CRM's event schemas: `track` events with reserved names and validated properties.
+"""The CRM and money vocabulary: reserved `track` events, their schemas, and what each counts as.
 
 A track call whose `event` is one of the reserved names below must carry the
 properties its schema asks for; ingest rejects it with the field and reason
 otherwise, like any other invalid call. Other properties are kept as sent. The
 validated values are stored normalised (currency upper case, numbers as numbers),
-so projections read one shape. Money always carries a currency: amounts in
-different currencies are reported per currency, never added together.
+so projections read one shape.
+
+`facts_of` is the one definition of what a reserved event means to the read side:
+its kind, its amount, its currency, its dimensions. The KPI facts, the profile's
+computed revenue and the tag measures all read these facts, so they agree.
+Money is exact (`Decimal`) and always carries a currency: amounts in different
+currencies are reported per currency, never added together. An order's amount is
+`revenue`, else `total`, else the sum of its products' price x quantity; a refund
+takes away its `revenue`, or the whole order's amount (and currency) without one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -75,7 +85,7 @@ class OrderCompleted(_Amount):
 
     @model_validator(mode="after")
     def _check(self) -> "OrderCompleted":
-        self._needs_currency(self.revenue, self.total)
+        self._needs_currency(self.revenue, self.total, *(p.price or None for p in self.products))
         return self
 
 
@@ -223,4 +233,181 @@ def schema_documents() -> dict[str, Any]:
     return {name: schema.model_json_schema() for name, schema in SCHEMAS.items()}
 
 
-__all__ = ["SCHEMAS", "ValidationError", "validate_properties", "schema_documents"]
+# What each reserved event counts as --------------------------------------------------------------
+
+ORDER_COMPLETED, ORDER_REFUNDED = "Order Completed", "Order Refunded"
+TICKET_OPENED, TICKET_RESOLVED = "Ticket Opened", "Ticket Resolved"
+FEEDBACK_SUBMITTED = "Feedback Submitted"
+
+FACT_KINDS: dict[str, str] = {
+    ORDER_COMPLETED: "order",
+    ORDER_REFUNDED: "refund",
+    "Lead Created": "lead",
+    "Opportunity Stage Changed": "opportunity",
+    "Call Logged": "call",
+    "Meeting Logged": "meeting",
+    TICKET_OPENED: "ticket_opened",
+    "Ticket Assigned": "ticket_assigned",
+    TICKET_RESOLVED: "ticket_resolved",
+    FEEDBACK_SUBMITTED: "feedback",
+    "Email Sent": "message_sent",
+    "Email Opened": "message_opened",
+    "Email Clicked": "message_clicked",
+    "SMS Sent": "message_sent",
+    "SMS Opened": "message_opened",
+    "SMS Clicked": "message_clicked",
+    "Cost Incurred": "cost",
+    "Sales Target Set": "target",
+}
+"""Reserved event name → fact kind (Consent Changed is reserved but counted by no KPI)."""
+assert set(FACT_KINDS) <= set(SCHEMAS), "every counted event has a schema"
+
+EPOCH_DAY = date(1970, 1, 1)
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One thing a reserved event counts as; an order gives one `order` fact plus one `order_line` per product."""
+
+    fact_id: str
+    kind: str
+    entity_id: str
+    amount: Decimal = ZERO
+    has_amount: bool = False  # False for a refund of the whole order: its amount is the order's
+    currency: str = ""
+    quantity: int = 0
+    probability: float = 0.0
+    stage: str = ""
+    status: str = ""
+    csat: int | None = None
+    nps: int | None = None
+    complaint: bool = False
+    channel: str = ""
+    campaign: str = ""
+    product: str = ""
+    owner: str = ""
+    category: str = ""
+    priority: str = ""
+    period_start: date = EPOCH_DAY
+    period_end: date = EPOCH_DAY
+
+
+def money(value: Any) -> Decimal:
+    """An amount as sent (a JSON number) as an exact decimal; `str` keeps 1100.54 from becoming 1100.5400000000002."""
+    return ZERO if value is None else Decimal(str(value))
+
+
+def order_amount(properties: dict[str, Any]) -> Decimal:
+    """An order's amount: `revenue`, else `total`, else the sum of its products' price x quantity."""
+    for name in ("revenue", "total"):
+        if properties.get(name) is not None:
+            return money(properties[name])
+    return sum((line_amount(x) for x in _lines(properties)), ZERO)
+
+
+def line_amount(line: dict[str, Any]) -> Decimal:
+    return money(line.get("price")) * int(line.get("quantity", 1))
+
+
+def refund_amount(properties: dict[str, Any]) -> Decimal | None:
+    """What a refund takes away; None means the whole order (its amount and currency come from the order)."""
+    value = properties.get("revenue")
+    return None if value is None else money(value)
+
+
+def _lines(properties: dict[str, Any]) -> list[dict[str, Any]]:
+    return [x for x in properties.get("products") or [] if isinstance(x, dict)]
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def facts_of(call: dict[str, Any], event_id: str, source: str = "") -> list[Fact]:
+    """The facts of one stored call (none for calls no KPI counts); `source` is its channel when it names none."""
+    kind = FACT_KINDS.get(call.get("event", "")) if call.get("type") == "track" else None
+    if kind is None:
+        return []
+    p: dict[str, Any] = call.get("properties") or {}
+    context = call.get("context") or {}
+    campaign_context = context.get("campaign") if isinstance(context.get("campaign"), dict) else {}
+    base = Fact(
+        fact_id=event_id, kind=kind, entity_id=event_id, currency=_text(p.get("currency")),
+        channel=_text(p.get("channel")) or source,
+        campaign=_text(p.get("campaign_id")) or _text(campaign_context.get("name")),
+        owner=_text(p.get("owner") or p.get("assignee")), category=_text(p.get("category")),
+        priority=_text(p.get("priority")),
+    )  # fmt: skip
+    return _SHAPES[kind](base, p, call)
+
+
+def _order(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
+    order = _replace(base, entity_id=_text(p.get("order_id")) or base.fact_id, amount=order_amount(p), has_amount=True)
+    lines = [
+        _replace(order, fact_id=f"{base.fact_id}/{i}", kind="order_line", quantity=int(line.get("quantity", 1)),
+                 amount=line_amount(line), category=_text(line.get("category")),
+                 product=_text(line.get("product_id") or line.get("sku") or line.get("name")))
+        for i, line in enumerate(_lines(p))
+    ]  # fmt: skip
+    return [order, *lines]
+
+
+def _refund(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
+    amount = refund_amount(p)
+    return [_replace(base, entity_id=_text(p["order_id"]), amount=amount or ZERO, has_amount=amount is not None)]
+
+
+def _opportunity(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
+    return [_replace(base, entity_id=_text(p["opportunity_id"]), amount=money(p["amount"]), has_amount=True,
+                     probability=float(p["probability"]), stage=_text(p["stage"]), status=_text(p["status"]))]  # fmt: skip
+
+
+def _ticket(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
+    return [_replace(base, entity_id=_text(p["ticket_id"]), complaint=base.category.lower() == "complaint")]
+
+
+def _message(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
+    channel = "sms" if call["event"].startswith("SMS") else "email"
+    return [_replace(base, channel=channel, entity_id=_text(p["campaign_id"]))]
+
+
+def _cost(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
+    return [_replace(base, amount=money(p["amount"]), has_amount=True, category=_text(p.get("kind") or "marketing"))]
+
+
+def _target(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
+    return [_replace(base, amount=money(p["amount"]), has_amount=True, period_start=date.fromisoformat(p["period_start"]),
+                     period_end=date.fromisoformat(p["period_end"]),
+                     entity_id=f"{p['owner']}|{p['period_start']}|{p['period_end']}")]  # fmt: skip
+
+
+def _lead(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
+    return [_replace(base, entity_id=_text(p.get("lead_id")) or base.fact_id)]
+
+
+def _feedback(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
+    return [_replace(base, csat=p.get("csat"), nps=p.get("nps"))]
+
+
+def _same(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
+    return [base]
+
+
+def _replace(fact: Fact, **changes: Any) -> Fact:
+    return dataclasses.replace(fact, **changes)
+
+
+_SHAPES = {
+    "order": _order, "refund": _refund, "lead": _lead, "opportunity": _opportunity, "call": _same, "meeting": _same,
+    "ticket_opened": _ticket, "ticket_assigned": _ticket, "ticket_resolved": _ticket, "feedback": _feedback,
+    "message_sent": _message, "message_opened": _message, "message_clicked": _message, "cost": _cost,
+    "target": _target,
+}  # fmt: skip
+assert set(_SHAPES) == set(FACT_KINDS.values()), "every fact kind has its shape"
+
+
+__all__ = [
+    "SCHEMAS", "FACT_KINDS", "Fact", "ValidationError", "facts_of", "money", "order_amount", "refund_amount",
+    "validate_properties", "schema_documents",
+]  # fmt: skip

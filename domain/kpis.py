@@ -20,6 +20,7 @@ class Kpi:
     group: str  # customers | commerce | sales | service | campaigns
     dimensions: tuple[str, ...] = field(default=())
     shape: str = "series"  # series | snapshot (no periods) | targets (one row per sales target)
+    headline: tuple[str, ...] = field(default=())  # fact kinds (domain/crm.py) whose arrival moves it live
 
 
 _COMMERCE = ("channel", "campaign", "product", "category")
@@ -29,9 +30,9 @@ _CAMPAIGN = ("campaign", "channel")
 
 CATALOGUE: dict[str, Kpi] = {k.name: k for k in [
     Kpi("csat", "Customer satisfaction", "Share of CSAT answers scoring 4 or 5 on the 1-5 scale; `mean` is the "
-        "average score.", "ratio", "customers", ("channel",)),
+        "average score.", "ratio", "customers", ("channel",), headline=("feedback",)),
     Kpi("nps", "Net promoter score", "% promoters (9-10) minus % detractors (0-6) of NPS answers, from -100 to 100.",
-        "score", "customers", ("channel",)),
+        "score", "customers", ("channel",), headline=("feedback",)),
     Kpi("active_customers", "Active customers", "Distinct people with any event in the period (merged profiles "
         "count once).", "count", "customers"),
     Kpi("retention_rate", "Retention rate", "Of the people active in a period, the share active again in the "
@@ -41,10 +42,10 @@ CATALOGUE: dict[str, Kpi] = {k.name: k for k in [
         "conversion window: POST /v1/funnels.", "ratio", "customers", shape="funnel"),
     Kpi("revenue", "Revenue", "Net revenue: completed orders minus refunds (a refund without an amount refunds the "
         "whole order), by event time, per currency. By product: order lines, before refunds.", "money", "commerce",
-        _COMMERCE),
-    Kpi("orders", "Orders", "Completed orders.", "count", "commerce", _COMMERCE),
+        _COMMERCE, headline=("order", "refund")),
+    Kpi("orders", "Orders", "Completed orders.", "count", "commerce", _COMMERCE, headline=("order",)),
     Kpi("average_order_value", "Average order value", "Revenue of completed orders ÷ their number, before refunds, "
-        "per currency.", "money", "commerce", _COMMERCE),
+        "per currency.", "money", "commerce", _COMMERCE, headline=("order",)),
     Kpi("repeat_purchase_rate", "Repeat purchase rate", "Of the people who ordered in the period, the share who "
         "ordered at least twice in it.", "ratio", "commerce", _COMMERCE),
     Kpi("customer_lifetime_value", "Customer lifetime value", "Historic net revenue to the end of the period ÷ "
@@ -56,9 +57,9 @@ CATALOGUE: dict[str, Kpi] = {k.name: k for k in [
         "and monetary quintile scores, now.", "count", "commerce", shape="snapshot"),
     Kpi("leads", "Leads", "Leads created.", "count", "sales", _SALES),
     Kpi("pipeline_value", "Pipeline value", "Σ amount × probability of the opportunities open at the end of the "
-        "period (latest stage by event time), per currency.", "money", "sales", _SALES),
+        "period (latest stage by event time), per currency.", "money", "sales", _SALES, headline=("opportunity",)),
     Kpi("won_revenue", "Won revenue", "Amount of opportunities won in the period, per currency.", "money", "sales",
-        _SALES),
+        _SALES, headline=("opportunity",)),
     Kpi("win_rate", "Win rate", "Won ÷ (won + lost) of the opportunities closed in the period.", "ratio", "sales",
         _SALES),
     Kpi("average_sales_cycle", "Average sales cycle", "Mean days from an opportunity's first stage event to its "
@@ -72,7 +73,7 @@ CATALOGUE: dict[str, Kpi] = {k.name: k for k in [
     Kpi("resolution_time", "Resolution time", "Mean hours from a ticket's opening to its resolution, for tickets "
         "resolved in the period.", "hours", "service", _SERVICE),
     Kpi("open_ticket_backlog", "Open ticket backlog", "Tickets open at the end of the period (opened and not "
-        "resolved since).", "count", "service", _SERVICE),
+        "resolved since).", "count", "service", _SERVICE, headline=("ticket_opened", "ticket_resolved")),
     Kpi("complaints_per_1000_customers", "Complaints per 1,000 customers", "Tickets of category `complaint` "
         "opened in the period ÷ people active in the period × 1,000.", "ratio", "service"),
     Kpi("campaign_sent", "Campaign messages sent", "Emails and SMS sent.", "count", "campaigns", _CAMPAIGN),
@@ -85,6 +86,11 @@ CATALOGUE: dict[str, Kpi] = {k.name: k for k in [
         "campaigns", _CAMPAIGN),
 ]}  # fmt: skip
 
-HEADLINE = ("revenue", "orders", "average_order_value", "csat", "nps", "pipeline_value", "won_revenue",
-            "open_ticket_backlog")  # fmt: skip
+HEADLINE = tuple(k.name for k in CATALOGUE.values() if k.headline)
 """KPIs published on `cdp.kpi-updates` when they move."""
+
+KPIS_MOVED_BY: dict[str, tuple[str, ...]] = {
+    kind: tuple(k.name for k in CATALOGUE.values() if kind in k.headline)
+    for kind in sorted({kind for k in CATALOGUE.values() for kind in k.headline})
+}
+"""Fact kind → the headline KPIs its arrival moves (for the update stream)."""

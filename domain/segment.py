@@ -170,3 +170,12 @@ def parse_time(value: str) -> datetime:
     """Parse an ISO time written by `normalise` back into an aware datetime."""
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
+
+def source_of(call: dict[str, Any]) -> str:
+    """Which channel a stored call came from: `context.source` if set, else the SDK's library name."""
+    context = call.get("context") or {}
+    source = context.get("source")
+    if isinstance(source, str) and source:
+        return source
+    library = context.get("library") or {}
+    return str(library.get("name") or "") if isinstance(library, dict) else ""

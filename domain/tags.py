@@ -26,6 +26,7 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from domain.crm import ORDER_COMPLETED
 from domain.limits import EARLIEST_CLOCK, LATEST_CLOCK
 from domain.model import NAMESPACE
 
@@ -186,6 +187,9 @@ class EventCondition(_Node):
     value: float | None = None
     within: str | None = Field(None, description="a duration before now, e.g. 90d")
     between: list[str] | None = Field(None, description="[from, to): two ISO 8601 times")
+    currency: str | None = Field(
+        None, pattern=r"^[A-Z]{3}$", description="with sum(revenue) of Order Completed: the currency to measure"
+    )
 
     @field_validator("measure")
     @classmethod
@@ -226,7 +230,15 @@ class EventCondition(_Node):
         kind = self.kind
         if kind == "exists" and self.value is not None:
             raise ValueError("'exists' takes no value; remove 'value' (use count with op and value to compare)")
+        if self.currency is not None and not self.money:
+            raise ValueError(f"'currency' applies to sum(revenue) of {ORDER_COMPLETED}; remove it here")
         return self
+
+    @property
+    def money(self) -> bool:
+        """sum(revenue) of Order Completed is net revenue as domain/crm.py defines it: orders minus refunds,
+        per currency (the one given, or holding when it holds in some currency), as the KPI counts it."""
+        return self.event == ORDER_COMPLETED and self.measure == "sum(revenue)"
 
     @property
     def kind(self) -> str:

@@ -7,6 +7,8 @@ into scores and stages.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
+from typing import Any, Mapping
 
 from domain.identity import LifecycleThresholds
 
@@ -37,14 +39,23 @@ def rfm_tier(recency: int, frequency: int, monetary: int) -> str:
 
 
 def rfm(
-    days_since_last_order: float | None, orders: int, monetary: float, boundaries: dict[str, list[float]]
+    days_since_last_order: float | None,
+    orders: int,
+    revenue: Mapping[str, Decimal | float],
+    boundaries: Mapping[str, Any],
 ) -> dict[str, object] | None:
-    """RFM scores within the workspace, or None for a profile without orders."""
+    """RFM scores within the workspace, or None for a profile without orders.
+
+    `boundaries` holds the quintile boundaries of `recency_days` and `frequency` among
+    buyers, and of `monetary` per currency (currency → boundaries): money is scored
+    within its own currency, and a customer's monetary score is their best one.
+    """
     if not orders or days_since_last_order is None:
         return None
     r = quintile(days_since_last_order, boundaries.get("recency_days", []), higher_is_better=False)
     f = quintile(orders, boundaries.get("frequency", []))
-    m = quintile(monetary, boundaries.get("monetary", []))
+    monetary = boundaries.get("monetary", {})
+    m = max((quintile(float(v), monetary.get(c, [])) for c, v in revenue.items()), default=1)
     return {"recency": r, "frequency": f, "monetary": m, "tier": rfm_tier(r, f, m)}
 
 

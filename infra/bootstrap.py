@@ -63,11 +63,12 @@ def build_pipeline(
 
     if tags is None:  # a rebuild: backfills run inline, so the replay ends with every tag evaluated
         tags = TagEngine(TagStore(store.client, store.db), SystemClock(), publish=publisher(TAG_CHANGES_TOPIC))
-    # Tags run after profiles: they read the profiles the same batch wrote.
+    # KPI facts first: profiles read their revenue from the facts (projections/money.py); tags run after
+    # profiles: they read the profiles the same batch wrote.
     processors = [
+        KpiProcessor(KpiStore(store.client, store.db), kpi_updates),
         ProfileProcessor(store, publish=publisher(PROFILE_CHANGES_TOPIC)),
         TagProcessor(tags),
-        KpiProcessor(KpiStore(store.client, store.db), kpi_updates),
     ]
     if applied is None:
         applied = {name: parts.get(0, 0) for name, parts in store.positions().items()}

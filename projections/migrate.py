@@ -1,6 +1,6 @@
 """Versioned ClickHouse migrations, applied in order at start.
 
-Each file `NNNN_name.sql` in migrations/ holds statements separated by `;`,
+Each file `NNNN_name.sql` in migrations/ holds statements, each ending with `;` at the end of a line,
 with `{db}` standing for the projection database. Applied versions are recorded
 in `{db}.schema_migrations`, so a migration runs once per database.
 """
@@ -26,7 +26,8 @@ def migrations() -> list[tuple[int, str, str]]:
 
 def _statements(sql: str) -> list[str]:
     without_comments = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
-    return [part.strip() for part in without_comments.split(";") if part.strip()]
+    # A statement ends with `;` at the end of a line, so a `;` inside a COMMENT '...' is text.
+    return [part.strip() for part in re.split(r";[ \t]*(?:\n|$)", without_comments) if part.strip()]
 
 
 def migrate(client: Any, database: str) -> list[int]:

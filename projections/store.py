@@ -14,11 +14,16 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
 import orjson
 
+from domain.crm import FEEDBACK_SUBMITTED as FEEDBACK
+from domain.crm import TICKET_OPENED, TICKET_RESOLVED, ZERO
 from domain.identity import own_identifier
+from projections.money import movements
+from projections.rfm import rfm_boundaries
 from projections.profile_cache import cache_for
 
 EVENT_COLUMNS = [
@@ -28,7 +33,7 @@ EVENT_COLUMNS = [
 ]  # fmt: skip
 PROFILE_COLUMNS = [
     "workspace_id", "profile_id", "identifiers", "traits", "trait_times", "trait_sources", "first_seen", "last_seen",
-    "event_count", "counts", "track_counts", "orders_count", "order_counts", "revenue", "last_order_at",
+    "event_count", "counts", "track_counts", "orders_count", "order_counts", "order_revenue", "revenue", "last_order_at",
     "open_tickets", "csat_count", "csat_sum", "position", "doc", "version", "is_deleted",
 ]  # fmt: skip
 CHANGE_COLUMNS = [
@@ -36,11 +41,6 @@ CHANGE_COLUMNS = [
     "recorded_at",
 ]  # fmt: skip
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-ORDER_COMPLETED, ORDER_REFUNDED = "Order Completed", "Order Refunded"
-TICKET_OPENED, TICKET_RESOLVED = "Ticket Opened", "Ticket Resolved"
-FEEDBACK = "Feedback Submitted"
-_REVENUE = "if(JSONHas(properties, 'revenue'), JSONExtractFloat(properties, 'revenue'), JSONExtractFloat(properties, 'total'))"
-_CURRENCY = "upper(if(JSONExtractString(properties, 'currency') = '', 'USD', JSONExtractString(properties, 'currency')))"
 
 
 @dataclass
@@ -59,7 +59,8 @@ class ProfileView:
     track_counts: dict[str, int] = field(default_factory=dict)
     orders_count: int = 0
     order_counts: dict[str, int] = field(default_factory=dict)
-    revenue: dict[str, float] = field(default_factory=dict)
+    order_revenue: dict[str, Decimal] = field(default_factory=dict)  # completed orders, before refunds
+    revenue: dict[str, Decimal] = field(default_factory=dict)  # net: orders minus refunds (projections/money.py)
     last_order_at: datetime | None = None
     open_tickets: int = 0
     csat_count: int = 0
@@ -74,7 +75,8 @@ class ProfileView:
                 "trait_times": {k: iso(v) for k, v in self.trait_times.items()}, "trait_sources": self.trait_sources,
                 "first_seen": iso(self.first_seen), "last_seen": iso(self.last_seen),
                 "event_count": self.event_count, "counts": self.counts, "track_counts": self.track_counts,
-                "orders_count": self.orders_count, "order_counts": self.order_counts, "revenue": self.revenue,
+                "orders_count": self.orders_count, "order_counts": self.order_counts,
+                "order_revenue": _amounts(self.order_revenue), "revenue": _amounts(self.revenue),
                 "last_order_at": iso(self.last_order_at), "open_tickets": self.open_tickets,
                 "csat_count": self.csat_count, "csat_sum": self.csat_sum, "position": self.position,
                 "changes": self.changes,
@@ -88,6 +90,8 @@ class ProfileView:
         for name in ("first_seen", "last_seen", "last_order_at"):
             doc[name] = _parse(doc[name])
         doc["trait_times"] = {k: _parse(v) for k, v in doc["trait_times"].items()}
+        for name in ("order_revenue", "revenue"):
+            doc[name] = {c: Decimal(str(v)) for c, v in doc.get(name, {}).items()}
         return cls(**doc)
 
     @property
@@ -102,14 +106,19 @@ class ProfileView:
             "event_count": self.event_count,
             "counts": dict(sorted(self.counts.items())),
             "orders_count": self.orders_count,
-            "revenue": {c: round(v, 2) for c, v in sorted(self.revenue.items())},
+            "revenue": {c: float(v) for c, v in sorted(self.revenue.items())},
             "average_order_value": {
-                c: round(self.revenue.get(c, 0.0) / n, 2) for c, n in sorted(self.order_counts.items()) if n
+                c: float(round(self.order_revenue.get(c, ZERO) / n, 6)) for c, n in sorted(self.order_counts.items()) if n
             },
             "last_order_at": iso(self.last_order_at),
             "open_tickets": self.open_tickets,
             "average_csat": round(self.csat_sum / self.csat_count, 2) if self.csat_count else None,
         }
+
+
+def _amounts(values: dict[str, Decimal]) -> dict[str, str]:
+    """Exact amounts for the stored document: decimal text, which JSON numbers would round."""
+    return {c: str(v) for c, v in sorted(values.items())}
 
 
 def iso(value: datetime | None) -> str | None:
@@ -171,14 +180,15 @@ class ProjectionStore:
             [
                 workspace_id, v.profile_id, v.identifiers, {k: orjson.dumps(x).decode() for k, x in v.traits.items()},
                 v.trait_times, v.trait_sources, v.first_seen or EPOCH, v.last_seen or EPOCH, v.event_count, v.counts,
-                v.track_counts, v.orders_count, v.order_counts, v.revenue, v.last_order_at, v.open_tickets,
+                v.track_counts, v.orders_count, v.order_counts, v.order_revenue, v.revenue, v.last_order_at,
+                v.open_tickets,
                 v.csat_count, v.csat_sum, v.position, doc.decode(), version, 0,
             ]  # fmt: skip
             for v, doc in docs
         ]
         gone = list(gone)
         rows += [
-            [workspace_id, pid, [], {}, {}, {}, EPOCH, EPOCH, 0, {}, {}, 0, {}, {}, None, 0, 0, 0.0, top, "", version, 1]
+            [workspace_id, pid, [], {}, {}, {}, EPOCH, EPOCH, 0, {}, {}, 0, {}, {}, {}, None, 0, 0, 0.0, top, "", version, 1]
             for pid in gone
         ]
         self._insert("profiles", rows, PROFILE_COLUMNS)
@@ -347,20 +357,7 @@ class ProjectionStore:
             v.last_seen = last if v.last_seen is None else max(v.last_seen, last)
             v.position = max(v.position, position)
 
-        for anchor, name, currency, count, amount, last in q(
-            f"SELECT anchor, event, {_CURRENCY}, count(), sum({_REVENUE}), max(timestamp) FROM {self.db}.events FINAL "
-            f"WHERE {where} AND type = 'track' AND event IN ('{ORDER_COMPLETED}', '{ORDER_REFUNDED}') "
-            "GROUP BY anchor, event, 3",
-            parameters=params,
-        ).result_rows:
-            v = views[owner[anchor]]
-            sign = 1.0 if name == ORDER_COMPLETED else -1.0
-            v.revenue[currency] = v.revenue.get(currency, 0.0) + sign * amount
-            if name == ORDER_COMPLETED:
-                v.orders_count += count
-                v.order_counts[currency] = v.order_counts.get(currency, 0) + count
-                last = _utc(last)
-                v.last_order_at = last if v.last_order_at is None else max(v.last_order_at, last)
+        self._money(views, owner, params, known)
 
         tickets: dict[str, dict[str, tuple[datetime, int, str]]] = defaultdict(dict)
         for anchor, ticket, name, at, position in q(
@@ -408,6 +405,31 @@ class ProjectionStore:
                 v.trait_times[key] = at
                 v.trait_sources[key] = source
         return views
+
+    def _money(self, views: dict[str, ProfileView], owner: dict[str, str], params: dict[str, Any], known: str) -> None:
+        """Orders and revenue per currency from the money movements (projections/money.py), as the KPIs count them.
+
+        `known` limits time travel to events received by then, through their event ids.
+        """
+        scope = "anchor IN {anchors:Array(String)}"
+        if known:
+            scope += (f" AND event_id IN (SELECT event_id FROM {self.db}.events WHERE workspace_id = {{ws:String}} "
+                      f"AND anchor IN {{anchors:Array(String)}} {known})")  # fmt: skip
+        for anchor, currency, orders, gross, net, last in self.client.query(
+            "SELECT anchor, currency, uniqExactIf(event_id, sign = 1), sumIf(amount, sign = 1), sum(net), "
+            f"maxIf(timestamp, sign = 1) FROM {movements(self.db, scope)} GROUP BY anchor, currency",
+            parameters=params,
+        ).result_rows:
+            v = views[owner[anchor]]
+            if currency:  # an order sent without any amount counts as an order, in no currency
+                v.revenue[currency] = v.revenue.get(currency, ZERO) + net
+            if orders:
+                v.orders_count += orders
+                if currency:
+                    v.order_counts[currency] = v.order_counts.get(currency, 0) + orders
+                    v.order_revenue[currency] = v.order_revenue.get(currency, ZERO) + gross
+                last = _utc(last)
+                v.last_order_at = last if v.last_order_at is None else max(v.last_order_at, last)
 
     def read_profiles(self, workspace_id: str, profile_ids: Iterable[str]) -> dict[str, ProfileView]:
         found: dict[str, ProfileView] = {}
@@ -480,17 +502,8 @@ class ProjectionStore:
         ).result_rows
         return [ProfileView.from_doc(row[0]) for row in rows]
 
-    def rfm_boundaries(self, workspace_id: str) -> dict[str, list[float]]:
-        """Quintile boundaries of recency (days since last order), frequency and monetary among buyers."""
-        rows = self.client.query(
-            f"SELECT quantiles(0.2, 0.4, 0.6, 0.8)(dateDiff('second', last_order_at, now64(3)) / 86400), "
-            f"quantiles(0.2, 0.4, 0.6, 0.8)(orders_count), "
-            f"quantiles(0.2, 0.4, 0.6, 0.8)(arraySum(mapValues(revenue))) "
-            f"FROM {self.db}.profiles FINAL WHERE workspace_id = {{ws:String}} AND orders_count > 0",
-            parameters={"ws": workspace_id},
-        ).result_rows
-        recency, frequency, monetary = rows[0] if rows else ([], [], [])
-        return {"recency_days": list(recency), "frequency": list(frequency), "monetary": list(monetary)}
+    def rfm_boundaries(self, workspace_id: str) -> dict[str, Any]:
+        return rfm_boundaries(self.client, self.db, workspace_id)
 
     def timeline(
         self,

@@ -32,6 +32,7 @@ from domain.tags import (
     parse_duration,
     parse_time,
 )
+from projections.money import movements
 from projections.store import iso
 
 FAR = datetime(2299, 12, 31, tzinfo=timezone.utc)  # "no timer": beyond any window
@@ -50,12 +51,14 @@ def _utc(value: datetime) -> datetime:
 class _Compiler:
     """Turns rule trees into SQL expressions over `p` (the profile row) and `agg` (event aggregates)."""
 
-    def __init__(self, now: datetime, rules: dict[str, Any], manual_table: str) -> None:
+    def __init__(self, now: datetime, rules: dict[str, Any], db: str) -> None:
         self.now = now
         self.rules = rules  # dynamic tags by id, inlined where a rule refers to them
-        self.manual_table = manual_table
+        self.db = db
+        self.manual_table = f"{db}.tag_membership"
         self.params: dict[str, Any] = {"now": now, "far": FAR}
         self.aggs: dict[str, str] = {}  # SQL → column name
+        self.money: dict[tuple[str, str], str] = {}  # (per-currency SQL, per-profile SQL over it) → column name
         self.dues: list[str] = []
 
     def param(self, value: Any, kind: str) -> str:
@@ -67,6 +70,14 @@ class _Compiler:
         if sql not in self.aggs:
             self.aggs[sql] = f"a{len(self.aggs)}"
         return f"agg.{self.aggs[sql]}"
+
+    def money_agg(self, inner: str, outer: str) -> str:
+        """An aggregate of money movements per profile and currency (`inner`, over `m`), combined per profile
+        by `outer` (with `{}` for the inner column), e.g. groupArray({}) for one value per currency."""
+        key = (inner, outer)
+        if key not in self.money:
+            self.money[key] = f"m{len(self.money)}"
+        return f"money.{self.money[key]}"
 
     # Leaves over raw JSON (traits and properties) ----------------------------------------
 
@@ -114,12 +125,13 @@ class _Compiler:
 
     @staticmethod
     def _computed(name: str) -> tuple[str, str]:
-        """(SQL expression, 'number' | 'time') of a computed trait; NULL where it has no value."""
+        """(SQL expression, 'number' | 'time' | 'per_currency') of a computed trait; NULL where it has no value
+        (per_currency: an array with one value per currency)."""
         base, _, key = name.partition(".")
         if key:
             quoted = "'" + key.replace("\\", "\\\\").replace("'", "\\'") + "'"
             if base == "average_order_value":
-                return (f"if(p.order_counts[{quoted}] > 0, p.revenue[{quoted}] / p.order_counts[{quoted}], NULL)",
+                return (f"if(p.order_counts[{quoted}] > 0, p.order_revenue[{quoted}] / p.order_counts[{quoted}], NULL)",
                         "number")  # fmt: skip
             return f"p.{base}[{quoted}]", "number"
         return {
@@ -127,10 +139,10 @@ class _Compiler:
             "orders_count": ("p.orders_count", "number"),
             "open_tickets": ("p.open_tickets", "number"),
             "average_csat": ("if(p.csat_count > 0, p.csat_sum / p.csat_count, NULL)", "number"),
-            "revenue": ("arraySum(mapValues(p.revenue))", "number"),
+            # Money without a currency: one value per currency (see computed_leaf), never their sum.
+            "revenue": ("if(empty(p.revenue), [toDecimal128(0, 6)], mapValues(p.revenue))", "per_currency"),
             "average_order_value": (
-                "if(p.orders_count > 0, arraySum(mapValues(p.revenue)) / arraySum(mapValues(p.order_counts)), NULL)",
-                "number",
+                "arrayMap(c -> p.order_revenue[c] / p.order_counts[c], mapKeys(p.order_counts))", "per_currency"
             ),
             "first_seen": ("if(p.event_count > 0, p.first_seen, NULL)", "time"),
             "last_seen": ("if(p.event_count > 0, p.last_seen, NULL)", "time"),
@@ -140,7 +152,7 @@ class _Compiler:
     def computed_leaf(self, node: ComputedCondition) -> str:
         expr, kind = self._computed(node.computed)
         if node.op == "exists":
-            return f"({expr} IS NOT NULL)"
+            return f"notEmpty({expr})" if kind == "per_currency" else f"({expr} IS NOT NULL)"
 
         def lit(v: Any) -> str:
             if kind == "time":
@@ -150,15 +162,55 @@ class _Compiler:
             return self.param(float(v), "Float64")
 
         op, value = node.op, node.value
+        if kind == "per_currency":  # holds when it holds in some currency
+            values, expr = expr, "v"
         if op in ("=", "!=", "<", "<=", ">", ">="):
-            return f"({expr} {op} {lit(value)})"
-        if op == "in":
-            return f"({expr} IN ({', '.join(lit(v) for v in value)}))"
-        return f"({expr} BETWEEN {lit(value[0])} AND {lit(value[1])})"
+            test = f"({expr} {op} {lit(value)})"
+        elif op == "in":
+            test = f"({expr} IN ({', '.join(lit(v) for v in value)}))"
+        else:
+            test = f"({expr} BETWEEN {lit(value[0])} AND {lit(value[1])})"
+        return f"arrayExists(v -> {test}, {values})" if kind == "per_currency" else test
 
     # Events ------------------------------------------------------------------------------
 
+    def money_leaf(self, node: EventCondition) -> str:
+        """sum(revenue) of Order Completed: net revenue per currency from the money movements
+        (projections/money.py), as the profile and the revenue KPI count it; `where` filters pick the
+        orders, and a refund counts with its order."""
+        parts = ["1"]
+        if node.where:
+            filters = " AND ".join(self.json_leaf(self._raw("ev.properties", f.property), f.op, f.value)
+                                   for f in node.where)  # fmt: skip
+            parts.append(f"m.order_event IN (SELECT event_id FROM {self.db}.events AS ev FINAL WHERE "
+                         f"ev.workspace_id = {{ws:String}} AND ev.type = 'track' AND ev.event = "
+                         f"{self.param(node.event, 'String')} AND {filters})")  # fmt: skip
+        time_type = "DateTime64(3, 'UTC')"
+        seconds = int(parse_duration(node.within).total_seconds()) if node.within else 0
+        if node.within:
+            parts.append(f"m.timestamp > {{now:{time_type}}} - toIntervalSecond({seconds})")
+        elif node.between:
+            start, end = (parse_time(b) for b in node.between)
+            parts += [f"m.timestamp >= {self.param(start, time_type)}", f"m.timestamp < {self.param(end, time_type)}"]
+        condition = " AND ".join(parts)
+        nets = self.money_agg(f"sumIf(m.net, {condition})", "groupArray({})")
+        if node.within:
+            count = self.money_agg(f"countIf({condition})", "sum({})")
+            per_currency_count = count.replace("money.m", "i")  # the inner column: currencies with a movement
+            oldest = self.money_agg(f"minIf(m.timestamp, {condition})", f"minIf({{}}, {per_currency_count} > 0)")
+            self.dues.append(f"if({count} > 0, {oldest} + toIntervalSecond({seconds}), {{far:{time_type}}})")
+        threshold = self.param(node.threshold, "Float64")
+        if node.currency is not None:
+            currencies = self.money_agg("any(m.currency)", "groupArray({})")
+            net = f"arrayElement({nets}, indexOf({currencies}, {self.param(node.currency, 'String')}))"
+            return f"(toFloat64(ifNull({net}, 0)) {node.op} {threshold})"
+        # No currency named: the condition holds when it holds in some currency (never across currencies);
+        # a profile without orders has 0.
+        return f"arrayExists(v -> toFloat64(v) {node.op} {threshold}, if(empty({nets}), [toDecimal128(0, 6)], {nets}))"
+
     def event_leaf(self, node: EventCondition) -> str:
+        if node.money:
+            return self.money_leaf(node)
         name = self.param(node.event, "String")
         match = f"e.type = {name}" if node.event in CALL_TYPES else f"(e.type = 'track' AND e.event = {name})"
         parts = [match] + [self.json_leaf(self._raw("e.properties", f.property), f.op, f.value) for f in node.where]
@@ -262,7 +314,7 @@ class TagStore:
     def _query(
         self, workspace_id: str, rules: dict[str, Any], inline: dict[str, Any], now: datetime, ids: list[str] | None
     ) -> tuple[str, dict[str, Any], list[str]]:
-        c = _Compiler(now, inline, f"{self.db}.tag_membership")
+        c = _Compiler(now, inline, self.db)
         columns, names = [], []
         for i, (name, rule) in enumerate(rules.items()):
             start = len(c.dues)
@@ -281,6 +333,17 @@ class TagStore:
                 f"INNER JOIN owners AS o ON e.anchor = o.anchor "
                 f"WHERE e.workspace_id = {{ws:String}} AND e.anchor IN (SELECT anchor FROM owners) "
                 f"GROUP BY pid) AS agg ON agg.pid = p.profile_id"
+            )
+        if c.money:
+            # Inner columns i<n> per profile and currency, outer m<n> per profile (distinct names: an alias
+            # equal to a column would be read inside its own aggregate).
+            inner = ", ".join(f"{sql} AS i{col[1:]}" for (sql, _), col in c.money.items())
+            outer = ", ".join(f"{combine.format('i' + col[1:])} AS {col}" for (_, combine), col in c.money.items())
+            events += (
+                f" LEFT JOIN (SELECT pid, {outer} FROM (SELECT o.pid AS pid, m.currency AS currency, {inner} "
+                f"FROM {movements(self.db, 'anchor IN (SELECT anchor FROM owners)')} AS m "
+                f"INNER JOIN owners AS o ON m.anchor = o.anchor WHERE m.currency != '' GROUP BY pid, currency) "
+                f"GROUP BY pid) AS money ON money.pid = p.profile_id"
             )
         sql = (
             f"WITH owners AS (SELECT identifier AS anchor, profile_id AS pid FROM {self.db}.profile_identifiers FINAL "

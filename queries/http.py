@@ -267,7 +267,7 @@ def build_query_router(
         now = as_of or datetime.now(timezone.utc)
         computed = view.computed()
         days = (now - view.last_order_at).total_seconds() / 86400 if view.last_order_at else None
-        computed["rfm"] = rfm(days, view.orders_count, sum(view.revenue.values()), boundaries(workspace_id))
+        computed["rfm"] = rfm(days, view.orders_count, view.revenue, boundaries(workspace_id))
         computed["lifecycle_stage"] = lifecycle_stage(
             {i.partition(":")[0] for i in view.identifiers}, view.orders_count, view.last_order_at,
             view.track_counts, now, rules.lifecycle,

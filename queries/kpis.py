@@ -150,7 +150,8 @@ def build_kpi_router(service: Any) -> APIRouter:
         try:
             rows = store().kpi(name, q)
         except KpiQueryError as exc:
-            raise HTTPException(404 if str(exc).startswith("unknown KPI") else 400, str(exc)) from None
+            hint = " (POST /v1/funnels)" if exc.code == "funnel_kpi" else " (GET /v1/kpis lists them)" if exc.kind == "not_found" else ""
+            raise HTTPException(404 if exc.kind == "not_found" else 400, str(exc) + hint) from None
         kpi = CATALOGUE[name]
         return json_response({
             "kpi": name, "unit": kpi.unit, "definition": kpi.definition, "from": frm.isoformat(),

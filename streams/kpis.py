@@ -1,6 +1,6 @@
 """The KPI processor: CRM events in, KPI facts and activity days out, KPI updates published.
 
-Facts are extracted once per event (pure `facts_of`), written idempotently, and
+Facts are extracted once per event (`domain.crm.facts_of`), written idempotently, and
 aggregated at read time by projections/kpis.py; the processor needs no state,
 so redelivery, late events and merges never leave a wrong number behind.
 Headline KPI updates go to `cdp.kpi-updates`, at most once per second per KPI
@@ -13,147 +13,19 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import date
 from typing import Any, Callable, Iterable, Protocol
 from uuid import UUID
 
+from domain.crm import facts_of
+from domain.kpis import KPIS_MOVED_BY
+from domain.segment import source_of
+from domain.times import parse_instant
+from projections.kpis import fact_rows
 from streams.messages import Message
-from streams.processors import source_of
 
 log = logging.getLogger(__name__)
 KPI_UPDATES_TOPIC = "cdp.kpi-updates"
-
-FACT_COLUMNS = [
-    "workspace_id", "fact_id", "event_id", "position", "anchor", "profile_id", "kind", "timestamp", "entity_id",
-    "amount", "has_amount", "currency", "quantity", "probability", "stage", "status", "csat", "nps", "complaint",
-    "channel", "campaign", "product", "owner", "category", "priority", "period_start", "period_end",
-]  # fmt: skip
-_KIND_COLUMN = FACT_COLUMNS.index("kind")
-_EPOCH_DAY = date(1970, 1, 1)
-
-_KINDS = {
-    "Order Completed": "order",
-    "Order Refunded": "refund",
-    "Lead Created": "lead",
-    "Opportunity Stage Changed": "opportunity",
-    "Call Logged": "call",
-    "Meeting Logged": "meeting",
-    "Ticket Opened": "ticket_opened",
-    "Ticket Assigned": "ticket_assigned",
-    "Ticket Resolved": "ticket_resolved",
-    "Feedback Submitted": "feedback",
-    "Email Sent": "message_sent",
-    "Email Opened": "message_opened",
-    "Email Clicked": "message_clicked",
-    "SMS Sent": "message_sent",
-    "SMS Opened": "message_opened",
-    "SMS Clicked": "message_clicked",
-    "Cost Incurred": "cost",
-    "Sales Target Set": "target",
-}
-# Which KPIs a fact kind can move (for the update stream).
-KINDS_OF_KPI: dict[str, set[str]] = {
-    "revenue": {"order", "refund"},
-    "orders": {"order"},
-    "average_order_value": {"order"},
-    "csat": {"feedback"},
-    "nps": {"feedback"},
-    "pipeline_value": {"opportunity"},
-    "won_revenue": {"opportunity"},
-    "open_ticket_backlog": {"ticket_opened", "ticket_resolved"},
-}
-_KPIS_OF_KIND = {kind: [kpi for kpi, kinds in KINDS_OF_KPI.items() if kind in kinds]
-                 for kind in set().union(*KINDS_OF_KPI.values())}  # fmt: skip
-
-
-def _money(value: Any) -> Decimal:
-    return Decimal(str(value)) if value is not None else Decimal(0)
-
-
-def _str(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _day(value: Any) -> date:
-    return date.fromisoformat(value) if isinstance(value, str) else _EPOCH_DAY
-
-
-def facts_of(message: Message) -> list[dict[str, Any]]:
-    """The KPI facts of one event message (none for events no KPI counts)."""
-    call = message["call"]
-    kind = _KINDS.get(call.get("event", "")) if call["type"] == "track" else None
-    if kind is None:
-        return []
-    p: dict[str, Any] = call.get("properties") or {}
-    context = call.get("context") or {}
-    campaign_context = context.get("campaign") if isinstance(context.get("campaign"), dict) else {}
-    event_id = message["event_id"]
-    base: dict[str, Any] = {
-        "fact_id": event_id,
-        "kind": kind,
-        "entity_id": event_id,
-        "currency": _str(p.get("currency")),
-        "channel": _str(p.get("channel")) or source_of(call),
-        "campaign": _str(p.get("campaign_id")) or _str(campaign_context.get("name")),
-        "owner": _str(p.get("owner") or p.get("assignee")),
-        "category": _str(p.get("category")),
-        "priority": _str(p.get("priority")),
-    }
-    facts = [base]
-    if kind == "order":
-        lines = [x for x in p.get("products") or [] if isinstance(x, dict)]
-        amount = p.get("revenue", p.get("total"))
-        if amount is None:
-            amount = sum(_money(x.get("price")) * int(x.get("quantity", 1)) for x in lines)
-        base |= {"entity_id": _str(p.get("order_id")) or event_id, "amount": _money(amount), "has_amount": 1}
-        for i, line in enumerate(lines):
-            quantity = int(line.get("quantity", 1))
-            facts.append(base | {
-                "fact_id": f"{event_id}/{i}", "kind": "order_line", "quantity": quantity,
-                "amount": _money(line.get("price")) * quantity, "category": _str(line.get("category")),
-                "product": _str(line.get("product_id") or line.get("sku") or line.get("name")),
-            })  # fmt: skip
-    elif kind == "refund":
-        base |= {"entity_id": _str(p["order_id"]), "amount": _money(p.get("revenue")),
-                 "has_amount": int(p.get("revenue") is not None)}  # fmt: skip
-    elif kind == "lead":
-        base["entity_id"] = _str(p.get("lead_id")) or event_id
-    elif kind == "opportunity":
-        base |= {"entity_id": _str(p["opportunity_id"]), "amount": _money(p["amount"]), "has_amount": 1,
-                 "probability": float(p["probability"]), "stage": _str(p["stage"]), "status": _str(p["status"])}  # fmt: skip
-    elif kind.startswith("ticket_"):
-        base |= {"entity_id": _str(p["ticket_id"]), "complaint": int(base["category"].lower() == "complaint")}
-    elif kind == "feedback":
-        base |= {"csat": p.get("csat"), "nps": p.get("nps")}
-    elif kind.startswith("message_"):
-        base |= {"channel": "sms" if call["event"].startswith("SMS") else "email", "entity_id": _str(p["campaign_id"])}
-    elif kind == "cost":
-        base |= {"amount": _money(p["amount"]), "has_amount": 1, "category": _str(p.get("kind") or "marketing")}
-    elif kind == "target":
-        base |= {"amount": _money(p["amount"]), "has_amount": 1, "period_start": _day(p["period_start"]),
-                 "period_end": _day(p["period_end"]),
-                 "entity_id": f"{p['owner']}|{p['period_start']}|{p['period_end']}"}  # fmt: skip
-    return facts
-
-
-def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def fact_rows(message: Message) -> list[list[Any]]:
-    """`kpi_facts` rows of an event message, in FACT_COLUMNS order."""
-    rows = []
-    for fact in facts_of(message):
-        full = {
-            "workspace_id": message["workspace_id"], "event_id": UUID(message["event_id"]),
-            "position": message["position"], "anchor": message["anchor"], "profile_id": UUID(message["profile_id"]),
-            "timestamp": _time(message["call"]["timestamp"]), "amount": Decimal(0), "has_amount": 0, "quantity": 0,
-            "probability": 0.0, "stage": "", "status": "", "csat": None, "nps": None, "complaint": 0, "product": "",
-            "period_start": _EPOCH_DAY, "period_end": _EPOCH_DAY,
-        } | fact  # fmt: skip
-        rows.append([full[c] for c in FACT_COLUMNS])
-    return rows
 
 
 class KpiWriter(Protocol):
@@ -187,15 +59,16 @@ class KpiProcessor:
                 moves += [[m["workspace_id"], i, UUID(owner), m["position"]] for i in m.get("identifiers", [])]
             if m["kind"] != "event":
                 continue
-            at = _time(m["call"]["timestamp"])
+            at = parse_instant(m["call"]["timestamp"])
             # One row per anchor and day; the latest position wins here as in the table.
             days[(m["workspace_id"], m["anchor"], at.date())] = [
                 m["workspace_id"], m["anchor"], UUID(m["profile_id"]), at.date(), m["position"]
             ]  # fmt: skip
-            rows = fact_rows(m)
-            facts += rows
-            for row in rows:
-                for kpi in _KPIS_OF_KIND.get(row[_KIND_COLUMN], ()):
+            found = facts_of(m["call"], m["event_id"], source_of(m["call"]))
+            facts += fact_rows(found, workspace_id=m["workspace_id"], event_id=m["event_id"], position=m["position"],
+                               anchor=m["anchor"], profile_id=m["profile_id"], timestamp=at)  # fmt: skip
+            for fact in found:
+                for kpi in KPIS_MOVED_BY.get(fact.kind, ()):
                     moved[m["workspace_id"]][kpi].add(at.date())
         self.writer.insert_moves(moves)
         self.writer.insert_facts(facts)

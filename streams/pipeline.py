@@ -1,8 +1,8 @@
 """Several processors over one stream of log messages, each from its own applied position.
 
 The drivers read and decode the log once and hand every page to the pipeline,
-which runs the processors in order (profiles first: later processors read the
-profiles it wrote). Each processor keeps its own position, so a processor added
+which runs the processors in order (KPI facts, then profiles, then tags: each reads what
+the ones before it wrote). Each processor keeps its own position, so a processor added
 to a running deployment starts from the beginning of the log while the others
 skip what they already applied.
 
@@ -109,15 +109,24 @@ class Pipeline:
             return int(message["position"])
 
     def retry(self, projection: str, message: Message) -> BaseException | None:
-        """Apply one quarantined entry again (after a fix); returns the error if it still fails."""
-        processor = next((p for p in self.processors if p.name == projection), None)
-        if processor is None:
+        """Apply one quarantined entry again (after a fix); returns the error if it still fails.
+
+        The processors after it apply the entry again too (they are idempotent): they may have read
+        what the retried one had not written yet (profiles read the KPI facts).
+        """
+        names = [p.name for p in self.processors]
+        if projection not in names:
             return LookupError(f"no projection {projection!r}; known: {', '.join(self.applied)}")
         with self.lock:
             try:
-                processor.process([message])
+                self.processors[names.index(projection)].process([message])
             except Exception as exc:
                 return exc
+            for later in self.processors[names.index(projection) + 1:]:
+                try:
+                    later.process([message])
+                except Exception:  # its own failure is its own quarantine's business, not this retry's
+                    log.exception("%s could not re-apply a retried entry", later.name)
         return None
 
     def save(self, position: int) -> None:

@@ -19,6 +19,7 @@ from uuid import UUID
 import orjson
 
 from domain.identity import IdentityRules, normalise_email
+from domain.segment import source_of
 from streams.messages import Message
 
 _rules = IdentityRules()
@@ -54,16 +55,6 @@ def _email(call: dict[str, Any]) -> str:
     traits = call.get("traits") or {}
     email = traits.get("email") or ((call.get("context") or {}).get("traits") or {}).get("email")
     return normalise_email(email) if isinstance(email, str) and _rules.usable(email) else ""
-
-
-def source_of(call: dict[str, Any]) -> str:
-    """Which channel an event came from: `context.source` if set, else the SDK's library name."""
-    context = call.get("context") or {}
-    source = context.get("source")
-    if isinstance(source, str) and source:
-        return source
-    library = context.get("library") or {}
-    return str(library.get("name") or "") if isinstance(library, dict) else ""
 
 
 def event_row(message: Message) -> list[Any]:

@@ -238,7 +238,7 @@ def test_computed_traits_and_lifecycle(running: Running) -> None:
     computed = _profile(running, "user_id:u1")["computed_traits"]
     assert computed["orders_count"] == 2
     assert computed["revenue"] == {"EUR": 100.0}
-    assert computed["average_order_value"] == {"EUR": 50.0}  # net of refunds, per order
+    assert computed["average_order_value"] == {"EUR": 75.0}  # before refunds, per order, as the KPI
     assert computed["last_order_at"] == "2026-03-02T10:00:00.000Z"
     assert computed["open_tickets"] == 1
     assert computed["average_csat"] == 4.5

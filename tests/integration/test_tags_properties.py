@@ -21,15 +21,14 @@ from hypothesis import strategies as st
 from domain.application import CustomerData
 from domain.segment import call_adapter, normalise
 from domain.tags import parse_definition, save_definition
+from infra.bootstrap import build_pipeline
 from infra.clickhouse import clickhouse_client
 from infra.config import Settings
 from projections.migrate import migrate
 from projections.store import ProjectionStore
 from projections.tags import TagStore
 from streams.log_follower import read_messages
-from streams.pipeline import Pipeline
-from streams.processors import ProfileProcessor
-from streams.tags import ManualClock, TagEngine, TagProcessor
+from streams.tags import ManualClock, TagEngine
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 USERS, DEVICES = ["u0", "u1", "u2"], ["d0", "d1", "d2", "d3"]
@@ -77,7 +76,7 @@ class World:
         self.ws = self.app.ensure_workspace(f"ws-{uuid.uuid4().hex}")
         self.clock = ManualClock(T0)
         self.tags = TagEngine(TagStore(store.client, store.db), self.clock)
-        self.pipeline = Pipeline([ProfileProcessor(store), TagProcessor(self.tags)], {}, save=lambda n, p: None)
+        self.pipeline = build_pipeline(store, applied={}, tags=self.tags)  # the processors the platform runs
         self.position = 0
         self.messages = 0
 

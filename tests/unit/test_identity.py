@@ -645,13 +645,20 @@ def test_rfm_tier(r: int, f: int, m: int, tier: str) -> None:
 
 def test_rfm() -> None:
     boundaries = {"recency_days": [7.0, 30.0, 90.0, 180.0], "frequency": [1.0, 2.0, 4.0, 8.0],
-                  "monetary": [50.0, 100.0, 500.0, 1000.0]}  # fmt: skip
-    assert rfm(3, 10, 2000.0, boundaries) == {"recency": 5, "frequency": 5, "monetary": 5, "tier": "champion"}
-    assert rfm(200, 1, 10.0, boundaries) == {"recency": 1, "frequency": 1, "monetary": 1, "tier": "hibernating"}
-    assert rfm(30, 3, 100.0, boundaries) == {"recency": 4, "frequency": 3, "monetary": 2, "tier": "loyal"}
-    assert rfm(None, 3, 100.0, boundaries) is None
-    assert rfm(3, 0, 0.0, boundaries) is None
-    assert rfm(3, 1, 10.0, {}) == {"recency": 5, "frequency": 1, "monetary": 1, "tier": "new"}
+                  "monetary": {"EUR": [50.0, 100.0, 500.0, 1000.0], "JPY": [5e3, 1e4, 5e4, 1e5]}}  # fmt: skip
+    assert rfm(3, 10, {"EUR": 2000.0}, boundaries) == {"recency": 5, "frequency": 5, "monetary": 5, "tier": "champion"}
+    assert rfm(200, 1, {"EUR": 10.0}, boundaries) == {"recency": 1, "frequency": 1, "monetary": 1, "tier": "hibernating"}
+    assert rfm(30, 3, {"EUR": 100.0}, boundaries) == {"recency": 4, "frequency": 3, "monetary": 2, "tier": "loyal"}
+    assert rfm(None, 3, {"EUR": 100.0}, boundaries) is None
+    assert rfm(3, 0, {}, boundaries) is None
+    assert rfm(3, 1, {"EUR": 10.0}, {}) == {"recency": 5, "frequency": 1, "monetary": 1, "tier": "new"}
+
+
+def test_rfm_scores_money_within_its_currency() -> None:
+    boundaries = {"monetary": {"EUR": [50.0, 100.0, 500.0, 1000.0], "JPY": [5e3, 1e4, 5e4, 1e5]}}
+    # 2000 JPY is little in yen, 2000 EUR a lot in euros: the best of its currencies counts, never their sum.
+    assert rfm(3, 1, {"JPY": 2000}, boundaries)["monetary"] == 1  # type: ignore[index]
+    assert rfm(3, 1, {"JPY": 2000, "EUR": 2000}, boundaries)["monetary"] == 5  # type: ignore[index]
 
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from streams.kpis import KpiUpdates, facts_of
+from domain.crm import facts_of
+from domain.segment import source_of
+from streams.kpis import KpiUpdates
 
 
 class Clock:
@@ -56,25 +58,31 @@ def test_a_failed_publish_keeps_the_days_pending() -> None:
     assert updates.flush() == 1 and sent[0]["kpi"] == "orders"
 
 
-def _event(event: str, **properties: Any) -> dict[str, Any]:
-    return {"kind": "event", "event_id": "00000000-0000-0000-0000-000000000001", "call": {
-        "type": "track", "event": event, "properties": properties, "context": {"library": {"name": "sdk"}}}}
+def _facts(event: str, **properties: Any) -> list[Any]:
+    call = {"type": "track", "event": event, "properties": properties, "context": {"library": {"name": "sdk"}}}
+    return facts_of(call, "00000000-0000-0000-0000-000000000001", source_of(call))
 
 
 def test_facts_of_crm_events() -> None:
-    order = facts_of(_event("Order Completed", revenue=10, currency="EUR",
-                            products=[{"sku": "s1", "price": 4, "quantity": 2}, {"name": "mug", "price": 2}]))
-    assert [(f["kind"], f["product"] if "product" in f else "", f["amount"]) for f in order] == [
+    order = _facts("Order Completed", revenue=10, currency="EUR",
+                   products=[{"sku": "s1", "price": 4, "quantity": 2}, {"name": "mug", "price": 2}])  # fmt: skip
+    assert [(f.kind, f.product, f.amount) for f in order] == [
         ("order", "", 10), ("order_line", "s1", 8), ("order_line", "mug", 2)]
-    assert order[0]["channel"] == "sdk"  # no channel property: the source
-    assert facts_of(_event("Order Refunded", order_id="o1"))[0]["has_amount"] == 0
-    assert facts_of(_event("Ticket Opened", ticket_id="t", category="Complaint"))[0]["complaint"] == 1
-    assert facts_of(_event("SMS Clicked", campaign_id="c"))[0]["channel"] == "sms"
-    assert facts_of(_event("Product Viewed")) == []
+    assert order[0].channel == "sdk"  # no channel property: the source
+    assert not _facts("Order Refunded", order_id="o1")[0].has_amount
+    assert _facts("Ticket Opened", ticket_id="t", category="Complaint")[0].complaint
+    assert _facts("SMS Clicked", campaign_id="c")[0].channel == "sms"
+    assert _facts("Product Viewed") == []
+
+
+def test_an_order_given_only_with_products_is_worth_its_lines_exactly() -> None:
+    order = _facts("Order Completed", currency="EUR", products=[{"price": 700.1, "quantity": 2}, {"price": 0.2}])
+    assert str(order[0].amount) == "1400.4"  # exact: 700.1 x 2 + 0.2, not 1400.4000000000001
 
 
 def test_every_headline_kpi_is_published_when_its_facts_move() -> None:
-    from domain.kpis import CATALOGUE, HEADLINE
-    from streams.kpis import KINDS_OF_KPI
+    from domain.crm import FACT_KINDS
+    from domain.kpis import CATALOGUE, HEADLINE, KPIS_MOVED_BY
 
-    assert set(KINDS_OF_KPI) == set(HEADLINE) and set(HEADLINE) <= set(CATALOGUE)
+    assert {kpi for kpis in KPIS_MOVED_BY.values() for kpi in kpis} == set(HEADLINE) <= set(CATALOGUE)
+    assert set(KPIS_MOVED_BY) <= set(FACT_KINDS.values())
