@@ -31,6 +31,9 @@ ANALYST_TABLES: dict[str, bool] = {
     "workspace_rules": True,
     "kpi_facts": True,
     "activity_days": True,
+    "tag_membership": True,  # FINAL also drops the rows of members that left (is_deleted): current members only
+    "tag_changes": True,
+    "tag_definitions": True,
 }
 
 WORKSPACE_PARAMETER = "cdp_workspace_id"
