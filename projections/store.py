@@ -34,7 +34,8 @@ EVENT_COLUMNS = [
 PROFILE_COLUMNS = [
     "workspace_id", "profile_id", "identifiers", "traits", "trait_times", "trait_sources", "first_seen", "last_seen",
     "event_count", "counts", "track_counts", "orders_count", "order_counts", "order_revenue", "revenue", "last_order_at",
-    "open_tickets", "csat_count", "csat_sum", "position", "doc", "version", "is_deleted",
+    "open_tickets", "csat_count", "csat_sum", "average_order_value", "average_csat", "position", "doc", "version",
+    "is_deleted",
 ]  # fmt: skip
 CHANGE_COLUMNS = [
     "workspace_id", "profile_id", "position", "change", "other_profile_id", "identifiers", "cause_event_id", "reason",
@@ -107,13 +108,21 @@ class ProfileView:
             "counts": dict(sorted(self.counts.items())),
             "orders_count": self.orders_count,
             "revenue": {c: float(v) for c, v in sorted(self.revenue.items())},
-            "average_order_value": {
-                c: float(round(self.order_revenue.get(c, ZERO) / n, 6)) for c, n in sorted(self.order_counts.items()) if n
-            },
+            "average_order_value": {c: float(v) for c, v in self.average_order_value().items()},
             "last_order_at": iso(self.last_order_at),
             "open_tickets": self.open_tickets,
-            "average_csat": round(self.csat_sum / self.csat_count, 2) if self.csat_count else None,
+            "average_csat": self.average_csat(),
         }
+
+    # The computed traits that are not plain counts, defined here once: the profiles table stores them
+    # and tag rules compare the stored values (projections/tags.py), so a rule sees what the profile shows.
+
+    def average_order_value(self) -> dict[str, Decimal]:
+        """Per currency: revenue of completed orders before refunds ÷ their number (as the KPI)."""
+        return {c: round(self.order_revenue.get(c, ZERO) / n, 6) for c, n in sorted(self.order_counts.items()) if n}
+
+    def average_csat(self) -> float | None:
+        return round(self.csat_sum / self.csat_count, 2) if self.csat_count else None
 
 
 def _amounts(values: dict[str, Decimal]) -> dict[str, str]:
@@ -181,14 +190,15 @@ class ProjectionStore:
                 workspace_id, v.profile_id, v.identifiers, {k: orjson.dumps(x).decode() for k, x in v.traits.items()},
                 v.trait_times, v.trait_sources, v.first_seen or EPOCH, v.last_seen or EPOCH, v.event_count, v.counts,
                 v.track_counts, v.orders_count, v.order_counts, v.order_revenue, v.revenue, v.last_order_at,
-                v.open_tickets,
-                v.csat_count, v.csat_sum, v.position, doc.decode(), version, 0,
+                v.open_tickets, v.csat_count, v.csat_sum, v.average_order_value(), v.average_csat(), v.position,
+                doc.decode(), version, 0,
             ]  # fmt: skip
             for v, doc in docs
         ]
         gone = list(gone)
         rows += [
-            [workspace_id, pid, [], {}, {}, {}, EPOCH, EPOCH, 0, {}, {}, 0, {}, {}, {}, None, 0, 0, 0.0, top, "", version, 1]
+            [workspace_id, pid, [], {}, {}, {}, EPOCH, EPOCH, 0, {}, {}, 0, {}, {}, {}, None, 0, 0, 0.0, {}, None, top, "",
+             version, 1]
             for pid in gone
         ]
         self._insert("profiles", rows, PROFILE_COLUMNS)

@@ -121,7 +121,7 @@ class _Compiler:
             return f"JSONExtractRaw({column}, {args})"
         return f"JSONExtractRaw({base}, {args})" if args else base
 
-    # Computed traits -------------------------------------------------------------------
+    # Computed traits: the values the profiles table stores (projections/store.ProfileView computes them) --
 
     @staticmethod
     def _computed(name: str) -> tuple[str, str]:
@@ -131,19 +131,16 @@ class _Compiler:
         if key:
             quoted = "'" + key.replace("\\", "\\\\").replace("'", "\\'") + "'"
             if base == "average_order_value":
-                return (f"if(p.order_counts[{quoted}] > 0, p.order_revenue[{quoted}] / p.order_counts[{quoted}], NULL)",
-                        "number")  # fmt: skip
+                return f"if(mapContains(p.average_order_value, {quoted}), p.average_order_value[{quoted}], NULL)", "number"
             return f"p.{base}[{quoted}]", "number"
         return {
             "event_count": ("p.event_count", "number"),
             "orders_count": ("p.orders_count", "number"),
             "open_tickets": ("p.open_tickets", "number"),
-            "average_csat": ("if(p.csat_count > 0, p.csat_sum / p.csat_count, NULL)", "number"),
+            "average_csat": ("p.average_csat", "number"),
             # Money without a currency: one value per currency (see computed_leaf), never their sum.
             "revenue": ("if(empty(p.revenue), [toDecimal128(0, 6)], mapValues(p.revenue))", "per_currency"),
-            "average_order_value": (
-                "arrayMap(c -> p.order_revenue[c] / p.order_counts[c], mapKeys(p.order_counts))", "per_currency"
-            ),
+            "average_order_value": ("mapValues(p.average_order_value)", "per_currency"),
             "first_seen": ("if(p.event_count > 0, p.first_seen, NULL)", "time"),
             "last_seen": ("if(p.event_count > 0, p.last_seen, NULL)", "time"),
             "last_order_at": ("p.last_order_at", "time"),
