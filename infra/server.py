@@ -11,6 +11,7 @@ from typing import AsyncIterator, Callable, Iterator
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 
@@ -69,7 +70,7 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
             await platform.stop_async()
             await asyncio.to_thread(platform.stop)
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their scripts and styles served by the app, not a CDN
         title="cdp",
         summary="Event-sourced customer data platform: Segment-compatible ingest, unified profiles, projections.",
         version="0.1.0",
