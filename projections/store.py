@@ -350,9 +350,21 @@ class ProjectionStore:
         known = "AND received_at <= {t:DateTime64(6, 'UTC')}" if as_of else ""
         where = f"workspace_id = {{ws:String}} AND anchor IN {{anchors:Array(String)}} {known}"
         params = {"ws": workspace_id, "anchors": sorted(owner), "t": as_of}
-        q = self.client.query
+        self._counts(views, owner, params, where)
+        self._money(views, owner, params, known)
+        self._tickets(views, owner, params, where)
+        self._csat(views, owner, params, where)
+        self._traits(views, owner, params, where, trait_sources or {})
+        for pid, changes in self.changes_of(workspace_id, views).items():
+            views[pid].changes = changes if as_of is None else [c for c in changes if c["recorded_at"] <= iso(as_of)]
+        return views
 
-        for anchor, kind, name, count, first, last, position in q(
+    # Each reads one aspect of the profiles' events; `where` selects them (workspace, anchors, time travel),
+    # `owner` maps an anchor to its profile.
+
+    def _counts(self, views: dict[str, ProfileView], owner: dict[str, str], params: dict[str, Any], where: str) -> None:
+        """Event counts by type and name, first and last seen, the highest position."""
+        for anchor, kind, name, count, first, last, position in self.client.query(
             f"SELECT anchor, type, event, count(), min(timestamp), max(timestamp), max(position) "
             f"FROM {self.db}.events FINAL WHERE {where} GROUP BY anchor, type, event",
             parameters=params,
@@ -367,10 +379,10 @@ class ProjectionStore:
             v.last_seen = last if v.last_seen is None else max(v.last_seen, last)
             v.position = max(v.position, position)
 
-        self._money(views, owner, params, known)
-
+    def _tickets(self, views: dict[str, ProfileView], owner: dict[str, str], params: dict[str, Any], where: str) -> None:
+        """Open tickets: those whose latest Ticket Opened / Ticket Resolved is an opening."""
         tickets: dict[str, dict[str, tuple[datetime, int, str]]] = defaultdict(dict)
-        for anchor, ticket, name, at, position in q(
+        for anchor, ticket, name, at, position in self.client.query(
             f"SELECT anchor, JSONExtractString(properties, 'ticket_id') AS t, argMax(event, (timestamp, position)), "
             f"max(timestamp), max(position) FROM {self.db}.events FINAL WHERE {where} AND type = 'track' "
             f"AND event IN ('{TICKET_OPENED}', '{TICKET_RESOLVED}') AND t != '' GROUP BY anchor, t",
@@ -382,7 +394,8 @@ class ProjectionStore:
         for pid, states in tickets.items():
             views[pid].open_tickets = sum(1 for _, _, name in states.values() if name == TICKET_OPENED)
 
-        for anchor, count, total in q(
+    def _csat(self, views: dict[str, ProfileView], owner: dict[str, str], params: dict[str, Any], where: str) -> None:
+        for anchor, count, total in self.client.query(
             f"SELECT anchor, count(), sum(JSONExtractFloat(properties, 'csat')) FROM {self.db}.events FINAL "
             f"WHERE {where} AND type = 'track' AND event = '{FEEDBACK}' AND JSONHas(properties, 'csat') "
             "GROUP BY anchor",
@@ -392,29 +405,28 @@ class ProjectionStore:
             v.csat_count += count
             v.csat_sum += total
 
-        precedence = trait_sources or {}
+    def _traits(
+        self, views: dict[str, ProfileView], owner: dict[str, str], params: dict[str, Any], where: str,
+        precedence: dict[str, list[str]],
+    ) -> None:
+        """Each trait from the most trusted source that set it; among equals the latest event time wins."""
         candidates: dict[str, dict[str, list[tuple[str, datetime, int, Any]]]] = defaultdict(lambda: defaultdict(list))
-        for anchor, key, source, raw, at, position in q(
+        for anchor, key, source, raw, at, position in self.client.query(
             f"SELECT anchor, kv.1 AS k, source, argMax(kv.2, (timestamp, position)), max(timestamp), max(position) "
             f"FROM {self.db}.events FINAL ARRAY JOIN JSONExtractKeysAndValuesRaw(traits) AS kv "
             f"WHERE {where} AND type = 'identify' GROUP BY anchor, k, source",
             parameters=params,
         ).result_rows:
             candidates[owner[anchor]][key].append((source, _utc(at), position, raw))
-        history = self.changes_of(workspace_id, views)
-        for pid, changes in history.items():
-            views[pid].changes = changes if as_of is None else [c for c in changes if c["recorded_at"] <= iso(as_of)]
         for pid, keys in candidates.items():
             v = views[pid]
             for key, options in keys.items():
                 order = precedence.get(key) or precedence.get("*") or []
                 rank = {source: i for i, source in enumerate(order)}
-                # A trusted source beats any other; among equals the latest event time wins.
                 source, at, _, raw = min(options, key=lambda o: (rank.get(o[0], len(order)), -o[1].timestamp(), -o[2]))
                 v.traits[key] = orjson.loads(raw)
                 v.trait_times[key] = at
                 v.trait_sources[key] = source
-        return views
 
     def _money(self, views: dict[str, ProfileView], owner: dict[str, str], params: dict[str, Any], known: str) -> None:
         """Orders and revenue per currency from the money movements (projections/money.py), as the KPIs count them.
