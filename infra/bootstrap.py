@@ -29,7 +29,7 @@ from projections.kpis import KpiStore
 from projections.migrate import migrate
 from projections.quarantine import TRANSIENT_ERRORS, QuarantineStore
 from projections.store import ProjectionStore
-from projections.tags import TagStore
+from projections.tags import EPOCH, TagStore
 from projections.verify import differences
 from streams.kpis import KPI_UPDATES_TOPIC, KpiProcessor, KpiUpdates
 from streams.log_follower import LogFollower, read_messages
@@ -37,7 +37,7 @@ from streams.messages import encode
 from streams.pipeline import Pipeline
 from streams.processors import PROFILE_CHANGES_TOPIC, ProfileProcessor
 from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics, kafka_producer
-from streams.tags import TAG_CHANGES_TOPIC, Clock, SystemClock, TagEngine, TagProcessor, TagTimer
+from streams.tags import TAG_CHANGES_TOPIC, Clock, ManualClock, SystemClock, TagEngine, TagProcessor, TagTimer
 from streams.tail import CommittedTail
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,12 @@ def build_pipeline(
     ]
     if applied is None:
         applied = {name: parts.get(0, 0) for name, parts in store.positions().items()}
-    return Pipeline(
+    pipeline = Pipeline(
         processors, applied, save=lambda name, position: store.save_position(name, 0, position),
         quarantine=QuarantineStore(store.client, store.db), transient=TRANSIENT,
     )  # fmt: skip
+    tags.gate = pipeline.lock  # timer ticks and backfill pages run between pages, never inside one
+    return pipeline
 
 
 class Platform:
@@ -333,27 +335,122 @@ class Platform:
 
 
 def rebuild(
-    app: CustomerData, client: Any, database: str, batch: int = 5000, progress: Callable[[int], None] | None = None
+    app: CustomerData,
+    client: Any,
+    database: str,
+    batch: int = 5000,
+    progress: Callable[[int], None] | None = None,
+    steps_from: str | None = None,
+    clock: Clock | None = None,
 ) -> int:
-    """Drop `database` and replay the whole log into it; returns the log position reached."""
+    """Drop `database` and replay the whole log into it; returns the log position reached.
+
+    Tag history depends on how the live run paged the log, when its timers fired and its backfill pages
+    ran, and on its clock; the replay follows the steps the tags engine recorded (streams/tags.py) in
+    `steps_from` (by default `database` itself, copied aside before it is dropped), each at the clock
+    reading the live run used, so tag changes keep their positions, causes and times. The log after
+    the last recorded step (all of it, when none was recorded) is replayed in pages of `batch`, with
+    backfills inline and `clock` (the system clock by default) for tag windows.
+    """
+    keep = None if steps_from is not None else _keep_steps(client, database)
     store = ProjectionStore(client, database)
     store.drop()
     migrate(client, database)
     fingerprint = log_fingerprint(app)
     if fingerprint is not None:
         store.record_log_origin(fingerprint)  # the fresh projections follow this log
-    pipeline = build_pipeline(store, applied={})  # a rebuild republishes no changes
-    follower = LogFollower(app, pipeline.process, save=pipeline.save, start=0, batch=batch)
+    tags = TagEngine(TagStore(client, database), clock or SystemClock())  # a rebuild republishes no changes
+    pipeline = build_pipeline(store, applied={}, tags=tags)
+    source = keep if steps_from is None else steps_from if _has_steps(client, steps_from) else None
+    position = 0
+    if source is not None:
+        position = _follow_steps(app, pipeline, tags, TagStore(client, source), batch, progress)
+    follower = LogFollower(app, pipeline.process, save=pipeline.save, start=position, batch=batch)
     while follower.step():
         if progress is not None:
             progress(follower.position)
+    if keep is not None:
+        client.command(f"DROP DATABASE IF EXISTS {keep}")
     return follower.position
 
 
-def verify_rebuild(app: CustomerData, client: Any, live_database: str) -> list[str]:
-    """Rebuild into a scratch database and compare with the live projections (empty list: identical)."""
+def _keep_steps(client: Any, database: str) -> str | None:
+    """Copy `database`'s recorded tag steps aside before it is dropped; the database holding them, if any.
+
+    A copy left by a rebuild that stopped after dropping `database` is used again."""
+    keep = f"{database}_steps"
+    if _has_steps(client, database):
+        client.command(f"CREATE DATABASE IF NOT EXISTS {keep}")
+        client.command(f"DROP TABLE IF EXISTS {keep}.tag_steps")
+        client.command(
+            f"CREATE TABLE {keep}.tag_steps ENGINE = ReplacingMergeTree ORDER BY seq AS SELECT * FROM {database}.tag_steps FINAL"
+        )
+    return keep if _has_steps(client, keep) else None
+
+
+def _has_steps(client: Any, database: str) -> bool:
+    """Whether `database` has a table of recorded tag steps (projections older than it, or none, have not)."""
+    return bool(client.query(
+        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'tag_steps'",
+        parameters={"db": database},
+    ).result_rows[0][0])  # fmt: skip
+
+
+def _follow_steps(
+    app: CustomerData, pipeline: Pipeline, tags: TagEngine, recorded: TagStore, batch: int,
+    progress: Callable[[int], None] | None,
+) -> int:  # fmt: skip
+    """Replay the log as the recorded tag steps cut it, each at its clock reading; returns the position reached."""
+    clock, live_clock = ManualClock(EPOCH), tags.clock
+    tags.clock = clock
+    tags.deferred, tags.deferred_keys = {}, recorded.backfill_keys()
+    position, after = 0, 0
+    while steps := recorded.steps(after):
+        for step in steps:
+            clock.set(step.now)
+            if step.kind == "page":  # the live page ended at step.position: so does this one
+                position = _page(app, pipeline, tags, position, step.position, batch)
+                if progress is not None:
+                    progress(position)
+            else:
+                tags.replay(step)
+            after = step.seq
+    tags.clock, tags.deferred = live_clock, None
+    return position
+
+
+def _page(app: CustomerData, pipeline: Pipeline, tags: TagEngine, after: int, until: int, batch: int) -> int:
+    """Apply the log after `after` through `until` as one page of the tags processor; returns `until`.
+
+    Before the engine records steps (no tag yet) evaluations change nothing and the log goes in pages of
+    `batch`; from the page that brings the first tag on, the page is the recorded one."""
+    held: list[Any] = []
+    position = after
+    while position < until:
+        messages, last = read_messages(app, position, min(batch, until - position))
+        if last == position:
+            break
+        held += [m for m in messages if m["position"] <= until]
+        position = min(last, until)
+        if not tags.recording and not any(_brings_tags(m) for m in held):
+            pipeline.process(held)
+            pipeline.save(position)
+            held = []
+    if held:
+        pipeline.process(held)
+    pipeline.save(position)
+    return position
+
+
+def _brings_tags(message: Any) -> bool:
+    return message["kind"] == "manual_tag" or (message["kind"] == "definition" and message["definition_kind"] == "tag")
+
+
+def verify_rebuild(app: CustomerData, client: Any, live_database: str, clock: Clock | None = None) -> list[str]:
+    """Rebuild into a scratch database, following the live run's tag steps, and compare it with the live
+    projections table by table (projections/verify.py); an empty list: identical."""
     scratch = f"{live_database}_verify"
-    rebuild(app, client, scratch)
+    rebuild(app, client, scratch, steps_from=live_database, clock=clock)
     try:
         return differences(ProjectionStore(client, live_database), ProjectionStore(client, scratch))
     finally:

@@ -525,10 +525,53 @@ class TagStore:
         version, state, done, total, started = result.result_rows[0]
         return {"rule_version": version, "state": state, "done": done, "total": total, "started_at": iso(started)}
 
+    # Evaluation steps (what a rebuild follows) -------------------------------------------------
+
+    def record_step(self, row: list[Any]) -> None:
+        """(seq, kind, position, now, workspace_id, tag_id, rule_version, after) of a step that applied."""
+        self._insert("tag_steps", [row], STEP_COLUMNS)
+
+    def last_step(self) -> int:
+        """The seq of the last recorded step (0: none)."""
+        return int(self.client.query(f"SELECT max(seq) FROM {self.db}.tag_steps").result_rows[0][0] or 0)
+
+    def backfill_keys(self) -> set[tuple[str, str, int]]:
+        """(workspace, tag, rule version) of every backfill whose pages were recorded as steps of their own."""
+        return {(ws, tag, version) for ws, tag, version in self.client.query(
+            f"SELECT DISTINCT workspace_id, tag_id, rule_version FROM {self.db}.tag_steps WHERE kind = 'backfill'"
+        ).result_rows}  # fmt: skip
+
+    def steps(self, after: int = 0, limit: int = 10_000) -> list[Step]:
+        """Recorded steps after `after`, in order, `limit` at most."""
+        rows = self.client.query(
+            f"SELECT {', '.join(STEP_COLUMNS)} FROM {self.db}.tag_steps FINAL WHERE seq > {{after:UInt64}} "
+            "ORDER BY seq LIMIT {limit:UInt32}",
+            parameters={"after": after, "limit": limit},
+        ).result_rows
+        return [Step(seq, kind, position, _utc(now), ws, tag, version, after_) for
+                seq, kind, position, now, ws, tag, version, after_ in rows]  # fmt: skip
+
+
+STEP_COLUMNS = ["seq", "kind", "position", "now", "workspace_id", "tag_id", "rule_version", "after"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One evaluation step of the tag engine, as recorded in `tag_steps`."""
+
+    seq: int
+    kind: str  # page | tick | backfill
+    position: int
+    now: datetime
+    workspace_id: str = ""
+    tag_id: str = ""
+    rule_version: int = 0
+    after: str = ""
+
 
 def pages(items: list[str], size: int) -> Iterator[list[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
 
-__all__ = ["TagStore", "Evaluation", "FAR", "EPOCH", "pages", "timedelta"]
+__all__ = ["TagStore", "Evaluation", "Step", "FAR", "EPOCH", "pages", "timedelta"]

@@ -68,6 +68,7 @@ COMPARED_TABLES: dict[str, Compared] = {
         "workspace_id, tag_id, rule_version, state, done, total, started_at", "workspace_id, tag_id, rule_version",
         left_out="updated_at: wall-clock time of the progress write (it also orders the rows, FINAL used it)",
     ),  # fmt: skip
+    "tag_steps": Compared("*", "seq"),  # the replay records the steps it followed again, as they were
     # Entries still set aside: a rebuild quarantines the same ones (a retried entry that applied is no longer).
     "quarantine": Compared(
         "processor, position, event_id, workspace_id, kind, error", "processor, position",

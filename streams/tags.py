@@ -8,10 +8,18 @@ published on `cdp.tag-changes` (before it is written, so a failure retries it:
 at least once, keyed by profile_id, tag_id, position and change), then recorded
 in `tag_changes` and `tag_membership`. Windows are measured against the engine's
 clock, which tests control.
+
+What the engine decides depends on more than the log: on where the log was cut
+into pages, on when timers fired and backfill pages ran between them, and on the
+clock. So each step (a page of the log, a tick that found timers due, a backfill
+page) reads the clock once, and once it has applied it is recorded in
+`tag_steps` with that reading. A rebuild follows the recorded steps (`replay`),
+which reproduces every enter and exit with its position, cause and time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -24,7 +32,7 @@ import orjson
 
 from domain.tags import parse_rule
 from projections.store import iso
-from projections.tags import EPOCH, TagStore
+from projections.tags import EPOCH, Step, TagStore
 from streams.messages import Message
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,20 @@ class TagDef:
 
 
 @dataclass
+class _Job:
+    """A backfill: one tag version evaluated for every profile, page by page after `after`."""
+
+    workspace_id: str
+    slug: str
+    version: int
+    position: int  # of the definition: the changes it makes carry it
+    total: int
+    started: datetime
+    after: str = ""
+    done: int = 0
+
+
+@dataclass
 class _Batch:
     """What one evaluation decided, written together."""
 
@@ -92,11 +114,23 @@ class TagEngine:
         self.publish = publish
         self.page_size = page_size
         self.lock = threading.RLock()
+        # Held around timer ticks and backfill pages: the pipeline's lock, so that neither runs between the
+        # processors of one page (after the profiles of a page were written, before its tags were evaluated).
+        self.gate: Any = contextlib.nullcontext()
         self.position = 0  # the last log position the processor applied (timer changes carry it)
+        self._now: datetime | None = None  # the clock reading of the step under way
+        self._seq = store.last_step()
+        # Replays: the backfills whose pages were recorded (by workspace, tag, version) wait for those steps
+        # instead of running at once.
+        self.deferred: dict[tuple[str, str, int], _Job] | None = None
+        self.deferred_keys: set[tuple[str, str, int]] = set()
         self.defs: dict[str, dict[str, TagDef]] = {}
         for ws, kind, slug, version, name, rule, deleted in store.latest_definitions():
             if kind == "tag" and not deleted:
                 self.defs.setdefault(ws, {})[slug] = TagDef(slug, name, version, parse_rule(orjson.loads(rule)))
+        # Steps are recorded once there is anything to tag (a tag defined, a manual tag): before that,
+        # evaluations change nothing, however the log is paged.
+        self.recording = self._seq > 0 or bool(self.defs)
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._worker: threading.Thread | None = None
         self.backfill_error: BaseException | None = None
@@ -112,6 +146,49 @@ class TagEngine:
     def rules(self, workspace_id: str) -> dict[str, Any]:
         return {slug: d.rule for slug, d in self.defs.get(workspace_id, {}).items()}
 
+    # Steps -----------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The time evaluations use: the step's clock reading (the clock's, outside a step)."""
+        return self._now if self._now is not None else self.clock.now()
+
+    @contextlib.contextmanager
+    def step(self) -> Any:
+        """One step: the clock is read once, at its start. Yields whether this is the outermost step
+        (a backfill run inline, inside a page of the log, is part of that page's step)."""
+        outermost = self._now is None
+        if outermost:
+            self._now = self.clock.now()
+        try:
+            yield outermost
+        finally:
+            if outermost:
+                self._now = None
+
+    def record(self, kind: str, position: int, job: _Job | None = None, after: str = "") -> None:
+        """Record the step under way, which has applied (call inside `step`)."""
+        if not self.recording:
+            return
+        self._seq += 1
+        ws, slug, version = (job.workspace_id, job.slug, job.version) if job else ("", "", 0)
+        self.store.record_step([self._seq, kind, position, self.now(), ws, slug, version, after])
+
+    def replay(self, step: Step) -> None:
+        """Apply a recorded tick or backfill page again, at its clock reading (pages go through the processor)."""
+        if step.kind == "tick":
+            self.tick()
+        elif step.kind == "backfill":
+            assert self.deferred is not None, "backfill pages are replayed only when backfills are deferred"
+            job = self.deferred.get((step.workspace_id, step.tag_id, step.rule_version))
+            if job is None:
+                raise LookupError(f"recorded backfill step {step.seq} of tag {step.tag_id!r} version "
+                                  f"{step.rule_version} has no backfill scheduled in the replay")  # fmt: skip
+            job.after = step.after
+            if self.backfill_step(job):
+                del self.deferred[(job.workspace_id, job.slug, job.version)]
+        else:
+            raise ValueError(f"step {step.seq}: {step.kind!r} steps are replayed by the tags processor")
+
     # Evaluation ------------------------------------------------------------------------------
 
     def apply(
@@ -125,7 +202,7 @@ class TagEngine:
         with self.lock:
             defs = self.defs.get(workspace_id, {})
             target = {s: d for s, d in defs.items() if only is None or s in only}
-            now = self.clock.now()
+            now = self.now()
             evaluation = self.store.evaluate(workspace_id, {s: d.rule for s, d in target.items()},
                                              self.rules(workspace_id), now, ids)  # fmt: skip
             current = self.store.members_of(workspace_id, ids)
@@ -193,7 +270,7 @@ class TagEngine:
             pids = {op[1] for op in ops} | {op[2] for op in ops if op[0] == "moved"}
             current = self.store.members_of(workspace_id, pids)
             manual = {pid: {s for s, m in tags.items() if m["kind"] == "manual"} for pid, tags in current.items()}
-            now = self.clock.now()
+            now = self.now()
             out = _Batch([], [], [], [])
             for action, pid, arg, reason in ops:
                 if action == "moved":  # a merge: the survivor takes the absorbed profile's manual tags
@@ -228,7 +305,7 @@ class TagEngine:
             d = self.defs.get(workspace_id, {}).pop(slug, None)
             if d is None:
                 return
-            now = self.clock.now()
+            now = self.now()
             out = _Batch([], [], [], [])
             members = self.store.members_of(workspace_id, self.store.members_of_tag(workspace_id, slug))
             for pid, tags in members.items():
@@ -249,30 +326,36 @@ class TagEngine:
     def _schedule(self, workspace_id: str, slug: str, position: int) -> None:
         d = self.defs[workspace_id][slug]
         total = self.store.profile_count(workspace_id)
-        self.store.save_backfill(workspace_id, slug, d.version, "running", 0, total, self.clock.now())
-        job = (workspace_id, slug, d.version, position, total)
-        if self._worker is None:
-            self.backfill(*job)
+        job = _Job(workspace_id, slug, d.version, position, total, self.now())
+        self.store.save_backfill(workspace_id, slug, d.version, "running", 0, total, job.started)
+        if self.deferred is not None and (workspace_id, slug, d.version) in self.deferred_keys:
+            self.deferred[(workspace_id, slug, d.version)] = job  # its recorded pages will run it
+        elif self._worker is None:
+            self.backfill(job)
         else:
             self._jobs.put(job)
 
-    def backfill(self, workspace_id: str, slug: str, version: int, position: int, total: int) -> None:
+    def backfill(self, job: _Job) -> None:
         """Evaluate one tag for every profile, page by page; the live processor runs between pages."""
-        started, after, done = self.clock.now(), "", 0
-        while True:
-            with self.lock:
-                d = self.defs.get(workspace_id, {}).get(slug)
-                if d is None or d.version != version:
-                    self.store.save_backfill(workspace_id, slug, version, "superseded", done, total, started)
-                    return
-                page = self.store.profile_page(workspace_id, after, self.page_size)
-                if not page:
-                    break
-                self.apply(workspace_id, page, position, "rule", only={slug})
-            done += len(page)
-            after = page[-1]
-            self.store.save_backfill(workspace_id, slug, version, "running", done, max(total, done), started)
-        self.store.save_backfill(workspace_id, slug, version, "done", done, max(total, done), started)
+        while not self.backfill_step(job):
+            pass
+
+    def backfill_step(self, job: _Job) -> bool:
+        """One page of a backfill (a step of its own unless inline); True once the job is done or superseded."""
+        ws, slug, version = job.workspace_id, job.slug, job.version
+        with self.gate, self.lock, self.step() as own:
+            after = job.after
+            d = self.defs.get(ws, {}).get(slug)
+            page = [] if d is None or d.version != version else self.store.profile_page(ws, after, self.page_size)
+            if page:
+                self.apply(ws, page, job.position, "rule", only={slug})
+                job.done += len(page)
+                job.after = page[-1]
+            state = "running" if page else "superseded" if d is None or d.version != version else "done"
+            self.store.save_backfill(ws, slug, version, state, job.done, max(job.total, job.done), job.started)
+            if own:
+                self.record("backfill", job.position, job, after)
+        return not page
 
     def _work(self) -> None:
         while True:
@@ -282,12 +365,12 @@ class TagEngine:
                 return
             while True:
                 try:
-                    self.backfill(*job)
+                    self.backfill(job)  # after a failure it goes on from the last page that applied
                     self.backfill_error = None
                     break
                 except Exception as exc:  # keep the job: ClickHouse may be back in a moment
                     self.backfill_error = exc
-                    log.exception("backfill of tag %s failed; retrying", job[1])
+                    log.exception("backfill of tag %s failed; retrying", job.slug)
                     threading.Event().wait(1.0)
             self._jobs.task_done()
 
@@ -300,10 +383,13 @@ class TagEngine:
 
     def tick(self) -> int:
         """Re-evaluate every (profile, tag) whose timer is due by the clock; returns the changes made."""
-        with self.lock:
+        with self.gate, self.lock, self.step() as own:
             changed = 0
-            for ws, pids in self.store.due_timers(self.clock.now()).items():
+            due = self.store.due_timers(self.now())
+            for ws, pids in due.items():
                 changed += self.apply(ws, pids, self.position, "time")
+            if due and own:
+                self.record("tick", self.position)
             return changed
 
 
@@ -372,7 +458,7 @@ class TagProcessor:
             touched.clear()
             everyone.clear()
 
-        with engine.lock:
+        with engine.lock, engine.step() as own:
             for m in sorted(messages, key=lambda m: m["position"]):
                 ws, pid, kind = m["workspace_id"], m.get("profile_id"), m["kind"]
                 if kind == "event":
@@ -393,6 +479,7 @@ class TagProcessor:
                 elif kind == "rules":
                     everyone.add(ws)  # trait precedence may have changed every profile's traits
                 elif kind == "manual_tag":
+                    engine.recording = True
                     manual.setdefault(ws, []).append((m["action"], pid, m["tag_id"], m.get("reason", "")))
                     touch(ws, pid, "manual")  # rules may refer to the manual tag
                 elif kind == "definition":
@@ -401,6 +488,7 @@ class TagProcessor:
                                                       int(m["deleted"]), m["position"]]])  # fmt: skip
                     if m["definition_kind"] != "tag":
                         continue
+                    engine.recording = True  # from this page on, what the engine decides depends on the paging
                     flush()  # what came before the new rule is evaluated under the old one
                     if m["deleted"]:
                         engine.delete(ws, m["tag_id"], m["rule_version"], m["position"])
@@ -409,4 +497,6 @@ class TagProcessor:
                                       m["position"])  # fmt: skip
             flush()
             engine.position = max(engine.position, top)
+            if own:
+                engine.record("page", top)
         return top
