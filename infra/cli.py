@@ -97,9 +97,14 @@ def up() -> None:
 
 @app.command()
 def rebuild(
-    verify: bool = typer.Option(False, help="Rebuild into a scratch database and compare with the live one instead."),
+    verify: bool = typer.Option(
+        False, help="Rebuild into a scratch database and compare every table with the live one instead; "
+        "exits 1 naming the tables that differ.",
+    ),
 ) -> None:
-    """Replay the whole event log into fresh projections (stop `cdp up` first: chDB is one process per data dir)."""
+    """Replay the whole event log into fresh projections (stop `cdp up` first: chDB is one process per data dir).
+
+    Tag history follows the evaluation steps the live run recorded, so it comes back as it was."""
     from rich.progress import Progress
 
     from infra.bootstrap import rebuild as rebuild_projections
@@ -111,13 +116,17 @@ def rebuild(
     store = open_event_store(settings)
     client = clickhouse_client(settings)
     if verify:
+        from projections.verify import COMPARED_TABLES
+
         found = verify_rebuild(store, client, settings.clickhouse_database)
         if found:
-            console.print("[red]live projections differ from a rebuild:[/red]")
+            console.print(f"[red]live projections differ from a rebuild in {len(found)} of "
+                          f"{len(COMPARED_TABLES)} tables:[/red]")  # fmt: skip
             for line in found:
-                console.print(f"  {line}")
+                console.print(f"  {line}", markup=False, highlight=False)
             raise typer.Exit(1)
-        console.print("[green]live projections equal a rebuild from position 0[/green]")
+        console.print(f"[green]live projections equal a rebuild from position 0 "
+                      f"({len(COMPARED_TABLES)} tables compared)[/green]")  # fmt: skip
         return
     total = store.last_position()
     with Progress(console=console) as progress:
