@@ -377,14 +377,17 @@ def rebuild(
 def _keep_steps(client: Any, database: str) -> str | None:
     """Copy `database`'s recorded tag steps aside before it is dropped; the database holding them, if any.
 
-    A copy left by a rebuild that stopped after dropping `database` is used again."""
+    A copy is dropped once its rebuild has finished: one that is still there was left by a rebuild that
+    stopped after dropping `database` (which may hold part of a replay now), so it is the one to follow."""
     keep = f"{database}_steps"
-    if _has_steps(client, database):
+    if _has_steps(client, keep):
+        return keep
+    if _has_steps(client, database):  # copied under another name first: a copy cut short is never followed
         client.command(f"CREATE DATABASE IF NOT EXISTS {keep}")
-        client.command(f"DROP TABLE IF EXISTS {keep}.tag_steps")
-        client.command(
-            f"CREATE TABLE {keep}.tag_steps ENGINE = ReplacingMergeTree ORDER BY seq AS SELECT * FROM {database}.tag_steps FINAL"
-        )
+        client.command(f"DROP TABLE IF EXISTS {keep}.copying")
+        client.command(f"CREATE TABLE {keep}.copying ENGINE = ReplacingMergeTree ORDER BY seq "
+                       f"AS SELECT * FROM {database}.tag_steps FINAL")  # fmt: skip
+        client.command(f"RENAME TABLE {keep}.copying TO {keep}.tag_steps")
     return keep if _has_steps(client, keep) else None
 
 

@@ -267,6 +267,7 @@ class TagEngine:
     def manual(self, workspace_id: str, ops: list[tuple[str, str, str, str]], position: int) -> None:
         """Apply ("added" | "removed" | "moved", profile, tag or survivor, reason) in order."""
         with self.lock:
+            self.recording = True  # from this step on, what the engine decides depends on the paging
             pids = {op[1] for op in ops} | {op[2] for op in ops if op[0] == "moved"}
             current = self.store.members_of(workspace_id, pids)
             manual = {pid: {s for s, m in tags.items() if m["kind"] == "manual"} for pid, tags in current.items()}
@@ -295,6 +296,7 @@ class TagEngine:
     def define(self, workspace_id: str, slug: str, name: str, version: int, rule: Any, position: int) -> None:
         """A tag was defined or changed: from now on live evaluation uses it; every profile is evaluated again."""
         with self.lock:
+            self.recording = True  # from this step on, what the engine decides depends on the paging
             self.defs.setdefault(workspace_id, {})[slug] = TagDef(slug, name, version, rule)
             jobs = [slug] + self._dependents(workspace_id, slug)
             for tag in jobs:
