@@ -309,11 +309,8 @@ class Importer:
     def run(self, source: Source, checkpoint: Checkpoint, start: Position, tally: Tally, progress: Progress) -> Outcome:
         began = time.monotonic()
         before = tally.confirmed
+        flight = _Flight(self.sender, self.concurrency, checkpoint, tally, start)
         task = progress.add_task(source.path.name, total=source.size or 1, events=0, rate=0.0)
-        executor = futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="cdp-import")
-        in_flight: dict[futures.Future[Result], Batch] = {}
-        finished: dict[int, tuple[Batch, Result]] = {}
-        state = {"next": 0, "position": start, "saved": time.monotonic()}
 
         def show(final: bool = False) -> None:
             events = tally.confirmed - before
@@ -321,90 +318,113 @@ class Importer:
             progress.update(task, completed=source.size if final else source.bytes_read, events=events,
                             rate=events / elapsed)  # fmt: skip
 
-        def confirm(done: futures.Future[Result]) -> None:
-            batch = in_flight.pop(done)
-            finished[batch.seq] = (batch, done.result())  # raises Aborted / Stopped
-            while state["next"] in finished:  # the checkpoint moves over batches confirmed in order only
-                batch, result = finished.pop(state["next"])
-                _count(tally, batch, result)
-                state["position"] = batch.resume
-                state["next"] += 1
-            if time.monotonic() - state["saved"] >= CHECKPOINT_EVERY:
-                checkpoint.save(state["position"], tally, False)
-                state["saved"] = time.monotonic()
-
-        def submit(batch: Batch) -> None:
-            future: futures.Future[Result]
-            if batch.items:
-                future = executor.submit(self.sender.send, batch)
-            else:  # only records refused here: nothing to send, but the checkpoint moves over them
-                future = futures.Future()
-                future.set_result(Result())
-            in_flight[future] = batch
-            for d in [f for f in in_flight if f.done()]:
-                confirm(d)
-            while len(in_flight) >= self.concurrency:
-                done, _ = futures.wait(list(in_flight), return_when=futures.FIRST_COMPLETED)
-                for d in done:
-                    confirm(d)
-
-        def drain() -> None:
-            while in_flight:
-                done, _ = futures.wait(list(in_flight), return_when=futures.FIRST_COMPLETED)
-                for d in done:
-                    confirm(d)
-
         error: str | None = None
         complete = False
-        seq = 0
-        batch = Batch(seq, resume=start)
-        shown = 0.0
         try:
             try:
-                for record in source.records(start):
-                    if record.refused is not None:
-                        batch.refused.append((record.line, record.refused))
-                    else:
-                        data = dumps(record.call)
-                        if len(data) > self.budget:
-                            batch.refused.append((record.line, f"{len(data)} bytes, above what one request carries"))
-                        else:
-                            if batch.items and (batch.size + len(data) + 1 > self.budget
-                                                or len(batch.items) >= self.batch_size):  # fmt: skip
-                                submit(batch)
-                                seq += 1
-                                batch = Batch(seq, resume=batch.resume)
-                            batch.items.append(data)
-                            batch.lines.append(record.line)
-                            batch.size += len(data) + 1
-                    batch.resume = record.resume
-                    now = time.monotonic()
-                    if now - shown > 0.2:
-                        show()
-                        shown = now
-                submit(batch)
-                drain()
+                self._read(source, start, flight, show)
                 complete = True
             except (Aborted, ImportFileError) as exc:
                 error = str(exc)
-                self.sender.stop.set()
-                _settle(in_flight, confirm)
+                flight.stop()
         except KeyboardInterrupt:
             error = "interrupted"
-            self.sender.stop.set()  # batches waiting to be retried give up; requests on the wire finish
             try:
-                _settle(in_flight, confirm)
+                flight.stop()  # batches waiting to be retried give up; requests on the wire finish
             except KeyboardInterrupt:  # a second Ctrl-C: keep what is confirmed and leave now
-                checkpoint.save(state["position"], tally, False)
+                checkpoint.save(flight.position, tally, False)
                 progress.stop()
                 errors.print("stopped; run the same command again to go on from the last confirmed batch")
                 os._exit(130)
         finally:
-            executor.shutdown(wait=False, cancel_futures=True)
-        checkpoint.save(state["position"], tally, complete)
+            flight.executor.shutdown(wait=False, cancel_futures=True)
+        checkpoint.save(flight.position, tally, complete)
         show(final=complete)
         return Outcome(str(source.path), complete, tally, start if start.offset else None, tally.confirmed - before,
                        time.monotonic() - began, error, list(self.sender.notes))  # fmt: skip
+
+    def _read(self, source: Source, start: Position, flight: "_Flight", show: Any) -> None:
+        """Cut the source's records into batches within the request budget and send them through `flight`."""
+        seq, shown = 0, 0.0
+        batch = Batch(seq, resume=start)
+        for record in source.records(start):
+            if record.refused is not None:
+                batch.refused.append((record.line, record.refused))
+            else:
+                data = dumps(record.call)
+                if len(data) > self.budget:
+                    batch.refused.append((record.line, f"{len(data)} bytes, above what one request carries"))
+                else:
+                    if batch.items and (batch.size + len(data) + 1 > self.budget
+                                        or len(batch.items) >= self.batch_size):  # fmt: skip
+                        flight.submit(batch)
+                        seq += 1
+                        batch = Batch(seq, resume=batch.resume)
+                    batch.items.append(data)
+                    batch.lines.append(record.line)
+                    batch.size += len(data) + 1
+            batch.resume = record.resume
+            now = time.monotonic()
+            if now - shown > 0.2:
+                show()
+                shown = now
+        flight.submit(batch)
+        flight.drain()
+
+
+class _Flight:
+    """The requests in flight of one import: at most `concurrency`, confirmed in order into the tally, with the
+    checkpoint moved over batches confirmed in order only (a later batch confirmed first waits for earlier ones)."""
+
+    def __init__(self, sender: Sender, concurrency: int, checkpoint: Checkpoint, tally: Tally, start: Position) -> None:
+        self.sender = sender
+        self.concurrency = concurrency
+        self.checkpoint = checkpoint
+        self.tally = tally
+        self.executor = futures.ThreadPoolExecutor(concurrency, thread_name_prefix="cdp-import")
+        self.in_flight: dict[futures.Future[Result], Batch] = {}
+        self.finished: dict[int, tuple[Batch, Result]] = {}
+        self.next = 0
+        self.position = start
+        self.saved = time.monotonic()
+
+    def confirm(self, done: futures.Future[Result]) -> None:
+        batch = self.in_flight.pop(done)
+        self.finished[batch.seq] = (batch, done.result())  # raises Aborted / Stopped
+        while self.next in self.finished:
+            batch, result = self.finished.pop(self.next)
+            _count(self.tally, batch, result)
+            self.position = batch.resume
+            self.next += 1
+        if time.monotonic() - self.saved >= CHECKPOINT_EVERY:
+            self.checkpoint.save(self.position, self.tally, False)
+            self.saved = time.monotonic()
+
+    def submit(self, batch: Batch) -> None:
+        future: futures.Future[Result]
+        if batch.items:
+            future = self.executor.submit(self.sender.send, batch)
+        else:  # only records refused here: nothing to send, but the checkpoint moves over them
+            future = futures.Future()
+            future.set_result(Result())
+        self.in_flight[future] = batch
+        for d in [f for f in self.in_flight if f.done()]:
+            self.confirm(d)
+        while len(self.in_flight) >= self.concurrency:
+            done, _ = futures.wait(list(self.in_flight), return_when=futures.FIRST_COMPLETED)
+            for d in done:
+                self.confirm(d)
+
+    def drain(self) -> None:
+        while self.in_flight:
+            done, _ = futures.wait(list(self.in_flight), return_when=futures.FIRST_COMPLETED)
+            for d in done:
+                self.confirm(d)
+
+    def stop(self) -> None:
+        """Stop sending; keep what the requests on the wire confirm (in order), drop the batches never sent."""
+        self.sender.stop.set()
+        _settle(self.in_flight, self.confirm)
 
 
 def _settle(in_flight: dict[futures.Future[Result], Batch], confirm: Any) -> None:
@@ -488,7 +508,10 @@ def import_files(
                                     "from the start (what is already stored is recognised and not stored twice)."),
     as_json: bool = typer.Option(False, "--json", help="Print each file's summary as a JSON line on stdout."),
 ) -> None:
-    """Import history files through the running platform (`cdp up`); a rerun goes on after Ctrl-C."""
+    """Import history files through the running platform (`cdp up`); a rerun goes on after Ctrl-C.
+
+    (Long only by its Typer options, one per line; the work is in `_import_one` and `Importer`.)
+    """
     out = errors if as_json else console
     try:
         settings = load_settings()
