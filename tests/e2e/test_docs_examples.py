@@ -66,6 +66,7 @@ from tests.e2e.test_restart import CdpProcess
 ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = ["README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]
 LINKED = (".venv", "infra", "tests", "Makefile", "pyproject.toml")
+REBUILD_DOC = "docs/operations.md"  # where the walk-through's `cdp rebuild --verify` is documented
 
 # (pattern on the command, with `.venv/bin/` left out; reason it is not run)
 SKIP: list[tuple[str, str]] = [
@@ -75,8 +76,8 @@ SKIP: list[tuple[str, str]] = [
     (r"^make clean\b", "deletes .venv and .cdp, that is, all recorded data"),
     (r"^cdp rebuild\b", "needs the platform stopped (embedded ClickHouse allows one process per data directory); "
                         "`cdp rebuild --verify` runs in test_rebuild_verify_after_the_walk_through"),
-    (r"^kcat\b", "kcat -C follows the topic until stopped and needs a build on a recent librdkafka (see the README); "
-                 "the kafka-python examples read the same topics"),
+    (r"^kcat\b", "kcat -C follows the topic until stopped and needs a build on a recent librdkafka "
+                 "(see docs/operations.md); the kafka-python examples read the same topics"),
     (r"^export CDP_", "configures external PostgreSQL, ClickHouse and Kafka servers (example.internal) for `cdp up`"),
 ]  # fmt: skip
 SQL_SKIP: list[tuple[str, str]] = [
@@ -509,11 +510,11 @@ def test_doc_example(walk: Walkthrough, block: Block) -> None:
 
 
 def test_rebuild_verify_after_the_walk_through(walk: Walkthrough) -> None:
-    """The README's `cdp rebuild --verify`, with `cdp up` stopped first as it says, on the walk-through's data."""
-    [command] = [c for b in BLOCKS if b.file == "README.md" for c in split_commands(b)
+    """The `cdp rebuild --verify` of docs/operations.md, with `cdp up` stopped first as it says, on the walk's data."""
+    [command] = [c for b in BLOCKS if b.file == REBUILD_DOC for c in split_commands(b)
                  if c.normalized.startswith("cdp rebuild --verify")]  # fmt: skip
     walk.wait_caught_up()
     walk.cdp.stop()
     result = walk.shell(command.text, timeout=300)
-    assert result.returncode == 0, f"README.md:{command.line}: {command.text}\n{result.stdout}{result.stderr}"
+    assert result.returncode == 0, f"{REBUILD_DOC}:{command.line}: {command.text}\n{result.stdout}{result.stderr}"
     assert "equal a rebuild" in result.stdout, result.stdout
