@@ -535,10 +535,12 @@ class TagStore:
         """The seq of the last recorded step (0: none)."""
         return int(self.client.query(f"SELECT max(seq) FROM {self.db}.tag_steps").result_rows[0][0] or 0)
 
-    def backfill_keys(self) -> set[tuple[str, str, int]]:
-        """(workspace, tag, rule version) of every backfill whose pages were recorded as steps of their own."""
-        return {(ws, tag, version) for ws, tag, version in self.client.query(
-            f"SELECT DISTINCT workspace_id, tag_id, rule_version FROM {self.db}.tag_steps WHERE kind = 'backfill'"
+    def backfill_keys(self) -> set[tuple[str, str, int, int]]:
+        """(workspace, tag, rule version, definition position) of every backfill whose pages were recorded as steps
+        of their own."""
+        return {(ws, tag, version, position) for ws, tag, version, position in self.client.query(
+            f"SELECT DISTINCT workspace_id, tag_id, rule_version, position FROM {self.db}.tag_steps "
+            "WHERE kind = 'backfill'"
         ).result_rows}  # fmt: skip
 
     def steps(self, after: int = 0, limit: int = 10_000) -> list[Step]:

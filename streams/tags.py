@@ -122,8 +122,10 @@ class TagEngine:
         self._seq = store.last_step()
         # Replays: the backfills whose pages were recorded (by workspace, tag, version) wait for those steps
         # instead of running at once.
-        self.deferred: dict[tuple[str, str, int], _Job] | None = None
-        self.deferred_keys: set[tuple[str, str, int]] = set()
+        # A backfill is one tag version from one definition's position: the same version can be backfilled again
+        # from a later definition (of a tag it refers to).
+        self.deferred: dict[tuple[str, str, int, int], _Job] | None = None
+        self.deferred_keys: set[tuple[str, str, int, int]] = set()
         self.defs: dict[str, dict[str, TagDef]] = {}
         for ws, kind, slug, version, name, rule, deleted in store.latest_definitions():
             if kind == "tag" and not deleted:
@@ -179,13 +181,13 @@ class TagEngine:
             self.tick()
         elif step.kind == "backfill":
             assert self.deferred is not None, "backfill pages are replayed only when backfills are deferred"
-            job = self.deferred.get((step.workspace_id, step.tag_id, step.rule_version))
+            job = self.deferred.get((step.workspace_id, step.tag_id, step.rule_version, step.position))
             if job is None:
                 raise LookupError(f"recorded backfill step {step.seq} of tag {step.tag_id!r} version "
                                   f"{step.rule_version} has no backfill scheduled in the replay")  # fmt: skip
             job.after = step.after
             if self.backfill_step(job):
-                del self.deferred[(job.workspace_id, job.slug, job.version)]
+                del self.deferred[(job.workspace_id, job.slug, job.version, job.position)]
         else:
             raise ValueError(f"step {step.seq}: {step.kind!r} steps are replayed by the tags processor")
 
@@ -330,8 +332,9 @@ class TagEngine:
         total = self.store.profile_count(workspace_id)
         job = _Job(workspace_id, slug, d.version, position, total, self.now())
         self.store.save_backfill(workspace_id, slug, d.version, "running", 0, total, job.started)
-        if self.deferred is not None and (workspace_id, slug, d.version) in self.deferred_keys:
-            self.deferred[(workspace_id, slug, d.version)] = job  # its recorded pages will run it
+        key = (workspace_id, slug, d.version, position)
+        if self.deferred is not None and key in self.deferred_keys:
+            self.deferred[key] = job  # its recorded pages will run it
         elif self._worker is None:
             self.backfill(job)
         else:
