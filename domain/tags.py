@@ -625,24 +625,6 @@ def rule_text(rule: Any) -> str:
     return orjson.dumps(rule_json(rule) if isinstance(rule, BaseModel) else rule, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def tag_message(domain_event: Any, position: int, iso: Any) -> dict[str, Any] | None:
-    """The log message of a definition or manual tag event (see streams/messages.py), else None."""
-    if not isinstance(domain_event, (ManualTagChange.Recorded, RuleDefinition.Event)):
-        return None
-    common = {"position": position, "workspace_id": domain_event.workspace_id, "recorded_at": iso(domain_event.timestamp)}
-    event_id = str(uuid5(UUID(str(domain_event.originator_id)), str(domain_event.originator_version)))
-    if isinstance(domain_event, ManualTagChange.Recorded):
-        return {"kind": "manual_tag", "event_id": event_id, **common, "profile_id": domain_event.profile_id,
-                "tag_id": domain_event.tag, "action": domain_event.action, "reason": domain_event.reason}  # fmt: skip
-    deleted = isinstance(domain_event, RuleDefinition.Deleted)
-    return {
-        "kind": "definition", "event_id": event_id, **common, "profile_id": "",
-        "definition_kind": domain_event.kind, "definition_id": str(domain_event.originator_id),
-        "tag_id": domain_event.slug, "rule_version": getattr(domain_event, "rule_version", 1),
-        "name": getattr(domain_event, "name", ""), "rule": None if deleted else domain_event.rule, "deleted": deleted,
-    }  # fmt: skip
-
-
 # Commands (run on the writer thread, through the group committer) ----------------------------
 
 DEFINITION_TOPICS = [get_topic(c) for c in (RuleDefinition.Defined, RuleDefinition.Changed, RuleDefinition.Deleted)]

@@ -433,7 +433,7 @@ def _page(app: CustomerData, pipeline: Pipeline, tags: TagEngine, after: int, un
         messages, last = read_messages(app, position, min(batch, until - position))
         if last == position:
             break
-        held += [m for m in messages if m["position"] <= until]
+        held += [m for m in messages if m.position <= until]
         position = min(last, until)
         if not tags.recording and not any(_brings_tags(m) for m in held):
             pipeline.process(held)
@@ -446,7 +446,7 @@ def _page(app: CustomerData, pipeline: Pipeline, tags: TagEngine, after: int, un
 
 
 def _brings_tags(message: Any) -> bool:
-    return message["kind"] == "manual_tag" or (message["kind"] == "definition" and message["definition_kind"] == "tag")
+    return message.kind == "manual_tag" or (message.kind == "definition" and message.definition_kind == "tag")
 
 
 def verify_rebuild(app: CustomerData, client: Any, live_database: str, clock: Clock | None = None) -> list[str]:

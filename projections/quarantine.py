@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from clickhouse_connect.driver.exceptions import OperationalError
+
+from domain.times import UTC, shown
 
 # A connection that failed or timed out says nothing about the entry: the page is retried, not quarantined.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, ConnectionError, TimeoutError)
@@ -41,7 +43,7 @@ class Quarantined:
             "projection": self.projection, "position": self.position, "event_id": self.event_id,
             "workspace_id": self.workspace_id, "kind": self.kind, "error": self.error, "reason": self.reason,
             "attempts": self.attempts, "resolved": self.resolved,
-            "at": self.at.replace(tzinfo=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "at": shown(self.at),
         }  # fmt: skip
 
 
@@ -50,22 +52,37 @@ class QuarantineStore:
         self.client = client
         self.db = database
 
-    def record(
-        self, projection: str, message: dict[str, Any], exc: BaseException, attempts: int = 1, resolved: bool = False
-    ) -> None:
-        reason = str(exc) or type(exc).__name__
-        row = [
-            projection, message["position"], str(message.get("event_id", "")), str(message.get("workspace_id", "")),
-            str(message.get("kind", "")), type(exc).__name__, reason[:MAX_REASON], attempts, int(resolved),
-            datetime.now(timezone.utc), time.time_ns(),
-        ]  # fmt: skip
-        self.client.insert(f"{self.db}.quarantine", [row], column_names=COLUMNS)
+    def record(self, projection: str, message: Any, exc: BaseException, attempts: int = 1) -> None:
+        """A log message (streams/messages.py) `projection` could not apply."""
+        if isinstance(message, dict):  # the fields of an entry recorded before (use `failed_again`)
+            position, event_id, workspace_id, kind = (message[k] for k in ("position", "event_id", "workspace_id",
+                                                                           "kind"))  # fmt: skip
+        else:
+            position, event_id, workspace_id, kind = (message.position, message.event_id, message.workspace_id,
+                                                      message.kind)  # fmt: skip
+        self._write(projection, position, event_id, workspace_id, kind, exc, attempts)
+
+    def failed_again(self, entry: Quarantined, exc: BaseException) -> None:
+        """A retry of the entry failed too: it stays open, with the new reason and one more attempt."""
+        self._write(entry.projection, entry.position, entry.event_id, entry.workspace_id, entry.kind, exc,
+                    entry.attempts + 1)  # fmt: skip
 
     def resolved(self, entry: Quarantined) -> None:
         """A retry applied the entry: it leaves the list of open entries."""
         row = [
             entry.projection, entry.position, entry.event_id, entry.workspace_id, entry.kind, entry.error,
-            entry.reason, entry.attempts + 1, 1, datetime.now(timezone.utc), time.time_ns(),
+            entry.reason, entry.attempts + 1, 1, datetime.now(UTC), time.time_ns(),
+        ]  # fmt: skip
+        self.client.insert(f"{self.db}.quarantine", [row], column_names=COLUMNS)
+
+    def _write(
+        self, projection: str, position: int, event_id: str, workspace_id: str, kind: str, exc: BaseException,
+        attempts: int,
+    ) -> None:  # fmt: skip
+        reason = str(exc) or type(exc).__name__
+        row = [
+            projection, position, event_id, workspace_id, kind, type(exc).__name__, reason[:MAX_REASON], attempts, 0,
+            datetime.now(UTC), time.time_ns(),
         ]  # fmt: skip
         self.client.insert(f"{self.db}.quarantine", [row], column_names=COLUMNS)
 

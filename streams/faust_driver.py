@@ -60,10 +60,10 @@ class KafkaDriver:
             for event in events:
                 message = decode(event.value)
                 partition = event.message.partition
-                if message["position"] <= self.applied.get(partition, 0):
+                if message.position <= self.applied.get(partition, 0):
                     continue  # a redelivery: already applied
                 fresh.append(message)
-                top[partition] = max(top.get(partition, 0), message["position"])
+                top[partition] = max(top.get(partition, 0), message.position)
             if not fresh:
                 continue
             while True:

@@ -22,7 +22,7 @@ from domain.kpis import KPIS_MOVED_BY
 from domain.segment import source_of
 from domain.times import parse_instant
 from projections.kpis import fact_rows
-from streams.messages import Message
+from streams.messages import EventMessage, IdentityMessage, Message, Outgoing
 
 log = logging.getLogger(__name__)
 KPI_UPDATES_TOPIC = "cdp.kpi-updates"
@@ -51,25 +51,25 @@ class KpiProcessor:
         moved: dict[str, dict[str, set[date]]] = defaultdict(lambda: defaultdict(set))
         top = 0
         moves: list[list[Any]] = []
-        for m in sorted(messages, key=lambda m: m["position"]):
-            top = max(top, m["position"])
-            if m["kind"] == "identity" and m["change"] in ("absorbed", "split_apart"):
-                # absorbed: the absorbed profile's identifiers now belong to this one; split_apart: to the new one.
-                owner = m["profile_id"] if m["change"] == "absorbed" else m["new_profile_id"]
-                moves += [[m["workspace_id"], i, UUID(owner), m["position"]] for i in m.get("identifiers", [])]
-            if m["kind"] != "event":
-                continue
-            at = parse_instant(m["call"]["timestamp"])
-            # One row per anchor and day; the latest position wins here as in the table.
-            days[(m["workspace_id"], m["anchor"], at.date())] = [
-                m["workspace_id"], m["anchor"], UUID(m["profile_id"]), at.date(), m["position"]
-            ]  # fmt: skip
-            found = facts_of(m["call"], m["event_id"], source_of(m["call"]))
-            facts += fact_rows(found, workspace_id=m["workspace_id"], event_id=m["event_id"], position=m["position"],
-                               anchor=m["anchor"], profile_id=m["profile_id"], timestamp=at)  # fmt: skip
-            for fact in found:
-                for kpi in KPIS_MOVED_BY.get(fact.kind, ()):
-                    moved[m["workspace_id"]][kpi].add(at.date())
+        for m in sorted(messages, key=lambda m: m.position):
+            top = max(top, m.position)
+            match m:
+                case IdentityMessage(change="absorbed" | "split_apart"):
+                    # absorbed: the absorbed profile's identifiers now belong to this one; split_apart: to the new one.
+                    owner = m.profile_id if m.change == "absorbed" else m.new_profile_id
+                    moves += [[m.workspace_id, i, UUID(owner), m.position] for i in m.identifiers]
+                case EventMessage():
+                    at = parse_instant(m.call["timestamp"])
+                    # One row per anchor and day; the latest position wins here as in the table.
+                    days[(m.workspace_id, m.anchor, at.date())] = [
+                        m.workspace_id, m.anchor, UUID(m.profile_id), at.date(), m.position
+                    ]  # fmt: skip
+                    found = facts_of(m.call, m.event_id, source_of(m.call))
+                    facts += fact_rows(found, workspace_id=m.workspace_id, event_id=m.event_id, position=m.position,
+                                       anchor=m.anchor, profile_id=m.profile_id, timestamp=at)  # fmt: skip
+                    for fact in found:
+                        for kpi in KPIS_MOVED_BY.get(fact.kind, ()):
+                            moved[m.workspace_id][kpi].add(at.date())
         self.writer.insert_moves(moves)
         self.writer.insert_facts(facts)
         self.writer.insert_activity(list(days.values()))
@@ -91,7 +91,7 @@ class KpiUpdates:
     def __init__(
         self,
         daily_values: Callable[[str, str, list[date]], list[dict[str, Any]]],
-        publish: Callable[[list[Message]], None],
+        publish: Callable[[list[Outgoing]], None],
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -120,7 +120,7 @@ class KpiUpdates:
         if not due:
             return 0
         try:
-            messages: list[Message] = [{
+            messages: list[Outgoing] = [{
                 "workspace_id": ws, "kpi": kpi, "granularity": "day",
                 "points": self.daily_values(ws, kpi, sorted(days)), "published_at": time.time(),
             } for (ws, kpi), days in sorted(due.items())]  # fmt: skip

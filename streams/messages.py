@@ -1,23 +1,28 @@
-"""Log entries as messages: the JSON shape published on `cdp.events` and fed to processors.
+"""Log entries as messages: typed once, from the log or from `cdp.events`, for every processor.
 
-Every message carries its log `position` and an `event_id`, so consumers can
-discard redeliveries. `kind` is `event` (a tracking call, with the `anchor`
-identifier it belongs by), `identity` (a profile created, identifiers linked,
-a merge, a refused merge, a split), `rules`, `definition` (a tag or saved segment
-defined, changed or deleted) or `manual_tag` (a static tag added or removed).
+One frozen dataclass per kind: `EventMessage` (a tracking call, with the `anchor`
+identifier it belongs by), `IdentityMessage` (a profile created, identifiers
+linked, a merge, a refused merge, a split), `RulesMessage`, `DefinitionMessage`
+(a tag or saved segment defined, changed or deleted) and `ManualTagMessage` (a
+static tag added or removed). `to_message` builds one from a log entry (the log
+follower, the committed tail); `decode` reads one from the bytes on
+`cdp.events` (the Kafka driver); `encode` writes the JSON published there
+(docs/streams.md). Every message carries its log `position` and an `event_id`,
+so consumers can discard redeliveries.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Union
 from uuid import UUID, uuid5
 
 import orjson
 
 from domain.model import CustomerEvent, Profile, Workspace
-from domain.tags import tag_message
-
-Message = dict[str, Any]
+from domain.tags import ManualTagChange, RuleDefinition
+from domain.times import parse_instant, stored
 
 _IDENTITY_CHANGES = {
     Profile.Created: "created",
@@ -30,59 +35,211 @@ _IDENTITY_CHANGES = {
 _IDENTITY_FIELDS = (
     "identifiers", "absorbed_id", "survivor_id", "other_profile_id", "new_profile_id", "cause_event_id", "reason",
 )  # fmt: skip
+# The fields an identity message of each change carries: those its domain event has, in this order.
+_FIELDS_OF = {
+    change: tuple(name for name in _IDENTITY_FIELDS if name in cls.__annotations__)
+    for cls, change in _IDENTITY_CHANGES.items()
+}
 
 
-def _iso(value: Any) -> str:
-    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Entry:
+    position: int
+    event_id: str
+    workspace_id: str
+    profile_id: str  # "" for rules and definitions: they belong to the workspace
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventMessage(_Entry):
+    """One recorded Segment call; `profile_id` owned `anchor` when it was recorded."""
+
+    kind: ClassVar[str] = "event"
+    anchor: str
+    message_id: str
+    call: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        return str(self.call["type"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "position": self.position, "event_id": self.event_id,
+                "workspace_id": self.workspace_id, "profile_id": self.profile_id, "anchor": self.anchor,
+                "message_id": self.message_id, "type": self.type, "recorded_at": stored(self.recorded_at),
+                "call": self.call}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> EventMessage:
+        return cls(**_common(d), anchor=d["anchor"], message_id=d["message_id"], call=d["call"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentityMessage(_Entry):
+    """One identity change of `profile_id`; which of the optional fields it has depends on `change`."""
+
+    kind: ClassVar[str] = "identity"
+    change: str  # created, linked, absorbed, merged_into, merge_refused, split_apart
+    identifiers: tuple[str, ...] = ()
+    absorbed_id: str | None = None
+    survivor_id: str | None = None
+    other_profile_id: str | None = None
+    new_profile_id: str | None = None
+    cause_event_id: str = ""
+    reason: str = ""
+
+    @property
+    def other(self) -> str | None:
+        """The other profile of the change: absorbed, survivor, refused owner or split-off profile."""
+        return self.absorbed_id or self.survivor_id or self.other_profile_id or self.new_profile_id
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind, "position": self.position, "event_id": self.event_id,
+                             "workspace_id": self.workspace_id, "profile_id": self.profile_id, "change": self.change,
+                             "recorded_at": stored(self.recorded_at)}  # fmt: skip
+        for name in _FIELDS_OF[self.change]:
+            d[name] = list(self.identifiers) if name == "identifiers" else getattr(self, name)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> IdentityMessage:
+        fields = {name: d[name] for name in _FIELDS_OF[d["change"]]}
+        if "identifiers" in fields:
+            fields["identifiers"] = tuple(fields["identifiers"])
+        return cls(**_common(d), change=d["change"], **fields)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RulesMessage(_Entry):
+    """A new version of the workspace's identity rules (the complete rules, as stored)."""
+
+    kind: ClassVar[str] = "rules"
+    version: int
+    rules: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "position": self.position, "event_id": self.event_id,
+                "workspace_id": self.workspace_id, "profile_id": self.profile_id, "version": self.version,
+                "rules": self.rules, "recorded_at": stored(self.recorded_at)}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RulesMessage:
+        return cls(**_common(d), version=d["version"], rules=d["rules"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DefinitionMessage(_Entry):
+    """A tag or saved segment (`definition_kind`) defined, changed or deleted; `rule` is None when deleted."""
+
+    kind: ClassVar[str] = "definition"
+    definition_kind: str
+    definition_id: str
+    tag_id: str
+    rule_version: int
+    name: str
+    rule: dict[str, Any] | None
+    deleted: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "event_id": self.event_id, "position": self.position,
+                "workspace_id": self.workspace_id, "recorded_at": stored(self.recorded_at),
+                "profile_id": self.profile_id, "definition_kind": self.definition_kind,
+                "definition_id": self.definition_id, "tag_id": self.tag_id, "rule_version": self.rule_version,
+                "name": self.name, "rule": self.rule, "deleted": self.deleted}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DefinitionMessage:
+        return cls(**_common(d), definition_kind=d["definition_kind"], definition_id=d["definition_id"],
+                   tag_id=d["tag_id"], rule_version=d["rule_version"], name=d["name"], rule=d["rule"],
+                   deleted=d["deleted"])  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManualTagMessage(_Entry):
+    """A manual tag `added` to or `removed` from `profile_id` (`action`)."""
+
+    kind: ClassVar[str] = "manual_tag"
+    tag_id: str
+    action: str
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "event_id": self.event_id, "position": self.position,
+                "workspace_id": self.workspace_id, "recorded_at": stored(self.recorded_at),
+                "profile_id": self.profile_id, "tag_id": self.tag_id, "action": self.action,
+                "reason": self.reason}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ManualTagMessage:
+        return cls(**_common(d), tag_id=d["tag_id"], action=d["action"], reason=d["reason"])
+
+
+Message = Union[EventMessage, IdentityMessage, RulesMessage, DefinitionMessage, ManualTagMessage]
+Outgoing = dict[str, Any]  # what processors publish on their own topics (profile, tag changes, KPI updates)
+
+_KINDS: dict[str, Any] = {
+    cls.kind: cls for cls in (EventMessage, IdentityMessage, RulesMessage, DefinitionMessage, ManualTagMessage)
+}
+
+
+def _common(d: dict[str, Any]) -> dict[str, Any]:
+    return {"position": d["position"], "event_id": d["event_id"], "workspace_id": d["workspace_id"],
+            "profile_id": d["profile_id"], "recorded_at": parse_instant(d["recorded_at"])}  # fmt: skip
+
+
+def _entry_id(domain_event: Any) -> str:
+    """An entry of an aggregate's own: uuid5 of the aggregate id and its version."""
+    return str(uuid5(UUID(str(domain_event.originator_id)), str(domain_event.originator_version)))
 
 
 def to_message(domain_event: Any, position: int) -> Message | None:
-    """The message for one log entry, or None for entries that stay internal (workspaces, keys)."""
+    """The message for one log entry, or None for entries that stay internal (workspaces, keys, mappings)."""
+    at = domain_event.timestamp
     if isinstance(domain_event, CustomerEvent.Recorded):
-        return {
-            "kind": "event",
-            "position": position,
-            "event_id": str(domain_event.originator_id),
-            "workspace_id": domain_event.workspace_id,
-            "profile_id": domain_event.profile_id,
-            "anchor": domain_event.anchor,
-            "message_id": domain_event.message_id,
-            "type": domain_event.call["type"],
-            "recorded_at": _iso(domain_event.timestamp),
-            "call": domain_event.call,
-        }
+        return EventMessage(
+            position=position, event_id=str(domain_event.originator_id), workspace_id=domain_event.workspace_id,
+            profile_id=domain_event.profile_id, recorded_at=at, anchor=domain_event.anchor,
+            message_id=domain_event.message_id, call=domain_event.call,
+        )  # fmt: skip
     if isinstance(domain_event, Workspace.RulesChanged):
-        return {
-            "kind": "rules",
-            "position": position,
-            "event_id": str(uuid5(UUID(str(domain_event.originator_id)), str(domain_event.originator_version))),
-            "workspace_id": str(domain_event.originator_id),
-            "profile_id": "",
-            "version": domain_event.version,
-            "rules": domain_event.rules,
-            "recorded_at": _iso(domain_event.timestamp),
-        }
+        return RulesMessage(
+            position=position, event_id=_entry_id(domain_event), workspace_id=str(domain_event.originator_id),
+            profile_id="", recorded_at=at, version=domain_event.version, rules=domain_event.rules,
+        )  # fmt: skip
     change = _IDENTITY_CHANGES.get(type(domain_event))
-    if change is None:
-        return tag_message(domain_event, position, _iso)  # tag and segment definitions, manual tags; else None
-    message: Message = {
-        "kind": "identity",
-        "position": position,
-        "event_id": str(uuid5(UUID(str(domain_event.originator_id)), str(domain_event.originator_version))),
-        "workspace_id": domain_event.workspace_id,
-        "profile_id": str(domain_event.originator_id),
-        "change": change,
-        "recorded_at": _iso(domain_event.timestamp),
-    }
-    for name in _IDENTITY_FIELDS:
-        if hasattr(domain_event, name):
-            message[name] = getattr(domain_event, name)
-    return message
+    if change is not None:
+        fields = {name: getattr(domain_event, name) for name in _FIELDS_OF[change]}
+        if "identifiers" in fields:
+            fields["identifiers"] = tuple(fields["identifiers"])  # not the list the write model holds
+        return IdentityMessage(
+            position=position, event_id=_entry_id(domain_event), workspace_id=domain_event.workspace_id,
+            profile_id=str(domain_event.originator_id), recorded_at=at, change=change, **fields,
+        )  # fmt: skip
+    if isinstance(domain_event, ManualTagChange.Recorded):
+        return ManualTagMessage(
+            position=position, event_id=_entry_id(domain_event), workspace_id=domain_event.workspace_id,
+            profile_id=domain_event.profile_id, recorded_at=at, tag_id=domain_event.tag,
+            action=domain_event.action, reason=domain_event.reason,
+        )  # fmt: skip
+    if isinstance(domain_event, RuleDefinition.Event):
+        deleted = isinstance(domain_event, RuleDefinition.Deleted)
+        return DefinitionMessage(
+            position=position, event_id=_entry_id(domain_event), workspace_id=domain_event.workspace_id,
+            profile_id="", recorded_at=at, definition_kind=domain_event.kind,
+            definition_id=str(domain_event.originator_id), tag_id=domain_event.slug,
+            rule_version=getattr(domain_event, "rule_version", 1), name=getattr(domain_event, "name", ""),
+            rule=None if deleted else domain_event.rule, deleted=deleted,
+        )  # fmt: skip
+    return None
 
 
 def encode(message: Message) -> bytes:
-    return orjson.dumps(message)
+    """The message as published on `cdp.events`."""
+    return orjson.dumps(message.to_json())
 
 
 def decode(raw: bytes) -> Message:
-    return orjson.loads(raw)
+    """A message read from `cdp.events`."""
+    d = orjson.loads(raw)
+    return _KINDS[d["kind"]].from_json(d)  # type: ignore[no-any-return]

@@ -77,7 +77,7 @@ class Pipeline:
         top = 0
         with self.lock:
             for processor in self.processors:
-                fresh = [m for m in messages if m["position"] > self.applied[processor.name]]
+                fresh = [m for m in messages if m.position > self.applied[processor.name]]
                 if fresh:
                     top = max(top, self._apply(processor, fresh))
         return top
@@ -102,11 +102,11 @@ class Pipeline:
             message = messages[0]
             log.warning(
                 "%s could not apply log position %s (%s: %s); quarantined, the rest moves on",
-                processor.name, message["position"], type(exc).__name__, exc,
+                processor.name, message.position, type(exc).__name__, exc,
             )  # fmt: skip
             self.quarantine.record(processor.name, message, exc)
             QUARANTINED.labels(processor.name).inc()
-            return int(message["position"])
+            return message.position
 
     def retry(self, projection: str, message: Message) -> BaseException | None:
         """Apply one quarantined entry again (after a fix); returns the error if it still fails.

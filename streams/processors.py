@@ -12,7 +12,6 @@ recompute that changes nothing emits no update.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 from typing import Any, Callable, Iterable, Protocol
 from uuid import UUID
 
@@ -20,9 +19,12 @@ import orjson
 
 from domain.identity import IdentityRules, normalise_email
 from domain.segment import source_of
-from streams.messages import Message
+from domain.times import parse_instant, parse_optional
+from streams.messages import (
+    DefinitionMessage, EventMessage, IdentityMessage, ManualTagMessage, Message, Outgoing, RulesMessage,
+)  # fmt: skip
 
-_rules = IdentityRules()
+DEFAULT_RULES = IdentityRules()
 PROFILE_CHANGES_TOPIC = "cdp.profile-changes"
 
 
@@ -43,43 +45,40 @@ class ProjectionWriter(Protocol):
     def write_profiles(self, workspace_id: str, views: Iterable[Any], gone: Iterable[str], top: int) -> None: ...
 
 
-def _time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _json(value: Any) -> str:
     return orjson.dumps(value or {}).decode()
 
 
-def _email(call: dict[str, Any]) -> str:
+def _email(call: dict[str, Any], rules: IdentityRules) -> str:
+    """The call's email as the events table keeps it, if the workspace's rules let it identify anyone."""
     traits = call.get("traits") or {}
     email = traits.get("email") or ((call.get("context") or {}).get("traits") or {}).get("email")
-    return normalise_email(email) if isinstance(email, str) and _rules.usable(email) else ""
+    return normalise_email(email) if isinstance(email, str) and rules.usable(email) else ""
 
 
-def event_row(message: Message) -> list[Any]:
-    """The `events` table row of an event message."""
-    call = message["call"]
+def event_row(message: EventMessage, rules: IdentityRules) -> list[Any]:
+    """The `events` table row of an event message, under the workspace's identity rules."""
+    call = message.call
     return [
-        message["workspace_id"],
-        UUID(message["event_id"]),
-        message["message_id"],
-        message["anchor"],
-        UUID(message["profile_id"]),
-        message["position"],
+        message.workspace_id,
+        UUID(message.event_id),
+        message.message_id,
+        message.anchor,
+        UUID(message.profile_id),
+        message.position,
         call["type"],
         call.get("event", ""),
         call.get("name") or "",
         source_of(call),
         call.get("userId") or "",
         call.get("anonymousId") or "",
-        _email(call),
+        _email(call, rules),
         call.get("groupId") or "",
         call.get("previousId") or "",
-        _time(call["timestamp"]),
-        _time(call["originalTimestamp"]),
-        _time(call.get("sentAt")),
-        _time(call["receivedAt"]),
+        parse_instant(call["timestamp"]),
+        parse_instant(call["originalTimestamp"]),
+        parse_optional(call.get("sentAt")),
+        parse_instant(call["receivedAt"]),
         _json(call.get("properties")),
         _json(call.get("traits")),
         _json(call.get("context")),
@@ -95,11 +94,11 @@ class ProfileProcessor:
 
     name = "profiles"
 
-    def __init__(self, writer: ProjectionWriter, publish: Callable[[list[Message]], None] | None = None) -> None:
+    def __init__(self, writer: ProjectionWriter, publish: Callable[[list[Outgoing]], None] | None = None) -> None:
         self.writer = writer
         self.publish = publish
-        # Trait precedence per workspace as of the last applied position (rules are in the log too).
-        self.trait_sources = {ws: r.get("trait_sources", {}) for ws, r in writer.latest_rules().items()}
+        # Each workspace's identity rules as of the last applied position (rules are in the log too).
+        self.rules = {ws: IdentityRules.model_validate(r) for ws, r in writer.latest_rules().items()}
 
     def process(self, messages: list[Message]) -> int:
         """Apply a batch of messages; returns the highest position in it (0 for none)."""
@@ -111,53 +110,53 @@ class ProfileProcessor:
         owned: list[list[Any]] = []
         changes: list[list[Any]] = []
         touched: dict[str, set[str]] = defaultdict(set)
-        identity_changes: list[Message] = []
-        trait_sources = dict(self.trait_sources)  # kept only once the whole batch is applied
+        identity_changes: list[IdentityMessage] = []
+        current = dict(self.rules)  # kept only once the whole batch is applied
         top = 0
-        for m in sorted(messages, key=lambda m: m["position"]):
-            ws, pid, pos = m["workspace_id"], m["profile_id"], m["position"]
+        for m in sorted(messages, key=lambda m: m.position):
+            ws, pid, pos = m.workspace_id, m.profile_id, m.position
             top = max(top, pos)
-            if m["kind"] in ("definition", "manual_tag"):
-                continue  # tags' business (streams/tags.py)
-            if m["kind"] == "rules":
-                rules.append([ws, m["version"], _json(m["rules"]), pos])
-                sources = m["rules"].get("trait_sources", {})
-                if sources != trait_sources.get(ws, {}):
-                    trait_sources[ws] = sources
-                    touched[ws].update(self.writer.profile_ids(ws))  # precedence changed: recompute everyone
-                continue
-            touched[ws].add(pid)
-            if m["kind"] == "event":
-                events.append(event_row(m))
-                continue
-            at = _time(m["recorded_at"])
-            change, idents = m["change"], m.get("identifiers", [])
-            other = m.get("absorbed_id") or m.get("survivor_id") or m.get("other_profile_id") or m.get("new_profile_id")
-            changes.append([ws, UUID(pid), pos, change, other or "", idents, m.get("cause_event_id", ""),
-                            m.get("reason", ""), at])  # fmt: skip
-            if change in ("created", "linked"):
-                history += [[ws, i, UUID(pid), pos, at] for i in idents]
-                owned += [[ws, UUID(pid), i, pos, 0] for i in idents]
-            elif change in ("absorbed", "split_apart"):
-                # absorbed: `other` gave its identifiers to pid; split_apart: pid gave them to `other`.
-                receiver, giver = (pid, other) if change == "absorbed" else (other, pid)
-                history += [[ws, i, UUID(receiver), pos, at] for i in idents]
-                owned += [[ws, UUID(receiver), i, pos, 0] for i in idents]
-                owned += [[ws, UUID(giver), i, pos, 1] for i in idents]
-                touched[ws].add(other)
-                identity_changes.append(m)
-            elif change == "merge_refused":
-                identity_changes.append(m)
+            match m:
+                case DefinitionMessage() | ManualTagMessage():
+                    continue  # tags' business (streams/tags.py)
+                case RulesMessage():
+                    rules.append([ws, m.version, _json(m.rules), pos])
+                    before = current.get(ws, DEFAULT_RULES)
+                    current[ws] = IdentityRules.model_validate(m.rules)
+                    if current[ws].trait_sources != before.trait_sources:
+                        touched[ws].update(self.writer.profile_ids(ws))  # precedence changed: recompute everyone
+                case EventMessage():
+                    touched[ws].add(pid)
+                    events.append(event_row(m, current.get(ws, DEFAULT_RULES)))
+                case IdentityMessage():
+                    touched[ws].add(pid)
+                    at, change, idents, other = m.recorded_at, m.change, list(m.identifiers), m.other
+                    changes.append([ws, UUID(pid), pos, change, other or "", idents, m.cause_event_id, m.reason, at])
+                    if change in ("created", "linked"):
+                        history += [[ws, i, UUID(pid), pos, at] for i in idents]
+                        owned += [[ws, UUID(pid), i, pos, 0] for i in idents]
+                    elif change in ("absorbed", "split_apart"):
+                        assert other is not None
+                        # absorbed: `other` gave its identifiers to pid; split_apart: pid gave them to `other`.
+                        receiver, giver = (pid, other) if change == "absorbed" else (other, pid)
+                        history += [[ws, i, UUID(receiver), pos, at] for i in idents]
+                        owned += [[ws, UUID(receiver), i, pos, 0] for i in idents]
+                        owned += [[ws, UUID(giver), i, pos, 1] for i in idents]
+                        touched[ws].add(other)
+                        identity_changes.append(m)
+                    elif change == "merge_refused":
+                        identity_changes.append(m)
         self.writer.insert_identity_history(history)
         self.writer.insert_profile_identifiers(owned)
         self.writer.insert_changes(changes)
         self.writer.insert_events(events)
         self.writer.insert_rules(rules)
-        out: list[Message] = [self._identity_change(m) for m in identity_changes]
+        out: list[Outgoing] = [self._identity_change(m) for m in identity_changes]
         writes: list[tuple[str, list[Any], list[str]]] = []
         for ws, pids in touched.items():
             before = self.writer.read_profiles(ws, pids) if self.publish else {}
-            views = self.writer.compute_profiles(ws, pids, trait_sources=trait_sources.get(ws))
+            sources = current[ws].trait_sources if ws in current else None
+            views = self.writer.compute_profiles(ws, pids, trait_sources=sources)
             live = [v for v in views.values() if v.alive]
             gone = [pid for pid, v in views.items() if not v.alive]
             for view in live:
@@ -170,40 +169,41 @@ class ProfileProcessor:
             self.publish(out)  # before the profiles are written: a failure here retries the whole batch
         for ws, live, gone in writes:
             self.writer.write_profiles(ws, live, gone, top)
-        self.trait_sources = trait_sources
+        self.rules = current
         return top
 
     @staticmethod
-    def _identity_change(m: Message) -> Message:
-        kind = {"absorbed": "merged", "split_apart": "split", "merge_refused": "merge_refused"}[m["change"]]
-        message: Message = {
-            "workspace_id": m["workspace_id"],
-            "profile_id": m["profile_id"],
+    def _identity_change(m: IdentityMessage) -> Outgoing:
+        kind = {"absorbed": "merged", "split_apart": "split", "merge_refused": "merge_refused"}[m.change]
+        message: Outgoing = {
+            "workspace_id": m.workspace_id,
+            "profile_id": m.profile_id,
             "change": kind,
-            "position": m["position"],
-            "identifiers": m.get("identifiers", []),
-            "reason": m.get("reason", ""),
+            "position": m.position,
+            "identifiers": list(m.identifiers),
+            "reason": m.reason,
         }
         if kind == "merged":
-            message["merged_profile_id"] = m["absorbed_id"]
-            message["cause_event_id"] = m["cause_event_id"]
+            message["merged_profile_id"] = m.absorbed_id
+            message["cause_event_id"] = m.cause_event_id
         elif kind == "split":
-            message["new_profile_id"] = m["new_profile_id"]
+            message["new_profile_id"] = m.new_profile_id
         else:
-            message["other_profile_id"] = m.get("other_profile_id")
-            message["cause_event_id"] = m["cause_event_id"]
+            message["other_profile_id"] = m.other_profile_id
+            message["cause_event_id"] = m.cause_event_id
         return message
 
     @staticmethod
-    def _updates(ws: str, old: Any, new: Any, top: int) -> list[Message]:
+    def _updates(ws: str, old: Any, new: Any, top: int) -> list[Outgoing]:
         old_traits = old.traits if old else {}
         old_computed = old.computed() if old else {}
         traits, computed = _diff(old_traits, new.traits), _diff(old_computed, new.computed())
         ids = {"old": old.identifiers if old else [], "new": new.identifiers}
         if not traits and not computed and ids["old"] == ids["new"]:
             return []
-        message: Message = {"workspace_id": ws, "profile_id": new.profile_id, "change": "updated" if old else "created",
-                            "position": top, "traits": traits, "computed_traits": computed}  # fmt: skip
+        message: Outgoing = {"workspace_id": ws, "profile_id": new.profile_id,
+                             "change": "updated" if old else "created", "position": top, "traits": traits,
+                             "computed_traits": computed}  # fmt: skip
         if ids["old"] != ids["new"]:
             message["identifiers"] = ids
         return [message]

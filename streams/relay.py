@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import orjson
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from streams.log_follower import LogFollower
-from streams.messages import Message, encode
+from streams.messages import Message, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +57,20 @@ def kafka_producer(bootstrap: str) -> KafkaProducer:
 class KafkaPublisher:
     """Publishes messages keyed by profile id, waiting for the broker's acknowledgement per page.
 
-    A message that cannot be encoded as JSON (an entry from before ingest refused
-    such values) is handed to `unpublishable` and skipped, so it cannot stop the
-    stream; without that callback it raises, and the caller's page fails.
+    Log messages (`cdp.events`) are written as `encode` writes them; the
+    processors' own messages (profile and tag changes, KPI updates) are JSON
+    objects already. A message that cannot be encoded as JSON (an entry from
+    before ingest refused such values) is handed to `unpublishable` and skipped,
+    so it cannot stop the stream; without that callback it raises, and the
+    caller's page fails.
     """
 
     def __init__(
         self,
         producer: KafkaProducer,
         topic: str = EVENTS_TOPIC,
-        key: Callable[[Message], str] | None = None,
-        unpublishable: Callable[[Message, BaseException], None] | None = None,
+        key: Callable[[Outgoing], str] | None = None,
+        unpublishable: Callable[[Any, BaseException], None] | None = None,
     ) -> None:
         self.topic = topic
         self.key = key or (lambda m: m["profile_id"] or m["workspace_id"])
@@ -74,22 +78,24 @@ class KafkaPublisher:
         self.producer = producer
         self.unpublishable = unpublishable
 
-    def publish(self, messages: list[Message]) -> None:
+    def publish(self, messages: Sequence[Message | Outgoing]) -> None:
         futures = []
         for m in messages:
+            body = m if isinstance(m, dict) else m.to_json()
             try:
-                value = encode(m)
+                value = orjson.dumps(body)
             except (TypeError, ValueError) as exc:  # orjson: nested too deep, an integer beyond 64 bits
                 if self.unpublishable is None:
                     raise
                 self.unpublishable(m, exc)
                 continue
-            headers = [(name, str(m[name]).encode()) for name in ("position", "event_id") if name in m]
-            futures.append((m, self.producer.send(self.topic, key=self.key(m).encode(), value=value, headers=headers)))
+            headers = [(name, str(body[name]).encode()) for name in ("position", "event_id") if name in body]
+            futures.append((body, self.producer.send(self.topic, key=self.key(body).encode(), value=value,
+                                                     headers=headers)))  # fmt: skip
         self.producer.flush()
-        for m, future in futures:
+        for body, future in futures:
             metadata = future.get(timeout=30)  # raises if the broker refused a message: the page is retried
-            self.sent[metadata.partition] = max(self.sent.get(metadata.partition, 0), m.get("position", 0))
+            self.sent[metadata.partition] = max(self.sent.get(metadata.partition, 0), body.get("position", 0))
 
 
 class Relay:

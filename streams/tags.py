@@ -33,7 +33,9 @@ import orjson
 from domain.tags import parse_rule
 from projections.store import iso
 from projections.tags import EPOCH, Step, TagStore
-from streams.messages import Message
+from streams.messages import (
+    DefinitionMessage, EventMessage, IdentityMessage, ManualTagMessage, Message, Outgoing, RulesMessage,
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ class _Job:
 class _Batch:
     """What one evaluation decided, written together."""
 
-    messages: list[Message]
+    messages: list[Outgoing]
     changes: list[list[Any]]
     membership: list[list[Any]]
     timers: list[list[Any]]
@@ -105,7 +107,7 @@ class TagEngine:
         self,
         store: TagStore,
         clock: Clock,
-        publish: Callable[[list[Message]], None] | None = None,
+        publish: Callable[[list[Outgoing]], None] | None = None,
         backfill_in_thread: bool = False,
         page_size: int = 5000,
     ) -> None:
@@ -437,7 +439,7 @@ class TagProcessor:
         if not messages:
             return 0
         engine = self.engine
-        top = max(m["position"] for m in messages)
+        top = max(m.position for m in messages)
         touched: dict[str, dict[str, str]] = {}
         manual: dict[str, list[tuple[str, str, str, str]]] = {}
         everyone: set[str] = set()
@@ -464,42 +466,38 @@ class TagProcessor:
             everyone.clear()
 
         with engine.lock, engine.step() as own:
-            for m in sorted(messages, key=lambda m: m["position"]):
-                ws, pid, kind = m["workspace_id"], m.get("profile_id"), m["kind"]
-                if kind == "event":
-                    touch(ws, pid, "event")
-                elif kind == "identity":
-                    change = m["change"]
-                    if change == "absorbed":
-                        touch(ws, pid, "merge")
-                        touch(ws, m["absorbed_id"], "merge")
-                        manual.setdefault(ws, []).append(("moved", m["absorbed_id"], pid, ""))
-                    elif change == "merged_into":
-                        touch(ws, pid, "merge")
-                    elif change == "split_apart":
-                        touch(ws, pid, "split")
-                        touch(ws, m["new_profile_id"], "split")
-                    elif change in ("created", "linked"):
+            for m in sorted(messages, key=lambda m: m.position):
+                ws, pid = m.workspace_id, m.profile_id
+                match m:
+                    case EventMessage() | IdentityMessage(change="created" | "linked"):
                         touch(ws, pid, "event")
-                elif kind == "rules":
-                    everyone.add(ws)  # trait precedence may have changed every profile's traits
-                elif kind == "manual_tag":
-                    engine.recording = True
-                    manual.setdefault(ws, []).append((m["action"], pid, m["tag_id"], m.get("reason", "")))
-                    touch(ws, pid, "manual")  # rules may refer to the manual tag
-                elif kind == "definition":
-                    engine.store.insert_definitions([[ws, m["definition_kind"], m["tag_id"], m["rule_version"], m["name"],
-                                                      orjson.dumps(m["rule"]).decode() if m["rule"] else "",
-                                                      int(m["deleted"]), m["position"]]])  # fmt: skip
-                    if m["definition_kind"] != "tag":
-                        continue
-                    engine.recording = True  # from this page on, what the engine decides depends on the paging
-                    flush()  # what came before the new rule is evaluated under the old one
-                    if m["deleted"]:
-                        engine.delete(ws, m["tag_id"], m["rule_version"], m["position"])
-                    else:
-                        engine.define(ws, m["tag_id"], m["name"], m["rule_version"], parse_rule(m["rule"]),
-                                      m["position"])  # fmt: skip
+                    case IdentityMessage(change="absorbed", absorbed_id=absorbed):
+                        touch(ws, pid, "merge")
+                        touch(ws, absorbed, "merge")
+                        manual.setdefault(ws, []).append(("moved", absorbed, pid, ""))
+                    case IdentityMessage(change="merged_into"):
+                        touch(ws, pid, "merge")
+                    case IdentityMessage(change="split_apart", new_profile_id=split_off):
+                        touch(ws, pid, "split")
+                        touch(ws, split_off, "split")
+                    case RulesMessage():
+                        everyone.add(ws)  # trait precedence may have changed every profile's traits
+                    case ManualTagMessage():
+                        engine.recording = True
+                        manual.setdefault(ws, []).append((m.action, pid, m.tag_id, m.reason))
+                        touch(ws, pid, "manual")  # rules may refer to the manual tag
+                    case DefinitionMessage():
+                        engine.store.insert_definitions([[ws, m.definition_kind, m.tag_id, m.rule_version, m.name,
+                                                          orjson.dumps(m.rule).decode() if m.rule else "",
+                                                          int(m.deleted), m.position]])  # fmt: skip
+                        if m.definition_kind != "tag":
+                            continue
+                        engine.recording = True  # from this page on, what the engine decides depends on the paging
+                        flush()  # what came before the new rule is evaluated under the old one
+                        if m.deleted:
+                            engine.delete(ws, m.tag_id, m.rule_version, m.position)
+                        else:
+                            engine.define(ws, m.tag_id, m.name, m.rule_version, parse_rule(m.rule), m.position)
             flush()
             engine.position = max(engine.position, top)
             if own:

@@ -31,13 +31,7 @@ class CommittedTail:
 
     def committed(self, recordings: Iterable[Any]) -> None:
         """eventsourcing recordings just committed, in position order (called on the writer thread)."""
-        entries = []
-        for r in recordings:
-            message = to_message(r.domain_event, r.notification.id)
-            if message is not None and "identifiers" in message:
-                message["identifiers"] = list(message["identifiers"])  # not the list the write model holds
-            entries.append((r.notification.id, message))
-        self.append(entries)
+        self.append([(r.notification.id, to_message(r.domain_event, r.notification.id)) for r in recordings])
 
     def append(self, entries: list[tuple[int, Message | None]]) -> None:
         with self._lock:

@@ -95,7 +95,7 @@ def test_the_schema_refuses_what_no_kind_carries(running: Running) -> None:
     validator = jsonschema_rs.validator_for(SCHEMA)
     _ok(running.http.put("/v1/tags/pros", json={"rule": {"trait": "plan", "op": "exists"}}, headers=_write(running)))
     messages, _ = read_messages(running.platform.app, 0, 100_000)
-    definition = next(orjson.loads(encode(m)) for m in messages if m["kind"] == "definition")
+    definition = next(orjson.loads(encode(m)) for m in messages if m.kind == "definition")
     assert validator.is_valid(definition)
     assert not validator.is_valid({**definition, "extra": 1})
     assert not validator.is_valid({**definition, "kind": "tag"})

@@ -15,6 +15,7 @@ import pytest
 
 from infra.bootstrap import verify_rebuild
 from streams.kpis import KpiProcessor
+from streams.messages import EventMessage, Message
 from tests.conftest import Running
 
 NOW = "2026-11-30T12:00:00.000000Z"
@@ -100,8 +101,8 @@ def test_a_quarantined_entry_applies_after_the_fix(running: Running, monkeypatch
     ws = platform.workspace_id
     original = KpiProcessor.process
 
-    def buggy(self: KpiProcessor, messages: list[dict[str, Any]]) -> int:
-        if any(m.get("call", {}).get("userId") == "unlucky" for m in messages):
+    def buggy(self: KpiProcessor, messages: list[Message]) -> int:
+        if any(isinstance(m, EventMessage) and m.call.get("userId") == "unlucky" for m in messages):
             raise ValueError("a bug in the KPI processor")
         return original(self, messages)
 

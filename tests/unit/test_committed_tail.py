@@ -30,7 +30,7 @@ def test_tail_messages_equal_the_decoded_log(tmp_path: Path) -> None:
     held, covered = tail.after(0, last)
     assert covered == last
     assert held == read_messages(app, 0, last)[0]
-    assert {m["kind"] for m in held} == {"event", "identity", "rules"}
+    assert {m.kind for m in held} == {"event", "identity", "rules"}
     page, covered = tail.after(10, 5)
     assert covered == 15 and page == read_messages(app, 10, 5)[0]
     assert tail.after(last, 10) is None  # nothing newer is held: the follower reads the log

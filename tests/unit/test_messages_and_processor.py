@@ -18,7 +18,7 @@ from domain.model import CustomerEvent, Profile, Workspace, workspace_id_for
 from domain.segment import call_adapter, normalise
 from projections.store import ProfileView
 from streams.log_follower import read_messages
-from streams.messages import Message, decode, encode, to_message
+from streams.messages import EventMessage, Message, Outgoing, decode, encode, to_message
 from streams.processors import ProfileProcessor, event_row, source_of
 
 WS = str(workspace_id_for("acme"))  # the id of Workspace("acme"), so its rules messages concern WS
@@ -125,12 +125,12 @@ class FakeWriter:
 
 class Publisher:
     def __init__(self) -> None:
-        self.batches: list[list[Message]] = []
+        self.batches: list[list[Outgoing]] = []
 
-    def __call__(self, messages: list[Message]) -> None:
+    def __call__(self, messages: list[Outgoing]) -> None:
         self.batches.append(messages)
 
-    def take(self) -> list[Message]:
+    def take(self) -> list[Outgoing]:
         out = [m for batch in self.batches for m in batch]
         self.batches.clear()
         return out
@@ -179,14 +179,16 @@ def test_event_message_carries_the_anchor_and_makes_an_events_row() -> None:
     message = to_message(recorded.collect_events()[0], 7)
     assert message is not None
     assert decode(encode(message)) == message
-    assert {k: message[k] for k in ("kind", "position", "event_id", "workspace_id", "profile_id", "anchor",
-                                    "message_id", "type")} == {
+    shown = orjson.loads(encode(message))
+    assert {k: shown[k] for k in ("kind", "position", "event_id", "workspace_id", "profile_id", "anchor",
+                                  "message_id", "type")} == {
         "kind": "event", "position": 7, "event_id": str(recorded.id), "workspace_id": WS, "profile_id": pid,
         "anchor": "user_id:u1", "message_id": "m1", "type": "identify",
     }  # fmt: skip
-    assert message["call"] == call and message["recorded_at"].endswith("Z")
+    assert shown["call"] == call and shown["recorded_at"].endswith("Z")
 
-    row = event_row(message)
+    assert isinstance(message, EventMessage)
+    row = event_row(message, IdentityRules())
     assert row[:10] == [WS, recorded.id, "m1", "user_id:u1", UUID(pid), 7, "identify", "", "", "analytics.js"]
     assert row[10:15] == ["u1", "", "ann@x.com", "", ""]  # the email column is normalised
     assert row[15] == row[16] == datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -200,8 +202,8 @@ def test_an_event_without_usable_identifiers_is_anchored_on_its_profile() -> Non
                  traits={"email": "test@test.com"})  # fmt: skip
     pid = "6fbd8143-d2d2-531d-9509-4e63f2e4d41c"
     message = to_message(CustomerEvent(WS, "m2", pid, f"profile_id:{pid}", call).collect_events()[0], 3)
-    assert message is not None and message["anchor"] == f"profile_id:{pid}"
-    row = event_row(message)
+    assert isinstance(message, EventMessage) and message.anchor == f"profile_id:{pid}"
+    row = event_row(message, IdentityRules())
     assert (row[3], row[7], row[11], row[12]) == (f"profile_id:{pid}", "Viewed", "undefined", "")
 
 
@@ -228,7 +230,10 @@ def identity_log() -> tuple[dict[str, Profile], list[Message]]:
 
 
 def test_identity_messages_for_each_change() -> None:
-    profiles, messages = identity_log()
+    profiles, typed = identity_log()
+    for m in typed:
+        assert decode(encode(m)) == m
+    messages = [orjson.loads(encode(m)) for m in typed]
     a, b, c = (str(profiles[k].id) for k in "abc")
     assert [(m["change"], m["profile_id"]) for m in messages] == [
         ("created", a), ("linked", a), ("absorbed", a), ("merge_refused", a), ("split_apart", a),
@@ -246,7 +251,6 @@ def test_identity_messages_for_each_change() -> None:
     for m in messages:
         assert set(m) == common | specific[m["change"]], m["change"]
         assert m["kind"] == "identity" and m["workspace_id"] == WS and m["recorded_at"].endswith("Z")
-        assert decode(encode(m)) == m
     by_change = {m["change"]: m for m in messages}
     assert by_change["linked"]["identifiers"] == ["email:a@x.io"]
     assert (by_change["absorbed"]["absorbed_id"], by_change["absorbed"]["identifiers"]) == (b, ["anonymous_id:x"])
@@ -269,8 +273,9 @@ def test_rules_message_and_internal_workspace_entries() -> None:
     assert to_message(created, 1) is None and to_message(key, 2) is None  # workspaces and keys stay internal
     message = to_message(changed, 3)
     assert message is not None and decode(encode(message)) == message
-    assert message.pop("recorded_at").endswith("Z")
-    assert message == {
+    shown = orjson.loads(encode(message))
+    assert shown.pop("recorded_at").endswith("Z")
+    assert shown == {
         "kind": "rules", "position": 3, "event_id": str(uuid5(workspace.id, "3")), "workspace_id": WS,
         "profile_id": "", "version": 1, "rules": rules,
     }  # fmt: skip
@@ -287,16 +292,16 @@ def test_messages_of_a_recorded_log(tmp_path: Path) -> None:
     ])])  # fmt: skip
     messages, last = read_messages(app, 0, 100)
     assert last == app.last_position()
-    assert [m.get("change", m["kind"]) for m in messages] == [
+    assert [getattr(m, "change", m.kind) for m in messages] == [
         "rules", "created", "event", "created", "event", "absorbed", "merged_into", "event",
     ]  # fmt: skip
-    events = [m for m in messages if m["kind"] == "event"]
-    assert [(m["message_id"], m["anchor"]) for m in events] == [("m1", "anonymous_id:a1"), ("m2", "user_id:u1"),
-                                                                ("m3", "user_id:u1")]  # fmt: skip
-    absorbed = next(m for m in messages if m.get("change") == "absorbed")
-    assert absorbed["profile_id"] == events[0]["profile_id"] == events[2]["profile_id"]
-    assert absorbed["absorbed_id"] == events[1]["profile_id"]
-    assert absorbed["cause_event_id"] == events[2]["event_id"]
+    events = [m for m in messages if isinstance(m, EventMessage)]
+    assert [(m.message_id, m.anchor) for m in events] == [("m1", "anonymous_id:a1"), ("m2", "user_id:u1"),
+                                                          ("m3", "user_id:u1")]  # fmt: skip
+    absorbed = next(m for m in messages if getattr(m, "change", None) == "absorbed")
+    assert absorbed.profile_id == events[0].profile_id == events[2].profile_id
+    assert absorbed.absorbed_id == events[1].profile_id
+    assert absorbed.cause_event_id == events[2].event_id
     app.close()
 
 
@@ -352,7 +357,7 @@ def test_processor_merge_moves_rows_publishes_the_merge_and_tombstones_the_absor
     assert all(m["position"] == 4 for m in created)
 
     assert processor.process(merge) == 7
-    absorbed_position = merge[0]["position"]
+    absorbed_position = merge[0].position
     [moved] = [r for r in writer.history if r[3] == absorbed_position]
     assert moved[:4] == [WS, "anonymous_id:x", UUID(a_id), absorbed_position] and isinstance(moved[4], datetime)
     assert [r for r in writer.identifier_rows if r[3] == absorbed_position] == [
@@ -369,7 +374,7 @@ def test_processor_merge_moves_rows_publishes_the_merge_and_tombstones_the_absor
     assert out[0] == {
         "workspace_id": WS, "profile_id": a_id, "change": "merged", "position": absorbed_position,
         "identifiers": ["anonymous_id:x"], "reason": "one event carried user_id:u1, anonymous_id:x",
-        "merged_profile_id": b_id, "cause_event_id": merge[0]["cause_event_id"],
+        "merged_profile_id": b_id, "cause_event_id": merge[0].cause_event_id,
     }  # fmt: skip
     [updated] = [m for m in out if m["change"] == "updated"]
     assert updated["profile_id"] == a_id and updated["position"] == 7
@@ -390,7 +395,7 @@ def test_processor_split_moves_rows_the_other_way_and_publishes_the_split() -> N
     published.take()
 
     log = Log()
-    log.position = merge[-1]["position"]
+    log.position = merge[-1].position
     c = Profile(WS, ["anonymous_id:x"], f"split:{a.id}:{a.version}")
     a.split_apart(WS, str(c.id), ["anonymous_id:x"], "shared laptop")
     log.add(a, c)
@@ -500,7 +505,7 @@ def crm_and_web_log() -> tuple[Profile, Profile, Log]:
 
 def rules_message(log: Log, workspace: Workspace, version: int, rules: IdentityRules) -> list[Message]:
     workspace.change_rules(version, rules.model_dump(mode="json"))
-    return [m for m in log.add(workspace) if m["kind"] == "rules"]
+    return [m for m in log.add(workspace) if m.kind == "rules"]
 
 
 def test_a_rules_message_that_changes_trait_sources_recomputes_every_profile_of_the_workspace() -> None:
@@ -516,8 +521,8 @@ def test_a_rules_message_that_changes_trait_sources_recomputes_every_profile_of_
     crm_first = IdentityRules(trait_sources={"plan": ["crm", "web"]})
     [rules] = rules_message(log, workspace, 1, crm_first)
     writer.computed.clear()
-    assert processor.process(log.take()) == rules["position"]
-    assert writer.rules == [[WS, 1, orjson.dumps(crm_first.model_dump(mode="json")).decode(), rules["position"]]]
+    assert processor.process(log.take()) == rules.position
+    assert writer.rules == [[WS, 1, orjson.dumps(crm_first.model_dump(mode="json")).decode(), rules.position]]
     assert writer.computed == [(WS, {str(u1.id), str(u2.id)}, {"plan": ["crm", "web"]})]
     for p in (u1, u2):
         view = writer.view(WS, str(p.id))
@@ -534,7 +539,7 @@ def test_a_rules_message_that_changes_trait_sources_recomputes_every_profile_of_
 
     # A new processor reads the precedence the log last recorded, and later events follow it.
     restarted = ProfileProcessor(writer)
-    assert restarted.trait_sources == {WS: {"plan": ["crm", "web"]}}
+    assert restarted.rules == {WS: crm_first.model_copy(update={"shared_value_limit": 3})}
     log.add(event(u1, "user_id:u1", "u1-web-2", type="identify", userId="u1", traits={"plan": "pro"},
                   context={"source": "web"}, timestamp="2026-01-01T00:00:03Z"))  # fmt: skip
     restarted.process(log.take())
@@ -554,13 +559,43 @@ def test_trait_sources_of_one_workspace_leave_the_others_alone() -> None:
     writer.computed.clear()
     processor.process([rules])
     assert [ws for ws, _, _ in writer.computed] == [WS]
-    assert processor.trait_sources == {WS: {"*": ["crm"]}}
+    assert {ws: r.trait_sources for ws, r in processor.rules.items()} == {WS: {"*": ["crm"]}}
     assert writer.view(WS, str(u1.id)).traits == {"plan": "enterprise"}  # '*' applies to every trait
 
 
 def test_the_processor_starts_from_the_latest_recorded_rules() -> None:
     writer = FakeWriter(rules={WS: {"trait_sources": {"plan": ["web"]}}, "other": {}})
-    assert ProfileProcessor(writer).trait_sources == {WS: {"plan": ["web"]}, "other": {}}
+    assert ProfileProcessor(writer).rules == {WS: IdentityRules(trait_sources={"plan": ["web"]}), "other": IdentityRules()}
+
+
+def test_the_events_email_follows_the_workspace_rules_not_the_defaults() -> None:
+    """A value the workspace blocks is no email in its events; the defaults keep it, and so do other workspaces."""
+    log = Log()
+    ann = Profile(WS, ["user_id:u1"], "e1")
+    other = Profile("other", ["user_id:u1"], "e2")
+    traits = {"email": "Ann@X.com"}
+    log.add(ann, event(ann, "user_id:u1", "m1", type="identify", userId="u1", traits=traits))
+    log.add(other, CustomerEvent("other", "m1", str(other.id), "user_id:u1",
+                                 _call(type="identify", userId="u1", traits=traits, messageId="m1")))  # fmt: skip
+    writer = FakeWriter()
+    processor = ProfileProcessor(writer)
+    processor.process(log.take())
+    assert sorted(row[12] for row in writer.events.values()) == ["ann@x.com", "ann@x.com"]  # the defaults
+
+    workspace = Workspace("acme")
+    workspace.collect_events()
+    strict = IdentityRules(blocked_values=[*IdentityRules().blocked_values, "ann@x.com"])
+    rules_message(log, workspace, 1, strict)
+    log.add(event(ann, "user_id:u1", "m2", type="identify", userId="u1", traits=traits))
+    processor.process(log.take())
+    emails = {(row[0], row[2]): row[12] for row in writer.events.values()}
+    assert emails == {(WS, "m1"): "ann@x.com", (WS, "m2"): "", ("other", "m1"): "ann@x.com"}
+
+    # A processor that starts later reads the rules the log last recorded.
+    log.add(event(ann, "user_id:u1", "m3", type="identify", userId="u1", traits=traits))
+    later = FakeWriter(rules={WS: strict.model_dump(mode="json")})
+    ProfileProcessor(later).process(log.take())
+    assert [row[12] for row in later.events.values()] == [""]
 
 
 # From the write model to the projections ------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
-from streams.messages import Message
+from streams.messages import Message, RulesMessage
 from streams.pipeline import Pipeline
 
 
@@ -14,12 +16,14 @@ class Recorder:
         self.seen = seen
 
     def process(self, messages: list[Message]) -> int:
-        self.seen += [(self.name, m["position"]) for m in messages]
-        return max(m["position"] for m in messages)
+        self.seen += [(self.name, m.position) for m in messages]
+        return max(m.position for m in messages)
 
 
 def page(*positions: int) -> list[Message]:
-    return [{"position": p} for p in positions]
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    return [RulesMessage(position=p, event_id=f"e{p}", workspace_id="ws", profile_id="", recorded_at=at, version=p,
+                         rules={}) for p in positions]  # fmt: skip
 
 
 def test_each_processor_starts_from_its_own_position_and_runs_in_order() -> None:
@@ -55,10 +59,10 @@ class Picky:
 
     def process(self, messages: list[Message]) -> int:
         self.calls += 1
-        if any(m["position"] in self.bad for m in messages):
+        if any(m.position in self.bad for m in messages):
             raise self.error("cannot hold this value")
-        self.applied += [m["position"] for m in messages]
-        return max(m["position"] for m in messages)
+        self.applied += [m.position for m in messages]
+        return max(m.position for m in messages)
 
 
 class Quarantine:
@@ -66,7 +70,7 @@ class Quarantine:
         self.entries: list[tuple[str, int, str]] = []
 
     def record(self, projection: str, message: Message, exc: BaseException) -> None:
-        self.entries.append((projection, message["position"], str(exc)))
+        self.entries.append((projection, message.position, str(exc)))
 
 
 def test_entries_that_fail_alone_are_quarantined_and_the_rest_of_the_page_applied_in_order() -> None:
@@ -96,7 +100,8 @@ def test_without_a_quarantine_a_failure_fails_the_page() -> None:
 def test_retry_applies_one_entry_again_and_reports_what_still_fails() -> None:
     picky = Picky(bad={5})
     pipeline = Pipeline([picky], {}, save=lambda n, p: None, quarantine=Quarantine(), retry_pause=0)
-    assert isinstance(pipeline.retry("picky", {"position": 5}), ValueError)
+    [entry] = page(5)
+    assert isinstance(pipeline.retry("picky", entry), ValueError)
     picky.bad.clear()  # the fix
-    assert pipeline.retry("picky", {"position": 5}) is None and picky.applied == [5]
-    assert isinstance(pipeline.retry("nobody", {"position": 5}), LookupError)
+    assert pipeline.retry("picky", entry) is None and picky.applied == [5]
+    assert isinstance(pipeline.retry("nobody", entry), LookupError)
