@@ -8,12 +8,11 @@ the processors driven by the log follower (or by Faust on Kafka), writing to chD
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from kafka.errors import KafkaError
 
 from domain.application import CustomerData
-from domain.identity import IdentityRules
 from infra.broker import BundledBroker
 from infra.clickhouse import clickhouse_client, separate_client
 from infra.config import ConfigError, Settings
@@ -31,6 +30,15 @@ from projections.quarantine import TRANSIENT_ERRORS, QuarantineStore
 from projections.store import ProjectionStore
 from projections.tags import EPOCH, TagStore
 from projections.verify import differences
+from services import Services
+from services.access import Access
+from services.dead_letters import DeadLetterService
+from services.kpis import KpiService
+from services.profiles import ProfileService
+from services.quarantine import QuarantineService
+from services.settings import SettingsService
+from services.tags import TagService
+from services.webhooks import WebhookService
 from streams.kpis import KPI_UPDATES_TOPIC, KpiProcessor, KpiUpdates
 from streams.log_follower import LogFollower, read_messages
 from streams.messages import encode
@@ -81,15 +89,14 @@ def build_pipeline(
 
 
 class Platform:
-    """The running platform; also the service behind the ingest and query routers."""
+    """The running platform: builds its parts from settings, starts and stops them, and exposes the
+    services it built (`services`, services/) to the HTTP adapters and the other ways in."""
 
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()  # tag windows are measured against it; tests pass their own
         self.tags: TagEngine | None = None
         self.tag_timer: TagTimer | None = None
-        self.max_event_bytes = settings.max_event_bytes
-        self.max_batch_bytes = settings.max_batch_bytes
         self.broker: BundledBroker | None = None
         self.follower: LogFollower | None = None
         self.pipeline: Pipeline | None = None
@@ -108,6 +115,7 @@ class Platform:
         self.dead_letters: DeadLetterStore
         self.intake: Intake  # every source's way in (ingest/intake.py)
         self.kafka_ingest: KafkaIngest | None = None
+        self.services: Services | None = None  # built once the parts run
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -188,8 +196,10 @@ class Platform:
         self.committer.start()
         self.dead_letters = DeadLetterStore(self.app.recorder)
         self.intake = Intake(self.committer.submit, self.committer.record_now, self.dead_letters, s.max_event_bytes)
+        self.services = self._services()
         self.kafka_ingest = KafkaIngest(
-            s.bootstrap_servers, self.intake, self.authorise_write, self.workspace_id, topic=s.ingest_topic,
+            s.bootstrap_servers, self.intake, self.services.access.authorise_write, self.workspace_id,
+            topic=s.ingest_topic,
             drain_on_stop=5.0 if s.uses_bundled_broker else 0.0,  # the bundled broker forgets the topic on exit
         ).start()
         return self
@@ -227,35 +237,21 @@ class Platform:
         if self.relay is not None:
             self.relay.wake.set()
 
-    # Services for the HTTP adapters ---------------------------------------------------------
-
-    def authorise_write(self, key: str) -> str | None:
-        return self.app.authorise(key, "write")
-
-    def authorise_read(self, key: str) -> str | None:
-        return self.app.authorise(key, "read")
-
-    async def submit(self, workspace_id: str, calls: Sequence[dict[str, Any]]) -> list[Any]:
-        return await self.committer.submit(workspace_id, calls)
-
-    def allowed_origins(self, workspace_id: str) -> list[str]:
-        return self.app.allowed_origins(workspace_id)
-
-    def any_allowed_origin(self, origin: str) -> bool:
-        """Whether some workspace lets pages of `origin` send events (a CORS preflight carries no key)."""
-        return any(origin in ws.allowed_origins or "*" in ws.allowed_origins for ws in self.app.workspaces.values())
-
-    async def set_allowed_origins(self, workspace_id: str, origins: list[str]) -> None:
-        await self.committer.run(lambda: self.app.allow_origins(workspace_id, origins))
-
-    def rules(self, workspace_id: str) -> tuple[int, IdentityRules]:
-        return self.app.rules_version(workspace_id), self.app.rules_for(workspace_id)
-
-    async def set_rules(self, workspace_id: str, rules: IdentityRules) -> int:
-        return await self.committer.run(lambda: self.app.set_rules(workspace_id, rules))
-
-    async def split(self, workspace_id: str, profile_id: str, identifiers: list[str], reason: str) -> str:
-        return await self.committer.run(lambda: self.app.split(workspace_id, profile_id, identifiers, reason))
+    def _services(self) -> Services:
+        """The service layer over the parts just started; the services get their collaborators, not settings."""
+        assert self.tags is not None and self.quarantine is not None and self.analyst_sql is not None
+        profiles = ProfileService(self.app, self.store, self.committer)
+        tags = TagService(self.app, self.tags.store, self.committer, profiles.resolve, self.clock.now)
+        profiles.extras = tags.profile_tags  # a current profile shows its tags
+        return Services(
+            access=Access(self.app), profiles=profiles, tags=tags, kpis=KpiService(self.kpis),
+            quarantine=QuarantineService(self.app, self.quarantine, self._retry),
+            dead_letters=DeadLetterService(self.dead_letters, self.intake),
+            settings=SettingsService(self.app, self.committer),
+            webhooks=WebhookService(self.app, self.committer, self.intake, self.dead_letters),
+            intake=self.intake, analyst_sql=self.analyst_sql, status=self.status,
+            max_event_bytes=self.settings.max_event_bytes, max_batch_bytes=self.settings.max_batch_bytes,
+        )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         log_position = self.app.last_position()
@@ -290,38 +286,8 @@ class Platform:
             "caught_up": relay["lag"] == 0 and all(p["lag"] == 0 for p in projections.values()),
         }
 
-    def quarantined(self, workspace_id: str, include_resolved: bool = False) -> list[dict[str, Any]]:
-        """Log entries of the workspace a projection set aside, oldest first."""
-        assert self.quarantine is not None
-        entries = self.quarantine.entries(include_resolved=include_resolved)
-        return [e.to_json() for e in entries if e.workspace_id in (workspace_id, "")]
-
-    def retry_quarantined(
-        self, workspace_id: str, projection: str | None = None, positions: Sequence[int] | None = None
-    ) -> dict[str, Any]:
-        """Apply the workspace's quarantined entries again (after a fix); those that apply leave the list."""
-        assert self.quarantine is not None and self.pipeline is not None
-        wanted = set(positions or ())
-        applied, failed = [], []
-        for entry in self.quarantine.entries(projection):
-            if entry.workspace_id not in (workspace_id, "") or (wanted and entry.position not in wanted):
-                continue
-            messages, _ = read_messages(self.app, entry.position - 1, 1)
-            error = (
-                self._retry(entry.projection, messages[0]) if messages
-                else LookupError(f"log position {entry.position} holds no projected entry")
-            )  # fmt: skip
-            if error is None:
-                self.quarantine.resolved(entry)
-                applied.append({"projection": entry.projection, "position": entry.position})
-            else:
-                held = {"position": entry.position, "event_id": entry.event_id, "workspace_id": entry.workspace_id,
-                        "kind": entry.kind}  # fmt: skip
-                self.quarantine.record(entry.projection, held, error, attempts=entry.attempts + 1)
-                failed.append({"projection": entry.projection, "position": entry.position, "reason": str(error)})
-        return {"applied": applied, "failed": failed}
-
     def _retry(self, projection: str, message: Any) -> BaseException | None:
+        """Apply one quarantined entry again (the quarantine service's `apply`): the error, or None."""
         if projection != RELAY:
             assert self.pipeline is not None
             return self.pipeline.retry(projection, message)

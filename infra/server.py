@@ -1,4 +1,4 @@
-"""The HTTP server: ingest and query routers on one FastAPI app whose lifespan runs the platform."""
+"""The HTTP server: the adapters' routers assembled on one FastAPI app whose lifespan runs the platform."""
 
 from __future__ import annotations
 
@@ -15,17 +15,16 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 
+from api.errors import install_error_handlers
 from infra.bootstrap import Platform
-from infra.http_errors import install_error_handlers
-from infra.tags import TagService
-from ingest.dead_letters_http import build_dead_letters_router
-from ingest.http import build_ingest_router
-from ingest.webhooks_http import build_webhooks_router
-from queries.http import build_query_router
-from queries.kpis import build_kpi_router
-from queries.quarantine import build_quarantine_router
-from queries.sql import build_sql_router
-from queries.tags import build_tags_router
+from ingest import dead_letters_http, http as ingest_http, webhooks_http
+from queries import http as profiles_http, kpis, quarantine, sql, tags
+
+# The HTTP adapters; the app is their composition.
+ROUTERS = (
+    ingest_http.router, dead_letters_http.router, profiles_http.router, tags.router, kpis.router, sql.router,
+    quarantine.router, webhooks_http.router,
+)
 
 
 class _PositionsCollector:
@@ -76,16 +75,10 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.state.platform = platform  # the routers' dependencies find its services here (api/auth.py)
     install_error_handlers(app)  # one error shape, {"code", "message", "errors"}, for every route
-    app.include_router(build_ingest_router(platform))
-    app.include_router(build_dead_letters_router(platform))
-    tags = TagService(platform)
-    app.include_router(build_query_router(platform, profile_extras=tags.profile_extras))
-    app.include_router(build_tags_router(tags))
-    app.include_router(build_kpi_router(platform))
-    app.include_router(build_sql_router(platform))
-    app.include_router(build_quarantine_router(platform))
-    app.include_router(build_webhooks_router(platform))
+    for router in ROUTERS:
+        app.include_router(router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     def healthz() -> dict[str, str]:

@@ -15,24 +15,26 @@ one invalid event refuses it with 400 and none of its events enters the log.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import re
 import zlib
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.auth import BadCredentials, WriteKey, basic_username, services
+from api.errors import ApiError
+from api.openapi import inline_schema
+from api.responses import json_response
 from domain.crm import SCHEMAS, schema_documents
 from domain.segment import CALL_TYPES, Alias, Group, Identify, Page, Screen, Track
-from infra.http_errors import ApiError, json_response
-from infra.openapi import inline_schema
 from ingest.committer import StoreUnavailable
-from ingest.intake import Intake, parse_sent_at
+from ingest.intake import Outcome, parse_sent_at
+from services import Services
+from services.settings import SetAllowedOrigins, SettingsService
 
 REQUESTS = Counter("cdp_ingest_requests", "Ingest requests by endpoint and status code", ["endpoint", "status"])
 EVENTS = Counter("cdp_ingest_events", "Events by outcome (stored, duplicate, rejected)", ["outcome"])
@@ -40,29 +42,6 @@ EVENTS = Counter("cdp_ingest_events", "Events by outcome (stored, duplicate, rej
 SHORT_PATHS = {"b": None, "t": "track", "p": "page", "i": "identify", "s": "screen", "g": "group", "a": "alias"}
 CORS_HEADERS = "Content-Type, Authorization, Content-Encoding, X-CDP-Strict, X-CDP-Source"
 _SOURCE = re.compile(r"[a-z][a-z0-9_.:-]{0,39}")
-
-
-class IngestService(Protocol):
-    max_event_bytes: int
-    max_batch_bytes: int
-    intake: Intake
-
-    def authorise_write(self, key: str) -> str | None: ...
-    def allowed_origins(self, workspace_id: str) -> list[str]: ...
-    def any_allowed_origin(self, origin: str) -> bool: ...
-    def set_allowed_origins(self, workspace_id: str, origins: list[str]) -> Any: ...
-
-
-def _basic_username(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic" or not token:
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise ApiError(401, "invalid_credentials", "the Authorization header is not valid HTTP Basic credentials") from None
-    return decoded.partition(":")[0] or None
 
 
 def _too_large(limit: int) -> ApiError:
@@ -192,153 +171,185 @@ def request_body(call_type: str | None) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-def build_ingest_router(service: IngestService) -> APIRouter:
-    router = APIRouter(tags=["ingest"])
+router = APIRouter(tags=["ingest"])
+UNKNOWN_KEY = "unknown write key; use a write key of your workspace (see `cdp up` output)"
+settings_key = WriteKey(
+    "allowed origins are set with the workspace's write key (Bearer)",
+    missing="allowed origins are set with the workspace's write key (Bearer)",
+)
 
-    def cors(origin: str | None, workspace_id: str | None) -> dict[str, str]:
-        if not origin or workspace_id is None:
-            return {"Vary": "Origin"}
-        allowed = service.allowed_origins(workspace_id)
-        if origin in allowed or "*" in allowed:
-            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+def settings(built: Services = Depends(services)) -> SettingsService:
+    return built.settings
+
+
+def _cors(built: Services, origin: str | None, workspace_id: str | None) -> dict[str, str]:
+    if not origin or workspace_id is None:
         return {"Vary": "Origin"}
+    allowed = built.settings.allowed_origins(workspace_id)
+    if origin in allowed or "*" in allowed:
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    return {"Vary": "Origin"}
 
-    async def ingest(request: Request, call_type: str | None, endpoint: str, source: str) -> Response:
-        declared = request.headers.get("x-cdp-source", "")
-        if _SOURCE.fullmatch(declared):  # a client may say what it is (cdp import does), for the dead letters
-            source = declared
-        workspace_id: str | None = None
-        origin = request.headers.get("origin")
+
+def _basic_workspace(built: Services, request: Request) -> str | None:
+    """The workspace of the HTTP Basic username, None without one; an unknown key is refused before the body
+    is read."""
+    try:
+        key = basic_username(request)
+    except BadCredentials as exc:
+        raise ApiError(401, "invalid_credentials", str(exc)) from None
+    if key is None:
+        return None
+    workspace_id = built.access.authorise_write(key)
+    if workspace_id is None:
+        raise ApiError(401, "unknown_key", UNKNOWN_KEY)
+    return workspace_id
+
+
+def _body_workspace(built: Services, body: dict[str, Any]) -> str:
+    key = body.get("writeKey")
+    if not key:
+        raise ApiError(401, "missing_key", "missing write key: send it as the HTTP Basic username or as writeKey in the body")  # fmt: skip
+    workspace_id = built.access.authorise_write(str(key))
+    if workspace_id is None:
+        raise ApiError(401, "unknown_key", UNKNOWN_KEY)
+    return workspace_id
+
+
+async def _dead_letter(built: Services, workspace_id: str, source: str, raw: bytes, code: str, reason: str) -> None:
+    await asyncio.to_thread(built.intake.unreadable, workspace_id, source, raw, code, reason)
+
+
+async def _parse(built: Services, raw: bytes, workspace_id: str | None, source: str) -> dict[str, Any]:
+    """The body as a JSON object; from a known sender, one that is not is kept as a dead letter."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if workspace_id is not None:
+            await _dead_letter(built, workspace_id, source, raw, "invalid_json", f"not valid JSON: {exc}")
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", dead_lettered=workspace_id is not None) from None  # fmt: skip
+    if not isinstance(body, dict):
+        if workspace_id is not None:
+            await _dead_letter(built, workspace_id, source, raw, "invalid_json", "the body is not a JSON object")
+        raise ApiError(400, "invalid_json", "the body must be a JSON object", dead_lettered=workspace_id is not None)
+    return body
+
+
+async def _items(built: Services, body: dict[str, Any], raw: bytes, call_type: str | None, workspace_id: str,
+                 source: str) -> list[Any]:  # fmt: skip
+    """The calls of a request: a batch's, each with the batch's context and integrations, or the one call."""
+    if call_type is not None:
+        return [{k: v for k, v in body.items() if k != "writeKey"} | {"type": call_type}]
+    items = body.get("batch")
+    if not isinstance(items, list) or not items:
+        await _dead_letter(built, workspace_id, source, raw, "invalid_batch", "batch must be a non-empty array")
+        raise ApiError(400, "invalid_batch", "the batch must be a non-empty array of events; nothing was stored",
+                       [{"index": None, "field": "batch", "reason": "must be a non-empty array of events"}])  # fmt: skip
+    shared = {k: body[k] for k in ("context", "integrations") if isinstance(body.get(k), dict)}
+    return [{**shared, **item} if isinstance(item, dict) and shared else item for item in items]
+
+
+async def _sent_at(built: Services, body: dict[str, Any], raw: bytes, call_type: str | None, workspace_id: str,
+                   source: str) -> Any:  # fmt: skip
+    try:
+        return parse_sent_at(body.get("sentAt")) if call_type is None else None
+    except ValueError:
+        await _dead_letter(built, workspace_id, source, raw, "invalid_request", "sentAt is not an ISO 8601 date-time")
+        raise ApiError(400, "invalid_request", "sentAt is not an ISO 8601 date-time; nothing was stored",
+                       [{"index": None, "field": "sentAt", "reason": "not an ISO 8601 date-time"}]) from None  # fmt: skip
+
+
+async def _take(built: Services, request: Request, call_type: str | None, source: str) -> tuple[str, Outcome]:
+    """Read, authorise and record one request; its workspace and the intake's outcome, or ApiError (with the
+    workspace, once known, in `workspace_id` for the CORS headers)."""
+    workspace_id: str | None = None
+    try:
+        workspace_id = _basic_workspace(built, request)
+        limit = built.max_batch_bytes if call_type is None else built.max_event_bytes
+        raw = await _read_body(request, limit)
+        body = await _parse(built, raw, workspace_id, source)
+        workspace_id = workspace_id or _body_workspace(built, body)
+        items = await _items(built, body, raw, call_type, workspace_id, source)
+        sent_at = await _sent_at(built, body, raw, call_type, workspace_id, source)
         try:
-            basic_key = _basic_username(request)
-            if basic_key is not None:
-                workspace_id = service.authorise_write(basic_key)
-                if workspace_id is None:  # refuse unknown keys before reading a byte of the body
-                    raise ApiError(401, "unknown_key", "unknown write key; use a write key of your workspace (see `cdp up` output)")  # fmt: skip
-            limit = service.max_batch_bytes if call_type is None else service.max_event_bytes
-            raw = await _read_body(request, limit)
-            body = await _parse(raw, workspace_id, source)
-            if workspace_id is None:
-                key = body.get("writeKey")
-                if not key:
-                    raise ApiError(401, "missing_key", "missing write key: send it as the HTTP Basic username or as writeKey in the body")  # fmt: skip
-                workspace_id = service.authorise_write(str(key))
-                if workspace_id is None:
-                    raise ApiError(401, "unknown_key", "unknown write key; use a write key of your workspace (see `cdp up` output)")  # fmt: skip
-            if call_type is None:
-                items = body.get("batch")
-                if not isinstance(items, list) or not items:
-                    await _dead_letter(workspace_id, source, raw, "invalid_batch", "batch must be a non-empty array")
-                    raise ApiError(400, "invalid_batch", "the batch must be a non-empty array of events; nothing was stored",
-                                   [{"index": None, "field": "batch", "reason": "must be a non-empty array of events"}])  # fmt: skip
-                shared = {k: body[k] for k in ("context", "integrations") if isinstance(body.get(k), dict)}
-                items = [{**shared, **item} if isinstance(item, dict) and shared else item for item in items]
-            else:
-                items = [{k: v for k, v in body.items() if k != "writeKey"} | {"type": call_type}]
-            try:
-                sent_at = parse_sent_at(body.get("sentAt")) if call_type is None else None
-            except ValueError:
-                await _dead_letter(workspace_id, source, raw, "invalid_request", "sentAt is not an ISO 8601 date-time")
-                raise ApiError(400, "invalid_request", "sentAt is not an ISO 8601 date-time; nothing was stored",
-                               [{"index": None, "field": "sentAt", "reason": "not an ISO 8601 date-time"}])  # fmt: skip
-            strict = _strict(request)
-            try:
-                outcome = await service.intake.take(workspace_id, items, source, sent_at=sent_at, strict=strict)
-            except StoreUnavailable as exc:
-                raise ApiError(503, "store_unavailable", f"{exc}; retry the request (retries are deduplicated by messageId)") from None  # fmt: skip
-            if outcome.refused:
-                raise ApiError(
-                    400, "invalid_events",
-                    "invalid events in a strict request; none of its events was stored (all are in the dead-letter store)",
-                    [r.to_json() for r in outcome.rejected],
-                )  # fmt: skip
-        except ApiError as error:
-            REQUESTS.labels(endpoint, str(error.status)).inc()
-            error.headers = {**(error.headers or {}), **cors(origin, workspace_id)}
-            return error.response()
-        EVENTS.labels("stored").inc(outcome.stored)
-        EVENTS.labels("duplicate").inc(outcome.duplicates)
-        EVENTS.labels("rejected").inc(len({r.index for r in outcome.rejected}))
-        REQUESTS.labels(endpoint, "200").inc()
-        return json_response(outcome.to_json(), headers=cors(origin, workspace_id))
-
-    async def _parse(raw: bytes, workspace_id: str | None, source: str) -> dict[str, Any]:
-        """The body as a JSON object; from a known sender, one that is not is kept as a dead letter."""
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            if workspace_id is not None:
-                await _dead_letter(workspace_id, source, raw, "invalid_json", f"not valid JSON: {exc}")
-            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}", dead_lettered=workspace_id is not None) from None  # fmt: skip
-        if not isinstance(body, dict):
-            if workspace_id is not None:
-                await _dead_letter(workspace_id, source, raw, "invalid_json", "the body is not a JSON object")
-            raise ApiError(400, "invalid_json", "the body must be a JSON object", dead_lettered=workspace_id is not None)
-        return body
-
-    async def _dead_letter(workspace_id: str, source: str, raw: bytes, code: str, reason: str) -> None:
-        await asyncio.to_thread(service.intake.unreadable, workspace_id, source, raw, code, reason)
-
-    async def preflight(request: Request) -> Response:
-        """CORS preflight: allowed when some workspace allows the page's origin (the key comes with the request)."""
-        origin = request.headers.get("origin")
-        headers = {"Vary": "Origin"}
-        if origin and service.any_allowed_origin(origin):
-            headers |= {
-                "Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": "POST, OPTIONS",
-                "Access-Control-Allow-Headers": CORS_HEADERS, "Access-Control-Max-Age": "600",
-            }  # fmt: skip
-        return Response(status_code=204, headers=headers)
-
-    def route(path: str, call_type: str | None, endpoint: str, source: str, summary: str, schema: bool = True) -> None:
-        async def receive(request: Request) -> Response:
-            return await ingest(request, call_type, endpoint, source)
-
-        router.add_api_route(
-            path, receive, methods=["POST"], summary=summary, name=f"ingest_{endpoint}", include_in_schema=schema,
-            openapi_extra=request_body(call_type) if schema else None,
-        )
-        router.add_api_route(path, preflight, methods=["OPTIONS"], include_in_schema=False, name=f"preflight_{endpoint}")
-
-    route("/v1/batch", None, "batch", "http", "Record a batch of calls (valid ones stored, invalid ones dead-lettered)")
-    for call_type in CALL_TYPES:
-        route(f"/v1/{call_type}", call_type, call_type, "http", f"Record one {call_type} call")
-    for short, call_type in SHORT_PATHS.items():
-        name = f"short_{short}"
-        route(f"/v1/{short}", call_type, name, "browser", f"analytics.js short path for {call_type or 'batch'}", False)
-
-    @router.get("/v1/schemas/events", summary="JSON Schemas of the reserved CRM events' properties")
-    def event_schemas() -> Response:
-        return json_response({"events": schema_documents()})
-
-    @router.get("/v1/settings/allowed-origins", summary="Origins whose pages may send events from the browser")
-    def get_origins(request: Request) -> Response:
-        return json_response({"origins": service.allowed_origins(_writer(request))})
-
-    @router.put("/v1/settings/allowed-origins", summary="Set the origins whose pages may send events (CORS)")
-    async def put_origins(payload: AllowedOrigins, request: Request) -> Response:
-        workspace_id = _writer(request)
-        origins = [_origin(o) for o in payload.origins]
-        await service.set_allowed_origins(workspace_id, origins)
-        return json_response({"origins": origins})
-
-    def _writer(request: Request) -> str:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        key = value.strip() if scheme.lower() == "bearer" else _basic_username(request)
-        workspace_id = service.authorise_write(key) if key else None
-        if workspace_id is None:
-            raise ApiError(401, "unauthorized", "allowed origins are set with the workspace's write key (Bearer)")
-        return workspace_id
-
-    return router
+            outcome = await built.intake.take(workspace_id, items, source, sent_at=sent_at, strict=_strict(request))
+        except StoreUnavailable as exc:
+            raise ApiError(503, "store_unavailable", f"{exc}; retry the request (retries are deduplicated by messageId)") from None  # fmt: skip
+        if outcome.refused:
+            raise ApiError(
+                400, "invalid_events",
+                "invalid events in a strict request; none of its events was stored (all are in the dead-letter store)",
+                [r.to_json() for r in outcome.rejected],
+            )  # fmt: skip
+    except ApiError as error:
+        error.workspace_id = workspace_id  # type: ignore[attr-defined]
+        raise
+    return workspace_id, outcome
 
 
-def _origin(value: str) -> str:
-    value = value.strip().rstrip("/")
-    if value == "*":
-        return value
-    scheme, sep, rest = value.partition("://")
-    if scheme not in ("http", "https") or not sep or not rest or "/" in rest or " " in rest:
-        raise ApiError(400, "invalid_origin", f"{value!r} is not an origin: write scheme://host[:port], e.g. https://shop.example.com",
-                       [{"field": "origins", "reason": "scheme://host[:port]"}])  # fmt: skip
-    return f"{scheme}://{rest.lower()}"
+async def _ingest(request: Request, built: Services, call_type: str | None, endpoint: str, source: str) -> Response:
+    declared = request.headers.get("x-cdp-source", "")
+    if _SOURCE.fullmatch(declared):  # a client may say what it is (cdp import does), for the dead letters
+        source = declared
+    origin = request.headers.get("origin")
+    try:
+        workspace_id, outcome = await _take(built, request, call_type, source)
+    except ApiError as error:
+        REQUESTS.labels(endpoint, str(error.status)).inc()
+        error.headers = {**(error.headers or {}), **_cors(built, origin, getattr(error, "workspace_id", None))}
+        return error.response()
+    EVENTS.labels("stored").inc(outcome.stored)
+    EVENTS.labels("duplicate").inc(outcome.duplicates)
+    EVENTS.labels("rejected").inc(len({r.index for r in outcome.rejected}))
+    REQUESTS.labels(endpoint, "200").inc()
+    return json_response(outcome.to_json(), headers=_cors(built, origin, workspace_id))
+
+
+async def preflight(request: Request, service: SettingsService = Depends(settings)) -> Response:
+    """CORS preflight: allowed when some workspace allows the page's origin (the key comes with the request)."""
+    origin = request.headers.get("origin")
+    headers = {"Vary": "Origin"}
+    if origin and service.any_allowed_origin(origin):
+        headers |= {
+            "Access-Control-Allow-Origin": origin, "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": CORS_HEADERS, "Access-Control-Max-Age": "600",
+        }  # fmt: skip
+    return Response(status_code=204, headers=headers)
+
+
+def _route(path: str, call_type: str | None, endpoint: str, source: str, summary: str, schema: bool = True) -> None:
+    async def receive(request: Request, built: Services = Depends(services)) -> Response:
+        return await _ingest(request, built, call_type, endpoint, source)
+
+    router.add_api_route(
+        path, receive, methods=["POST"], summary=summary, name=f"ingest_{endpoint}", include_in_schema=schema,
+        openapi_extra=request_body(call_type) if schema else None,
+    )
+    router.add_api_route(path, preflight, methods=["OPTIONS"], include_in_schema=False, name=f"preflight_{endpoint}")
+
+
+_route("/v1/batch", None, "batch", "http", "Record a batch of calls (valid ones stored, invalid ones dead-lettered)")
+for _call_type in CALL_TYPES:
+    _route(f"/v1/{_call_type}", _call_type, _call_type, "http", f"Record one {_call_type} call")
+for _short, _call_type in SHORT_PATHS.items():
+    _route(f"/v1/{_short}", _call_type, f"short_{_short}", "browser",
+           f"analytics.js short path for {_call_type or 'batch'}", False)  # fmt: skip
+
+
+@router.get("/v1/schemas/events", summary="JSON Schemas of the reserved CRM events' properties")
+def event_schemas() -> Response:
+    return json_response({"events": schema_documents()})
+
+
+@router.get("/v1/settings/allowed-origins", summary="Origins whose pages may send events from the browser")
+def get_origins(workspace_id: str = Depends(settings_key), service: SettingsService = Depends(settings)) -> Response:
+    return json_response({"origins": service.allowed_origins(workspace_id)})
+
+
+@router.put("/v1/settings/allowed-origins", summary="Set the origins whose pages may send events (CORS)")
+async def put_origins(
+    payload: AllowedOrigins, workspace_id: str = Depends(settings_key), service: SettingsService = Depends(settings)
+) -> Response:
+    origins = await service.set_allowed_origins(SetAllowedOrigins(workspace_id, tuple(payload.origins)))
+    return json_response({"origins": origins})

@@ -1,4 +1,5 @@
-"""KPI API: the catalogue, KPI series, funnels and retention cohorts (read key as Bearer)."""
+"""HTTP adapter of the KPI service (services/kpis.py): the catalogue, KPI series, funnels and retention
+cohorts (read key as Bearer)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,29 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from domain.kpis import CATALOGUE, FACT_DIMENSIONS
-from projections.kpis import GRANULARITIES, KpiQuery, KpiQueryError, KpiStore
+from api.auth import read_key, services
+from api.errors import ApiError
+from api.params import QUERY_TIME, QUERY_TIME_HELP, parse_query_time
+from api.responses import json_response
+from domain.kpis import FACT_DIMENSIONS
 from domain.tags import TIME_WINDOW, time_window_error
-from queries.http import QUERY_TIME, QUERY_TIME_HELP, json_problems, json_response, parse_query_time, read_access
+from domain.times import utc
+from services import Services
+from services.documents import json_problems
+from services.kpis import MAX_RANGE_DAYS, FunnelStep as Step, GetCohorts, GetFunnel, GetSeries, KpiService, Period
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-MAX_RANGE_DAYS = 3660
+
+router = APIRouter(tags=["kpis"])
+
+
+def kpis(built: Services = Depends(services)) -> KpiService:
+    return built.kpis
 
 
 def parse_duration(value: str) -> int:
@@ -34,7 +46,7 @@ def parse_duration(value: str) -> int:
 def _query_time(value: datetime) -> datetime:
     """A body's time in UTC; ValueError (a 422 naming the field) outside the window that can be queried."""
     try:
-        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        value = utc(value)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: no UTC time
         raise ValueError(f"the time is outside the times that can be queried: {TIME_WINDOW}") from None
     reason = time_window_error(value)
@@ -99,94 +111,55 @@ FUNNEL_EXAMPLE = {"steps": [{"type": "page", "name": "Visited"}, {"event": "Orde
                   "from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"}  # fmt: skip
 
 
-def _range(start: str | None, end: str | None) -> tuple[datetime, datetime]:
+def _period(start: str | None, end: str | None) -> Period:
+    """`from` and `to` parameters: by default the 30 days up to now."""
     to = parse_query_time("to", end) or datetime.now(timezone.utc)
-    frm = parse_query_time("from", start) or to - timedelta(days=30)
-    if to <= frm:
-        raise HTTPException(400, "'to' must be after 'from'")
-    if to - frm > timedelta(days=MAX_RANGE_DAYS):
-        raise HTTPException(400, f"the range is above {MAX_RANGE_DAYS} days; narrow 'from' and 'to'")
-    return frm, to
+    return Period(parse_query_time("from", start) or to - timedelta(days=30), to)
 
 
-def build_kpi_router(service: Any) -> APIRouter:
-    """`service.kpis` is the KpiStore; auth as the other read endpoints."""
-    router = APIRouter(tags=["kpis"])
-    workspace = read_access(service)
+@router.get("/v1/kpis", summary="The KPIs with their definitions")
+def catalogue(_: str = Depends(read_key), service: KpiService = Depends(kpis)) -> Response:
+    return json_response({"kpis": service.catalogue()})
 
-    def store() -> KpiStore:
-        return service.kpis  # type: ignore[no-any-return]
 
-    @router.get("/v1/kpis", summary="The KPIs with their definitions")
-    def catalogue(_: str = Depends(workspace)) -> Response:
-        return json_response({"kpis": [
-            {"name": k.name, "title": k.title, "definition": k.definition, "unit": k.unit, "group": k.group,
-             "dimensions": list(k.dimensions), "shape": k.shape}
-            for k in CATALOGUE.values()
-        ]})  # fmt: skip
+@router.get("/v1/kpis/{name}", summary="A KPI series by day, week or month, optionally by a dimension")
+def series(
+    name: str,
+    request: Request,
+    workspace_id: str = Depends(read_key),
+    start: Annotated[str | None, Query(alias="from", description=f"default 30 days before 'to'; {QUERY_TIME_HELP}",
+                                       json_schema_extra=QUERY_TIME)] = None,
+    end: Annotated[str | None, Query(alias="to", description=f"exclusive; default now; {QUERY_TIME_HELP}",
+                                     json_schema_extra=QUERY_TIME)] = None,
+    granularity: str = "day",
+    by: str | None = None,
+    within_days: Annotated[float, Query(gt=0, le=365)] = 7.0,
+    service: KpiService = Depends(kpis),
+) -> Response:
+    period = _period(start, end)
+    filters = {k: v for k, v in request.query_params.items() if k in FACT_DIMENSIONS}
+    unknown = set(request.query_params) - {"from", "to", "granularity", "by", "within_days", *FACT_DIMENSIONS}
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown parameters {sorted(unknown)}; filters are dimensions: "
+                                           f"{', '.join(FACT_DIMENSIONS)}")  # fmt: skip
+    return json_response(service.series(GetSeries(workspace_id, name, period, granularity, by or None, filters, within_days)))
 
-    @router.get("/v1/kpis/{name}", summary="A KPI series by day, week or month, optionally by a dimension")
-    def series(
-        name: str,
-        request: Request,
-        workspace_id: str = Depends(workspace),
-        start: Annotated[str | None, Query(alias="from", description=f"default 30 days before 'to'; {QUERY_TIME_HELP}",
-                                           json_schema_extra=QUERY_TIME)] = None,
-        end: Annotated[str | None, Query(alias="to", description=f"exclusive; default now; {QUERY_TIME_HELP}",
-                                         json_schema_extra=QUERY_TIME)] = None,
-        granularity: str = "day",
-        by: str | None = None,
-        within_days: Annotated[float, Query(gt=0, le=365)] = 7.0,
-    ) -> Response:
-        frm, to = _range(start, end)
-        filters = {k: v for k, v in request.query_params.items() if k in FACT_DIMENSIONS}
-        unknown = set(request.query_params) - {"from", "to", "granularity", "by", "within_days", *FACT_DIMENSIONS}
-        if unknown:
-            raise HTTPException(400, f"unknown parameters {sorted(unknown)}; filters are dimensions: "
-                                     f"{', '.join(FACT_DIMENSIONS)}")  # fmt: skip
-        if granularity not in GRANULARITIES:
-            raise HTTPException(400, f"granularity must be one of {', '.join(GRANULARITIES)}")
-        q = KpiQuery(workspace_id, frm, to, granularity, by or None, filters, within_days)
-        try:
-            rows = store().kpi(name, q)
-        except KpiQueryError as exc:
-            hint = " (POST /v1/funnels)" if exc.code == "funnel_kpi" else " (GET /v1/kpis lists them)" if exc.kind == "not_found" else ""
-            raise HTTPException(404 if exc.kind == "not_found" else 400, str(exc) + hint) from None
-        kpi = CATALOGUE[name]
-        return json_response({
-            "kpi": name, "unit": kpi.unit, "definition": kpi.definition, "from": frm.isoformat(),
-            "to": to.isoformat(), "granularity": granularity, "by": by, "filters": filters, "series": rows,
-        })  # fmt: skip
 
-    @router.post("/v1/funnels", summary="Conversion through ordered steps within a window")
-    def funnel(
-        body: Annotated[FunnelRequest, Body(examples=[FUNNEL_EXAMPLE])], workspace_id: str = Depends(workspace)
-    ) -> Response:
-        within = parse_duration(body.within)
-        reached = store().funnel(
-            workspace_id, [s.model_dump() for s in body.steps], within, body.start, body.end
-        )
-        steps = []
-        for i, (step, n) in enumerate(zip(body.steps, reached)):
-            steps.append({
-                "step": i + 1, "name": step.name or step.event or step.type, "people": n,
-                "conversion_from_previous": None if i == 0 else (n / reached[i - 1] if reached[i - 1] else None),
-                "conversion_from_first": n / reached[0] if reached[0] else None,
-            })  # fmt: skip
-        return json_response({
-            "from": body.start.isoformat(), "to": body.end.isoformat(), "within_seconds": within,
-            "entered": reached[0], "converted": reached[-1],
-            "conversion_rate": reached[-1] / reached[0] if reached[0] else None, "steps": steps,
-        })  # fmt: skip
+@router.post("/v1/funnels", summary="Conversion through ordered steps within a window")
+def funnel(
+    body: Annotated[FunnelRequest, Body(examples=[FUNNEL_EXAMPLE])], workspace_id: str = Depends(read_key),
+    service: KpiService = Depends(kpis),
+) -> Response:  # fmt: skip
+    steps = tuple(Step(s.event, s.type, s.where, s.name) for s in body.steps)
+    within = parse_duration(body.within)
+    return json_response(service.funnel(GetFunnel(workspace_id, steps, within, body.start, body.end)))
 
-    @router.get("/v1/cohorts/retention", summary="Monthly retention cohorts by first-seen month")
-    def cohorts(
-        workspace_id: str = Depends(workspace),
-        start: Annotated[str | None, Query(alias="from", description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME)] = None,
-        end: Annotated[str | None, Query(alias="to", description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME)] = None,
-    ) -> Response:
-        frm, to = _range(start, end)
-        return json_response({"from": frm.isoformat(), "to": to.isoformat(),
-                              "cohorts": store().retention_cohorts(workspace_id, frm, to)})  # fmt: skip
 
-    return router
+@router.get("/v1/cohorts/retention", summary="Monthly retention cohorts by first-seen month")
+def cohorts(
+    workspace_id: str = Depends(read_key),
+    start: Annotated[str | None, Query(alias="from", description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME)] = None,
+    end: Annotated[str | None, Query(alias="to", description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME)] = None,
+    service: KpiService = Depends(kpis),
+) -> Response:
+    return json_response(service.cohorts(GetCohorts(workspace_id, _period(start, end))))

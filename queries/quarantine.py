@@ -1,4 +1,5 @@
-"""Quarantined log entries: list them, and apply them again after a fix.
+"""HTTP adapter of the quarantine service (services/quarantine.py): list log entries a projection set
+aside, and apply them again after a fix.
 
 An entry a projection could not apply is set aside with its reason so that the
 rest of the log moves on (streams/pipeline.py); these endpoints show what was
@@ -8,22 +9,21 @@ the workspace's rules).
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
-
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from queries.http import json_response, read_access, write_access
+from api.auth import WriteKey, read_key, services
+from api.responses import json_response
+from services import Services
+from services.quarantine import ListQuarantined, QuarantineService, RetryQuarantined
+
+router = APIRouter(tags=["operations"])
+write_key = WriteKey("unknown write key; re-applying quarantined entries needs the workspace's write key")
 
 
-class QuarantineService(Protocol):
-    def authorise_read(self, key: str) -> str | None: ...
-    def authorise_write(self, key: str) -> str | None: ...
-    def quarantined(self, workspace_id: str, include_resolved: bool = False) -> list[dict[str, Any]]: ...
-    def retry_quarantined(
-        self, workspace_id: str, projection: str | None = None, positions: Sequence[int] | None = None
-    ) -> dict[str, Any]: ...
+def quarantine(built: Services = Depends(services)) -> QuarantineService:
+    return built.quarantine
 
 
 class RetryRequest(BaseModel):
@@ -33,18 +33,19 @@ class RetryRequest(BaseModel):
     positions: list[int] | None = Field(None, max_length=10_000, description="only these log positions")
 
 
-def build_quarantine_router(service: QuarantineService) -> APIRouter:
-    router = APIRouter(tags=["operations"])
-    reader = read_access(service)
-    writer = write_access(service, "re-applying quarantined entries needs the workspace's write key")
+@router.get("/v1/quarantine", summary="Log entries a projection could not apply, with the reason")
+def list_quarantined(
+    include_resolved: bool = False, workspace_id: str = Depends(read_key),
+    service: QuarantineService = Depends(quarantine),
+) -> Response:  # fmt: skip
+    return json_response({"entries": service.entries(ListQuarantined(workspace_id, include_resolved))})
 
-    @router.get("/v1/quarantine", summary="Log entries a projection could not apply, with the reason")
-    def list_quarantined(include_resolved: bool = False, workspace_id: str = Depends(reader)) -> Response:
-        return json_response({"entries": service.quarantined(workspace_id, include_resolved)})
 
-    @router.post("/v1/quarantine/retry", summary="Apply quarantined entries again (after a fix)")
-    def retry(request: RetryRequest | None = None, workspace_id: str = Depends(writer)) -> Response:
-        request = request or RetryRequest()
-        return json_response(service.retry_quarantined(workspace_id, request.projection, request.positions))
-
-    return router
+@router.post("/v1/quarantine/retry", summary="Apply quarantined entries again (after a fix)")
+def retry(
+    request: RetryRequest | None = None, workspace_id: str = Depends(write_key),
+    service: QuarantineService = Depends(quarantine),
+) -> Response:  # fmt: skip
+    request = request or RetryRequest()
+    command = RetryQuarantined(workspace_id, request.projection, tuple(request.positions or ()))
+    return json_response(service.retry(command))

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, HTTPException
+from fastapi import APIRouter, Body, Depends
 from fastapi.responses import Response
 
-from infra.http_errors import error_body
-from projections.analyst_sql import AnalystSql, SqlRefused
-from queries.http import MAX_INT, MIN_INT, json_problems, read_access
-
-
-class SqlService(Protocol):
-    analyst_sql: AnalystSql | None
-
-    def authorise_read(self, key: str) -> str | None: ...
-
+from api.auth import read_key, services
+from api.errors import ApiError
+from projections.analyst_sql import AnalystSql
+from services import Services
+from services.documents import MAX_INT, MIN_INT, json_problems
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+
+router = APIRouter(tags=["sql"])
+
+
+def analyst_sql(built: Services = Depends(services)) -> AnalystSql:
+    return built.analyst_sql
 
 
 def _plain(value: Any) -> Any:
@@ -41,52 +42,33 @@ def _key(key: Any) -> Any:
     return _plain(key)
 
 
-def _json(body: Any, status_code: int = 200) -> Response:
-    # Maps with non-string keys, Decimals and IP addresses come back from ClickHouse too; the
-    # tables keep times in UTC and the client may return them without a zone.
+def _rows(body: Any) -> Response:
+    """ClickHouse's answers as JSON: maps with non-string keys, Decimals and IP addresses come back too,
+    and the tables keep times in UTC that the client may return without a zone."""
     try:
         content = orjson.dumps(body, default=str, option=_OPTIONS)
     except TypeError:  # a map keyed by tuples or arrays, an integer beyond 64 bits
         content = orjson.dumps(_plain(body), default=str, option=_OPTIONS)
-    return Response(content, status_code=status_code, media_type="application/json")
+    return Response(content, media_type="application/json")
 
 
-def build_sql_router(service: SqlService) -> APIRouter:
-    router = APIRouter(tags=["sql"])
-
-    workspace = read_access(service)
-
-    @router.post(
-        "/v1/sql",
-        summary="Run one read-only SELECT over the workspace's tables",
-        description="Body: {\"query\": \"SELECT ...\"}. Limits, errors and tables: docs/sql.md and docs/tables.md.",
-    )
-    def run_sql(
-        payload: dict[str, Any] = Body(..., examples=[{"query": "SELECT type, count() FROM events GROUP BY type"}]),
-        workspace_id: str = Depends(workspace),
-    ) -> Response:
-        query = payload.get("query")
-        if not isinstance(query, str) or not query.strip():
-            message = "send the SQL as a string in 'query', e.g. {\"query\": \"SELECT 1\"}"
-            return _json(error_body("invalid_query", message, reason="empty"), 400)
-        if json_problems(query):
-            message = "the query is not valid Unicode text (it holds a lone surrogate)"
-            return _json(error_body("invalid_query", message, reason="encoding"), 400)
-        if service.analyst_sql is None:
-            raise HTTPException(503, "the platform is still starting; retry in a moment")
-        try:
-            result = service.analyst_sql.run(workspace_id, query)
-        except SqlRefused as refused:
-            code = {400: "invalid_query", 403: "forbidden"}.get(refused.status, "query_limit")
-            return _json(error_body(code, refused.message, reason=refused.reason, **refused.details), refused.status)
-        return _json(
-            {
-                "columns": result.columns,
-                "rows": result.rows,
-                "row_count": len(result.rows),
-                "truncated": result.truncated,
-                "elapsed_ms": result.elapsed_ms,
-            }
-        )
-
-    return router
+@router.post(
+    "/v1/sql",
+    summary="Run one read-only SELECT over the workspace's tables",
+    description="Body: {\"query\": \"SELECT ...\"}. Limits, errors and tables: docs/sql.md and docs/tables.md.",
+)
+def run_sql(
+    payload: dict[str, Any] = Body(..., examples=[{"query": "SELECT type, count() FROM events GROUP BY type"}]),
+    workspace_id: str = Depends(read_key),
+    sql: AnalystSql = Depends(analyst_sql),
+) -> Response:
+    query = payload.get("query")
+    if not isinstance(query, str) or not query.strip():
+        message = "send the SQL as a string in 'query', e.g. {\"query\": \"SELECT 1\"}"
+        raise ApiError(400, "invalid_query", message, reason="empty")
+    if json_problems(query):
+        raise ApiError(400, "invalid_query", "the query is not valid Unicode text (it holds a lone surrogate)",
+                       reason="encoding")  # fmt: skip
+    result = sql.run(workspace_id, query)  # SqlRefused: its status and reason (api/errors.py)
+    return _rows({"columns": result.columns, "rows": result.rows, "row_count": len(result.rows),
+                  "truncated": result.truncated, "elapsed_ms": result.elapsed_ms})  # fmt: skip

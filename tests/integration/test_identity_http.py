@@ -265,7 +265,30 @@ def test_find_profiles_by_trait_paginated(running: Running) -> None:
     assert sorted(seen) == ["u1", "u3", "u5"]
     numbers = running.http.get("/v1/profiles", params={"trait.seats": "4"}, headers=running.read_headers).json()
     assert [p["identifiers"]["user_id"] for p in numbers["profiles"]] == [["u4"]]
-    assert running.http.get("/v1/profiles", headers=running.read_headers).status_code == 400
+    unknown = running.http.get("/v1/profiles", params={"plan": "pro"}, headers=running.read_headers)
+    assert unknown.status_code == 400 and unknown.json()["code"] == "bad_request"
+
+
+def test_list_every_profile_paginated(running: Running) -> None:
+    """Without a trait filter every profile is listed, by profile id, `limit` at a time (at most 1000)."""
+    _batch(running, *[{"type": "identify", "userId": f"u{i}", "messageId": f"m{i}"} for i in range(5)])
+    running.wait_caught_up()
+    pages, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        answer = running.http.get("/v1/profiles", params=params, headers=running.read_headers)
+        assert answer.status_code == 200, answer.text
+        pages.append([p["profile_id"] for p in answer.json()["profiles"]])
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            break
+    ids = [i for page in pages for i in page]
+    assert [len(page) for page in pages] == [2, 2, 1] and ids == sorted(ids) and len(set(ids)) == 5
+    everyone = running.http.get("/v1/profiles", params={"limit": 1000}, headers=running.read_headers).json()
+    assert sorted(p["identifiers"]["user_id"][0] for p in everyone["profiles"]) == [f"u{i}" for i in range(5)]
+    assert everyone["next_cursor"] is None
+    too_many = running.http.get("/v1/profiles", params={"limit": 1001}, headers=running.read_headers)
+    assert too_many.status_code == 422
 
 
 def test_timeline_filters_by_type_and_time(running: Running) -> None:

@@ -101,7 +101,7 @@ def test_redelivery_stores_nothing_twice(running: Running, producer: KafkaProduc
     platform = running.platform
     assert platform.kafka_ingest is not None
     platform.kafka_ingest.stop()
-    again = KafkaIngest(platform.settings.bootstrap_servers, platform.intake, platform.authorise_write,
+    again = KafkaIngest(platform.settings.bootstrap_servers, platform.intake, platform.services.access.authorise_write,
                         platform.workspace_id, group_id="cdp-ingest-replay").start()  # fmt: skip
     try:
         drained(running, again)

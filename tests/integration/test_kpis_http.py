@@ -232,7 +232,9 @@ def test_kpi_errors(running: Running) -> None:
     assert "cannot be sliced by 'product'" in get("/v1/kpis/csat", by="product").json()["message"]
     assert "granularity" in get("/v1/kpis/csat", granularity="hour").json()["message"]
     assert "unknown parameters" in get("/v1/kpis/csat", colour="red").json()["message"]
-    assert "POST /v1/funnels" in get("/v1/kpis/conversion_rate").json()["message"]
+    funnel = get("/v1/kpis/conversion_rate")
+    assert funnel.status_code == 400 and funnel.json()["code"] == "bad_request"
+    assert "steps and window" in funnel.json()["message"] and "/v1/" not in funnel.json()["message"]
     assert "'to' must be after 'from'" in get("/v1/kpis/csat", **{"from": "2026-03-02", "to": "2026-03-01"}).json()["message"]
     assert running.http.get("/v1/kpis").status_code == 401
     bad = running.http.post("/v1/funnels", json={"steps": [{"event": "A"}], "within": "7 parsecs", "from": "2026-01-01",

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from domain.tags import Definition, save_definition
-from queries.http import json_response
+from api.responses import json_response
 from tests.conftest import Running
 
 WINDOW = "1900-01-01T00:00:00Z to 2299-12-31T23:59:59.999Z"

@@ -354,7 +354,7 @@ def test_definition_errors_yaml_cycles_and_conflicts(tagged: Running) -> None:
     assert created.status_code == 201, created.text
     assert created.json()["rule"]["within"] == "90d"
     again = r.http.post("/v1/tags", content=yaml_body, headers={**write(r), "Content-Type": "application/yaml"})
-    assert again.status_code == 409 and "PUT /v1/tags/yaml-vip" in again.json()["message"]
+    assert again.status_code == 409 and again.json()["code"] == "conflict" and "replace it" in again.json()["message"]
     broken = r.http.post("/v1/tags", content=b"id: [unclosed", headers={**write(r), "Content-Type": "application/yaml"})
     assert broken.status_code == 400 and broken.json()["errors"][0]["path"] == "(body)"
     define(r, "cyc-a", {"tag": "cyc-b"})

@@ -1,0 +1,1 @@
+"""What every HTTP adapter shares: the error shape, JSON responses, keys, OpenAPI helpers, dependencies."""

@@ -1,0 +1,16 @@
+"""Which workspace a key opens, and for what (keys are granted in the log: Workspace.KeyIssued)."""
+
+from __future__ import annotations
+
+from domain.application import CustomerData
+
+
+class Access:
+    def __init__(self, app: CustomerData) -> None:
+        self.app = app
+
+    def authorise_write(self, key: str) -> str | None:
+        return self.app.authorise(key, "write")
+
+    def authorise_read(self, key: str) -> str | None:
+        return self.app.authorise(key, "read")
