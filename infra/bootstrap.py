@@ -116,6 +116,7 @@ class Platform:
         self.intake: Intake  # every source's way in (ingest/intake.py)
         self.kafka_ingest: KafkaIngest | None = None
         self.services: Services | None = None  # built once the parts run
+        self.tail: CommittedTail  # each commit's entries, for the followers
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -127,10 +128,21 @@ class Platform:
             raise
 
     def _start(self) -> "Platform":
+        """The start order of docs/architecture.md ("Start and stop"), one step per method."""
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         if s.uses_bundled_broker:
             self.broker = BundledBroker(s.kafka_port, log_path=s.data_dir / "broker.log").start()
+        self._open_log()
+        client = self._open_projections()
+        relay_start = self._start_processors(client)
+        self._start_relay(relay_start)
+        self._start_intake()
+        return self
+
+    def _open_log(self) -> None:
+        """The event store, replayed into memory; the default workspace and its keys."""
+        s = self.settings
         self.app = open_event_store(s)
         self.workspace_id = self.app.ensure_workspace(DEFAULT_WORKSPACE)
         self.keys = load_or_create_keys(s)
@@ -139,6 +151,9 @@ class Platform:
         self.app.grant_key(self.workspace_id, "write", self.keys.write_key)
         self.app.grant_key(self.workspace_id, "read", self.keys.read_key)
 
+    def _open_projections(self) -> Any:
+        """ClickHouse, migrated and checked against the log, and the stores over it; returns the client."""
+        s = self.settings
         client = clickhouse_client(s)
         migrate(client, s.clickhouse_database)
         self.store = ProjectionStore(client, s.clickhouse_database)
@@ -146,10 +161,15 @@ class Platform:
         self.quarantine = QuarantineStore(client, s.clickhouse_database)
         self.store.cache.learn_new = s.processor_driver == "log"  # the log driver applies the log in order
         self.kpis = KpiStore(client, s.clickhouse_database)
-        positions = self.store.positions()
         limits = SqlLimits(s.sql_max_rows, s.sql_timeout_s, s.sql_max_memory)
         self.analyst_sql = AnalystSql(lambda: separate_client(s), s.clickhouse_database, limits)
+        return client
 
+    def _start_processors(self, client: Any) -> int:
+        """Topics, the shared producer, the KPI publisher, the tag engine and the processor driver; returns
+        the position the relay starts from."""
+        s = self.settings
+        positions = self.store.positions()
         ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC, *DERIVED_TOPICS, s.ingest_topic])
         self.producer = kafka_producer(s.bootstrap_servers)
         self.kpi_updates = KpiUpdates(self.kpis.daily_values, KafkaPublisher(
@@ -165,13 +185,13 @@ class Platform:
         self.tag_timer = TagTimer(self.tags)
         self.tag_timer.start()
         # Each commit's entries, decoded once, for the followers; they read the log when behind it.
-        tail = CommittedTail()
-        self.app.on_saved.append(tail.committed)
+        self.tail = CommittedTail()
+        self.app.on_saved.append(self.tail.committed)
         if s.processor_driver == "log":
             self.pipeline = build_pipeline(self.store, self.producer, tags=self.tags, kpi_updates=self.kpi_updates)
             self.follower = LogFollower(
                 self.app, self.pipeline.process, save=self.pipeline.save, start=self.pipeline.start, coalesce=0.05,
-                name="processors", tail=tail,
+                name="processors", tail=self.tail,
             )  # fmt: skip
             self.follower.start()
         else:
@@ -184,14 +204,21 @@ class Platform:
             self.kafka_driver = KafkaDriver(s.bootstrap_servers, self.pipeline, self.store, s.data_dir)
             # The bundled broker forgets everything on restart: republish what the consumer has not applied.
             relay_start = min(relay_start, self.kafka_driver.applied_position())
+        return relay_start
+
+    def _start_relay(self, start: int) -> None:
         quarantine = self.quarantine
         assert quarantine is not None
         self.relay = Relay(
             self.app, KafkaPublisher(self.producer, unpublishable=lambda m, exc: quarantine.record(RELAY, m, exc)),
             save=lambda p: self.store.save_position(RELAY, 0, p),
-            start=relay_start, tail=tail,
+            start=start, tail=self.tail,
         )  # fmt: skip
         self.relay.start()
+
+    def _start_intake(self) -> None:
+        """The group committer, the dead-letter store, the intake, the services and the ingest topic's consumer."""
+        s = self.settings
         self.committer = GroupCommitter(self.app.record, on_commit=self._committed)
         self.committer.start()
         self.dead_letters = DeadLetterStore(self.app.recorder)
@@ -202,7 +229,6 @@ class Platform:
             topic=s.ingest_topic,
             drain_on_stop=5.0 if s.uses_bundled_broker else 0.0,  # the bundled broker forgets the topic on exit
         ).start()
-        return self
 
     async def start_async(self) -> None:
         """Parts that live on the event loop (the Faust consumer)."""
