@@ -37,7 +37,6 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _MEASURE = re.compile(r"^(count|exists|min|max|sum)(?:\(([^()]+)\))?$")
-CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 # Computed traits a rule can read; rfm and lifecycle_stage depend on other customers and are left out.
 COMPUTED_NUMBERS = ("event_count", "orders_count", "open_tickets", "average_csat", "revenue", "average_order_value")
 COMPUTED_TIMES = ("first_seen", "last_seen", "last_order_at")

@@ -41,7 +41,6 @@ MAX_TEXT = 64 * 1024  # bytes of one mapping document
 MAX_EVENT_TYPES = 500
 MAX_CALLS = 20  # calls one event type may produce
 MAX_MESSAGE_ID = 256  # domain/segment.py keeps messageIds to this length
-CALL_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 CONVERSIONS = (
     "string", "number", "integer", "boolean", "upper", "lower", "trim", "cents", "minor_units", "unix", "unix_ms",
     "iso",

@@ -19,8 +19,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import orjson
 
+from domain.segment import CALL_TYPES
 from domain.tags import (
-    CALL_TYPES,
     AndNode,
     ComputedCondition,
     EventCondition,
