@@ -260,9 +260,16 @@ async def _sent_at(built: Services, body: dict[str, Any], raw: bytes, call_type:
                        [{"index": None, "field": "sentAt", "reason": "not an ISO 8601 date-time"}]) from None  # fmt: skip
 
 
+class _Refused(Exception):
+    """A request answered with `error`; `workspace_id` once its key was known (for the CORS headers)."""
+
+    def __init__(self, error: ApiError, workspace_id: str | None) -> None:
+        super().__init__(error.message)
+        self.error, self.workspace_id = error, workspace_id
+
+
 async def _take(built: Services, request: Request, call_type: str | None, source: str) -> tuple[str, Outcome]:
-    """Read, authorise and record one request; its workspace and the intake's outcome, or ApiError (with the
-    workspace, once known, in `workspace_id` for the CORS headers)."""
+    """Read, authorise and record one request: its workspace and the intake's outcome, or _Refused."""
     workspace_id: str | None = None
     try:
         workspace_id = _basic_workspace(built, request)
@@ -283,8 +290,7 @@ async def _take(built: Services, request: Request, call_type: str | None, source
                 [r.to_json() for r in outcome.rejected],
             )  # fmt: skip
     except ApiError as error:
-        error.workspace_id = workspace_id  # type: ignore[attr-defined]
-        raise
+        raise _Refused(error, workspace_id) from None
     return workspace_id, outcome
 
 
@@ -295,9 +301,10 @@ async def _ingest(request: Request, built: Services, call_type: str | None, endp
     origin = request.headers.get("origin")
     try:
         workspace_id, outcome = await _take(built, request, call_type, source)
-    except ApiError as error:
+    except _Refused as refused:
+        error = refused.error
         REQUESTS.labels(endpoint, str(error.status)).inc()
-        error.headers = {**(error.headers or {}), **_cors(built, origin, getattr(error, "workspace_id", None))}
+        error.headers = {**(error.headers or {}), **_cors(built, origin, refused.workspace_id)}
         return error.response()
     EVENTS.labels("stored").inc(outcome.stored)
     EVENTS.labels("duplicate").inc(outcome.duplicates)
