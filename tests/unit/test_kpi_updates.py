@@ -86,3 +86,13 @@ def test_every_headline_kpi_is_published_when_its_facts_move() -> None:
 
     assert {kpi for kpis in KPIS_MOVED_BY.values() for kpi in kpis} == set(HEADLINE) <= set(CATALOGUE)
     assert set(KPIS_MOVED_BY) <= set(FACT_KINDS.values())
+
+
+def test_the_published_schema_names_every_headline_kpi() -> None:
+    import json
+    from pathlib import Path
+
+    from domain.kpis import HEADLINE
+
+    schema = json.loads((Path(__file__).parents[2] / "docs/schemas/cdp.kpi-updates.schema.json").read_text())
+    assert set(schema["properties"]["kpi"]["enum"]) == set(HEADLINE), "docs/schemas/cdp.kpi-updates.schema.json"
