@@ -24,6 +24,8 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from domain.times import shown
+
 EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_FUTURE = timedelta(days=1)
 EARLIEST_CLOCK = datetime(1900, 1, 1, tzinfo=timezone.utc)
@@ -50,8 +52,8 @@ def check_event_time(value: datetime, received_at: datetime, field: str = "times
         how = ", after the clock-skew correction by receivedAt - sentAt," if corrected else ""
         raise OutOfRange(
             field,
-            f"event time {_iso(value)}{how} is outside the accepted window {_iso(EARLIEST_EVENT_TIME)} to "
-            f"{_iso(latest)} (receivedAt + 1 day); check the client's clock, its sentAt, or the time sent",
+            f"event time {shown(value)}{how} is outside the accepted window {shown(EARLIEST_EVENT_TIME)} to "
+            f"{shown(latest)} (receivedAt + 1 day); check the client's clock, its sentAt, or the time sent",
         )
 
 
@@ -62,7 +64,7 @@ def clock_ok(value: datetime) -> bool:
 def check_clock(value: datetime, field: str) -> None:
     if not clock_ok(value):
         raise OutOfRange(
-            field, f"{_iso(value)} is outside {_iso(EARLIEST_CLOCK)} to {_iso(LATEST_CLOCK)}; check the client's clock"
+            field, f"{shown(value)} is outside {shown(EARLIEST_CLOCK)} to {shown(LATEST_CLOCK)}; check the client's clock"
         )
 
 
@@ -92,6 +94,3 @@ def depth(value: Any) -> int:
         stack.extend((child, level) for child in children)
     return deepest
 
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -8,13 +8,14 @@ stores the normalised call.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
 from domain.identifiers import clean_identifier
 from domain.limits import MAX_DEPTH, OutOfRange, check_clock, check_event_time, clock_ok, depth
+from domain.times import stored, utc
 
 
 def _id_to_str(value: Any) -> Any:
@@ -118,14 +119,6 @@ CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 call_adapter: TypeAdapter[SegmentCall] = TypeAdapter(SegmentCall)
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-def _iso(value: datetime) -> str:
-    return _utc(value).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def normalise(call: _Call, received_at: datetime, batch_sent_at: datetime | None = None) -> dict[str, Any]:
     """The call as stored: server `receivedAt`, a `messageId`, and event time corrected for clock skew.
 
@@ -139,16 +132,16 @@ def normalise(call: _Call, received_at: datetime, batch_sent_at: datetime | None
     hold (domain/limits.py): the event time, after the correction, must fall
     between 1970-01-01 and a day after `received_at`.
     """
-    received_at = _utc(received_at)
+    received_at = utc(received_at)
     client_field = "originalTimestamp" if call.originalTimestamp else "timestamp"
     client_time = call.originalTimestamp or call.timestamp
     sent_at = call.sentAt or batch_sent_at
     try:
-        original = _utc(client_time) if client_time is not None else received_at
+        original = utc(client_time) if client_time is not None else received_at
         if client_time is not None and not clock_ok(original):
             check_event_time(original, received_at, client_field)  # no clock says that: refused as an event time
         if sent_at is not None:
-            sent_at = _utc(sent_at)
+            sent_at = utc(sent_at)
             check_clock(sent_at, "sentAt")
         corrected = original
         if sent_at is not None and client_time is not None:  # a server-side time needs no correction
@@ -158,17 +151,12 @@ def normalise(call: _Call, received_at: datetime, batch_sent_at: datetime | None
     check_event_time(corrected, received_at, client_field, corrected=corrected is not original)
     data = call.model_dump(mode="json", exclude_none=True)
     data["messageId"] = call.messageId or str(uuid.uuid4())
-    data["receivedAt"] = _iso(received_at)
-    data["originalTimestamp"] = _iso(original)
-    data["timestamp"] = _iso(corrected)
+    data["receivedAt"] = stored(received_at)
+    data["originalTimestamp"] = stored(original)
+    data["timestamp"] = stored(corrected)
     if sent_at is not None:
-        data["sentAt"] = _iso(sent_at)
+        data["sentAt"] = stored(sent_at)
     return data
-
-
-def parse_time(value: str) -> datetime:
-    """Parse an ISO time written by `normalise` back into an aware datetime."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def source_of(call: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ that silently matches everyone. No drivers here: projections/ compiles rules to 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Iterator, Literal, Union
 from uuid import UUID, uuid5
 
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from domain.crm import ORDER_COMPLETED
 from domain.limits import EARLIEST_CLOCK, LATEST_CLOCK
 from domain.model import NAMESPACE
+from domain.times import parse_instant, shown
 
 Op = Literal["=", "!=", "<", "<=", ">", ">=", "in", "contains", "exists", "between"]
 Comparison = Literal["=", "!=", "<", "<=", ">", ">="]
@@ -137,11 +138,8 @@ class ComputedCondition(_Node):
 
 def read_time(value: Any) -> datetime:
     """An ISO 8601 time as an aware UTC datetime, as written (ValueError if it is not one)."""
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a time; write ISO 8601, e.g. 2026-01-31T00:00:00Z")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+        return parse_instant(value)
     except ValueError:
         raise ValueError(f"{value!r} is not a time; write ISO 8601, e.g. 2026-01-31T00:00:00Z") from None
     except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: no UTC time
@@ -152,7 +150,7 @@ def time_window_error(value: datetime) -> str | None:
     """Why a time cannot be queried (None when it can): outside EARLIEST_TIME to LATEST_TIME."""
     if EARLIEST_TIME <= value <= LATEST_TIME:
         return None
-    return f"{value.isoformat().replace('+00:00', 'Z')} is outside the times that can be queried: {TIME_WINDOW}"
+    return f"{shown(value)} is outside the times that can be queried: {TIME_WINDOW}"
 
 
 def parse_time(value: Any) -> datetime:

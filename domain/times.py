@@ -20,12 +20,21 @@ def utc(value: datetime) -> datetime:
 
 def parse_instant(text: str) -> datetime:
     """An ISO 8601 instant in UTC. Raises ValueError naming the accepted shape."""
+    return utc(parse_as_written(text))
+
+
+def parse_as_written(text: str) -> datetime:
+    """An ISO 8601 time with the offset it was written with (none is UTC), not yet converted to UTC.
+
+    For a time that may have no UTC form at all (`0001-01-01T00:00:00+05:00`), which the caller
+    refuses with a reason of its own; `utc` on it raises OverflowError."""
     if not isinstance(text, str):
         raise ValueError("a time is ISO 8601 text, e.g. 2026-01-31T12:00:00Z")
     try:
-        return utc(datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00")))
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise ValueError(f"{text!r} is not an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def parse_optional(text: str | None) -> datetime | None:

@@ -21,7 +21,7 @@ import difflib
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Annotated, Any, Literal, Union
@@ -34,6 +34,7 @@ from eventsourcing.utils import get_topic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domain.model import NAMESPACE
+from domain.times import UTC, parse_instant, shown
 
 SOURCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 ANY_TYPE = "*"  # the rules for event types the mapping does not list
@@ -639,10 +640,10 @@ def _exponent(currency: Any) -> int:
 
 def _time(seconds: Decimal) -> str:
     try:
-        moment = datetime.fromtimestamp(float(seconds), tz=timezone.utc)
+        moment = datetime.fromtimestamp(float(seconds), tz=UTC)
     except (OverflowError, OSError, ValueError):
         raise ValueError(f"{seconds} seconds since 1970 is outside any date") from None
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return str(shown(moment))
 
 
 def _convert(name: str, value: Any, payload: Any, spec: Value, where: str) -> Any:
@@ -683,11 +684,9 @@ def _convert(name: str, value: Any, payload: Any, spec: Value, where: str) -> An
         if not isinstance(value, str):
             raise ValueError(f"{value!r} is not an ISO 8601 time (for numbers use unix or unix_ms)")
         try:
-            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            return str(shown(parse_instant(value)))
         except ValueError:
             raise ValueError(f"{value!r} is not an ISO 8601 time such as 2026-01-31T12:00:00Z") from None
-        parsed = parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
-        return parsed.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     raise AssertionError(name)  # validated in the model
 
 

@@ -11,12 +11,14 @@ other call, and messageId deduplication keeps a replay idempotent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 import orjson
 from eventsourcing.postgres import PostgresDatastore
 from prometheus_client import Counter
+
+from domain.times import UTC, parse_instant, shown, utc
 
 DEAD_LETTERS = Counter("cdp_dead_letters", "Events refused and kept in the dead-letter store, by reason code", ["code"])
 TABLE = "cdp_dead_letters"
@@ -54,15 +56,11 @@ class DeadLetter:
         except orjson.JSONDecodeError:
             body = self.body.decode("utf-8", "replace")  # kept as received: not JSON at all
         return {
-            "id": self.id, "source": self.source, "received_at": _iso(self.received_at), "code": self.code,
+            "id": self.id, "source": self.source, "received_at": shown(self.received_at), "code": self.code,
             "field": self.field, "reason": self.reason, "message_id": self.message_id, "body": body,
-            "replayed_at": _iso(self.replayed_at) if self.replayed_at else None,
+            "replayed_at": shown(self.replayed_at),
             "replay_outcome": self.replay_outcome,
         }  # fmt: skip
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 _COLUMNS = "id, workspace_id, source, received_at, code, field, reason, message_id, body, replayed_at, replay_outcome"
@@ -99,19 +97,20 @@ class DeadLetterStore:
                 cursor.execute(statement)
 
     def _time(self, value: datetime) -> Any:
-        # SQLite keeps ISO text in UTC with microseconds: it sorts and compares as time.
-        return value if self.postgres else value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        # SQLite keeps ISO text in UTC with microseconds: it sorts and compares as time. The text is written as
+        # the rows already stored were (`+00:00`, not the log's `Z`), so old and new rows compare alike.
+        return value if self.postgres else utc(value).isoformat(timespec="microseconds")
 
     def _read_time(self, value: Any) -> datetime | None:
         if value is None or isinstance(value, datetime):
             return value
-        return datetime.fromisoformat(value)
+        return parse_instant(value)
 
     def add(self, letters: Sequence[NewDeadLetter]) -> None:
         """Store refused events (one transaction); nothing is kept in memory."""
         if not letters:
             return
-        now = self._time(datetime.now(timezone.utc))
+        now = self._time(datetime.now(UTC))
         rows = [
             (x.workspace_id, x.source, now, x.code, x.field, x.reason[:MAX_REASON], x.message_id, x.body)
             for x in letters
@@ -178,7 +177,7 @@ class DeadLetterStore:
         with self.datastore.transaction(commit=True) as cursor:
             cursor.execute(
                 f"UPDATE {self.table} SET replayed_at = {m}, replay_outcome = {m} WHERE id = {m}",
-                (self._time(datetime.now(timezone.utc)), outcome, letter_id),
+                (self._time(datetime.now(UTC)), outcome, letter_id),
             )
 
     def refused_again(self, letter_id: int, code: str, field: str, reason: str) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
 
 import orjson
@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from domain.crm import validate_properties
 from domain.limits import OutOfRange
 from domain.segment import CALL_TYPES, Track, call_adapter, normalise
+from domain.times import UTC, parse_as_written
 from ingest.dead_letters import DeadLetterStore, NewDeadLetter
 
 RecordAsync = Callable[[str, Sequence[dict[str, Any]]], Awaitable[list[Any]]]
@@ -99,12 +100,8 @@ def _message_id(item: Any) -> str | None:
 
 def parse_sent_at(value: Any) -> datetime | None:
     """A request-level `sentAt`; raises ValueError when it is not an ISO 8601 date-time."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError("not an ISO 8601 date-time")
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+    # As written: a time with no UTC form is refused per call, with the reason, by `normalise`.
+    return None if value is None else parse_as_written(value)
 
 
 def prepare(
@@ -208,7 +205,7 @@ class Intake:
         return Outcome(stored, len(recorded) - stored, prepared.rejections)
 
     def _prepare(self, items: Sequence[Any], sent_at: datetime | None, received_at: datetime | None) -> Prepared:
-        return prepare(items, received_at or datetime.now(timezone.utc), sent_at, self.max_event_bytes)
+        return prepare(items, received_at or datetime.now(UTC), sent_at, self.max_event_bytes)
 
     async def take(
         self,

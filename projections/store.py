@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
@@ -22,6 +22,7 @@ import orjson
 from domain.crm import FEEDBACK_SUBMITTED as FEEDBACK
 from domain.crm import TICKET_OPENED, TICKET_RESOLVED, ZERO
 from domain.identity import own_identifier
+from domain.times import UTC, parse_optional, shown, utc
 from projections.money import movements
 from projections.rfm import rfm_boundaries
 from projections.profile_cache import cache_for
@@ -41,7 +42,7 @@ CHANGE_COLUMNS = [
     "workspace_id", "profile_id", "position", "change", "other_profile_id", "identifiers", "cause_event_id", "reason",
     "recorded_at",
 ]  # fmt: skip
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -73,12 +74,12 @@ class ProfileView:
         return orjson.dumps(
             {
                 "profile_id": self.profile_id, "identifiers": self.identifiers, "traits": self.traits,
-                "trait_times": {k: iso(v) for k, v in self.trait_times.items()}, "trait_sources": self.trait_sources,
-                "first_seen": iso(self.first_seen), "last_seen": iso(self.last_seen),
+                "trait_times": {k: shown(v) for k, v in self.trait_times.items()}, "trait_sources": self.trait_sources,
+                "first_seen": shown(self.first_seen), "last_seen": shown(self.last_seen),
                 "event_count": self.event_count, "counts": self.counts, "track_counts": self.track_counts,
                 "orders_count": self.orders_count, "order_counts": self.order_counts,
                 "order_revenue": _amounts(self.order_revenue), "revenue": _amounts(self.revenue),
-                "last_order_at": iso(self.last_order_at), "open_tickets": self.open_tickets,
+                "last_order_at": shown(self.last_order_at), "open_tickets": self.open_tickets,
                 "csat_count": self.csat_count, "csat_sum": self.csat_sum, "position": self.position,
                 "changes": self.changes,
             },  # fmt: skip
@@ -89,8 +90,8 @@ class ProfileView:
     def from_doc(cls, raw: str | bytes) -> "ProfileView":
         doc = orjson.loads(raw)
         for name in ("first_seen", "last_seen", "last_order_at"):
-            doc[name] = _parse(doc[name])
-        doc["trait_times"] = {k: _parse(v) for k, v in doc["trait_times"].items()}
+            doc[name] = parse_optional(doc[name])
+        doc["trait_times"] = {k: parse_optional(v) for k, v in doc["trait_times"].items()}
         for name in ("order_revenue", "revenue"):
             doc[name] = {c: Decimal(str(v)) for c, v in doc.get(name, {}).items()}
         return cls(**doc)
@@ -102,14 +103,14 @@ class ProfileView:
     def computed(self) -> dict[str, Any]:
         """The computed traits that follow from the profile's own events."""
         return {
-            "first_seen": iso(self.first_seen),
-            "last_seen": iso(self.last_seen),
+            "first_seen": shown(self.first_seen),
+            "last_seen": shown(self.last_seen),
             "event_count": self.event_count,
             "counts": dict(sorted(self.counts.items())),
             "orders_count": self.orders_count,
             "revenue": {c: float(v) for c, v in sorted(self.revenue.items())},
             "average_order_value": {c: float(v) for c, v in self.average_order_value().items()},
-            "last_order_at": iso(self.last_order_at),
+            "last_order_at": shown(self.last_order_at),
             "open_tickets": self.open_tickets,
             "average_csat": self.average_csat(),
         }
@@ -128,21 +129,6 @@ class ProfileView:
 def _amounts(values: dict[str, Decimal]) -> dict[str, str]:
     """Exact amounts for the stored document: decimal text, which JSON numbers would round."""
     return {c: str(v) for c, v in sorted(values.items())}
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with milliseconds and a Z, as the API shows times (naive values are UTC)."""
-    if value is None:
-        return None
-    return _utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 class ProjectionStore:
@@ -229,7 +215,7 @@ class ProjectionStore:
     def save_position(self, name: str, partition: int, position: int) -> None:
         self._insert(
             "positions",
-            [[name, partition, position, datetime.now(timezone.utc)]],
+            [[name, partition, position, datetime.now(UTC)]],
             ["name", "partition", "position", "updated_at"],
         )
 
@@ -240,7 +226,7 @@ class ProjectionStore:
 
     def record_log_origin(self, log_id: str) -> None:
         self.client.insert(
-            f"{self.db}.log_origin", [[log_id, datetime.now(timezone.utc)]], column_names=["log_id", "recorded_at"]
+            f"{self.db}.log_origin", [[log_id, datetime.now(UTC)]], column_names=["log_id", "recorded_at"]
         )
 
     # Identity reads ------------------------------------------------------------------------
@@ -323,7 +309,7 @@ class ProjectionStore:
             result[pid].append({
                 "profile_id": pid, "position": position, "change": change, "other_profile_id": other or None,
                 "identifiers": list(idents), "cause_event_id": cause or None, "reason": reason or None,
-                "recorded_at": iso(at),
+                "recorded_at": shown(at),
             })  # fmt: skip
         return result
 
@@ -356,7 +342,7 @@ class ProjectionStore:
         self._csat(views, owner, params, where)
         self._traits(views, owner, params, where, trait_sources or {})
         for pid, changes in self.changes_of(workspace_id, views).items():
-            views[pid].changes = changes if as_of is None else [c for c in changes if c["recorded_at"] <= iso(as_of)]
+            views[pid].changes = changes if as_of is None else [c for c in changes if c["recorded_at"] <= shown(as_of)]
         return views
 
     # Each reads one aspect of the profiles' events; `where` selects them (workspace, anchors, time travel),
@@ -374,7 +360,7 @@ class ProjectionStore:
             if kind == "track":
                 v.track_counts[name] = v.track_counts.get(name, 0) + count
             v.event_count += count
-            first, last = _utc(first), _utc(last)
+            first, last = utc(first), utc(last)
             v.first_seen = first if v.first_seen is None else min(v.first_seen, first)
             v.last_seen = last if v.last_seen is None else max(v.last_seen, last)
             v.position = max(v.position, position)
@@ -417,7 +403,7 @@ class ProjectionStore:
             f"WHERE {where} AND type = 'identify' GROUP BY anchor, k, source",
             parameters=params,
         ).result_rows:
-            candidates[owner[anchor]][key].append((source, _utc(at), position, raw))
+            candidates[owner[anchor]][key].append((source, utc(at), position, raw))
         for pid, keys in candidates.items():
             v = views[pid]
             for key, options in keys.items():
@@ -450,7 +436,7 @@ class ProjectionStore:
                 if currency:
                     v.order_counts[currency] = v.order_counts.get(currency, 0) + orders
                     v.order_revenue[currency] = v.order_revenue.get(currency, ZERO) + gross
-                last = _utc(last)
+                last = utc(last)
                 v.last_order_at = last if v.last_order_at is None else max(v.last_order_at, last)
 
     def read_profiles(self, workspace_id: str, profile_ids: Iterable[str]) -> dict[str, ProfileView]:

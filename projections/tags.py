@@ -32,8 +32,8 @@ from domain.tags import (
     parse_duration,
     parse_time,
 )
+from domain.times import shown, utc
 from projections.money import movements
-from projections.store import iso
 
 FAR = datetime(2299, 12, 31, tzinfo=timezone.utc)  # "no timer": beyond any window
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -42,10 +42,6 @@ MEMBERSHIP_COLUMNS = ["workspace_id", "tag_id", "profile_id", "kind", "rule_vers
                       "is_deleted"]  # fmt: skip
 CHANGE_COLUMNS = ["workspace_id", "tag_id", "profile_id", "change", "kind", "at", "rule_version", "position", "cause",
                   "reason"]  # fmt: skip
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 class _Compiler:
@@ -370,7 +366,7 @@ class TagStore:
         for row in self.client.query(sql, parameters=params).result_rows:
             out = {}
             for i, name in enumerate(names):
-                due = _utc(row[2 + 2 * i])
+                due = utc(row[2 + 2 * i])
                 out[name] = (bool(row[1 + 2 * i]), None if due >= FAR else due)
             results[row[0]] = out
         return Evaluation(results)
@@ -428,7 +424,7 @@ class TagStore:
             "WHERE workspace_id = {ws:String} AND profile_id IN {ids:Array(UUID)}",
             parameters={"ws": workspace_id, "ids": ids},
         ).result_rows:
-            out[pid][tag] = {"kind": kind, "rule_version": version, "since": _utc(since)}
+            out[pid][tag] = {"kind": kind, "rule_version": version, "since": utc(since)}
         return out
 
     def members_of_tag(self, workspace_id: str, tag: str) -> list[str]:
@@ -461,7 +457,7 @@ class TagStore:
             parameters={"ws": workspace_id, "pid": profile_id, "limit": limit},
         )
         return [
-            {**dict(zip(result.column_names, row)), "at": iso(row[3])}
+            {**dict(zip(result.column_names, row)), "at": shown(row[3])}
             for row in result.result_rows
         ]
 
@@ -470,7 +466,7 @@ class TagStore:
     def timers_of(self, workspace_id: str, ids: list[str]) -> dict[tuple[str, str], datetime]:
         if not ids:
             return {}
-        return {(pid, tag): _utc(due) for pid, tag, due in self.client.query(
+        return {(pid, tag): utc(due) for pid, tag, due in self.client.query(
             f"SELECT toString(profile_id), tag_id, due FROM {self.db}.tag_timers FINAL "
             "WHERE workspace_id = {ws:String} AND profile_id IN {ids:Array(UUID)} AND due > toDateTime64(0, 3, 'UTC')",
             parameters={"ws": workspace_id, "ids": ids},
@@ -523,7 +519,7 @@ class TagStore:
         if not result.result_rows:
             return None
         version, state, done, total, started = result.result_rows[0]
-        return {"rule_version": version, "state": state, "done": done, "total": total, "started_at": iso(started)}
+        return {"rule_version": version, "state": state, "done": done, "total": total, "started_at": shown(started)}
 
     # Evaluation steps (what a rebuild follows) -------------------------------------------------
 
@@ -550,7 +546,7 @@ class TagStore:
             "ORDER BY seq LIMIT {limit:UInt32}",
             parameters={"after": after, "limit": limit},
         ).result_rows
-        return [Step(seq, kind, position, _utc(now), ws, tag, version, after_) for
+        return [Step(seq, kind, position, utc(now), ws, tag, version, after_) for
                 seq, kind, position, now, ws, tag, version, after_ in rows]  # fmt: skip
 
 

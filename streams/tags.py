@@ -24,14 +24,14 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Protocol
 from uuid import UUID
 
 import orjson
 
 from domain.tags import parse_rule
-from projections.store import iso
+from domain.times import UTC, shown
 from projections.tags import EPOCH, Step, TagStore
 from streams.messages import (
     DefinitionMessage, EventMessage, IdentityMessage, ManualTagMessage, Message, Outgoing, RulesMessage,
@@ -50,7 +50,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class ManualClock:
@@ -253,7 +253,7 @@ class TagEngine:
             reason = f"rule version {version}" if kind == "dynamic" else ""
         out.messages.append({
             "workspace_id": ws, "profile_id": pid, "tag_id": slug, "tag_name": d.name if d else slug, "kind": kind,
-            "change": change, "rule_version": version, "position": position, "at": iso(now), "cause": cause,
+            "change": change, "rule_version": version, "position": position, "at": shown(now), "cause": cause,
             "reason": reason,
         })  # fmt: skip
         out.changes.append([ws, slug, UUID(pid), change, kind, now, version, position, cause, reason])

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from domain.segment import Alias, Group, Identify, Page, Screen, Track, call_adapter, normalise, parse_time
+from domain.segment import Alias, Group, Identify, Page, Screen, Track, call_adapter, normalise
+from domain.times import parse_instant
 
 RECEIVED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 HOUR = timedelta(hours=1)
@@ -136,7 +137,7 @@ def test_naive_client_times_are_read_as_utc() -> None:
 def test_missing_timestamp_becomes_received_at() -> None:
     data = normalise(validate(type="track", userId="u1", event="E"), RECEIVED)
     assert data["timestamp"] == data["originalTimestamp"] == iso(RECEIVED)
-    assert parse_time(data["timestamp"]) == RECEIVED
+    assert parse_instant(data["timestamp"]) == RECEIVED
 
 
 def test_missing_timestamp_becomes_received_at_even_with_sent_at() -> None:
