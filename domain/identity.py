@@ -214,6 +214,18 @@ def normalise_identifier(text: str) -> str:
     return identifier(kind, value)
 
 
+def parse_identifier(text: str, types: Iterable[str] = BUILTIN_TYPES) -> tuple[str, str]:
+    """(type, value as stored) of an identifier a user names: `email: Ann@X.com ` → (`email`, `ann@x.com`),
+    `user_id:42` → (`user_id`, `42`); a bare profile id, or anything without a known type prefix
+    (`split_identifier`), → (`profile_id`, text). The one way the read side and commands turn what a user
+    wrote into what the identity projections hold; never refuses (see `normalise_identifier`)."""
+    kind, value = split_identifier(text, types)
+    if kind == "profile_id":
+        return kind, value
+    kind, _, value = normalise_identifier(identifier(kind, value)).partition(":")
+    return kind, value
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 

@@ -16,6 +16,7 @@ from domain.identity import (
     Resolution,
     normalise_email,
     normalise_phone,
+    parse_identifier,
     split_identifier,
 )
 from domain.traits import lifecycle_stage, quintile, rfm, rfm_tier
@@ -313,6 +314,16 @@ def test_split_identifier() -> None:
     assert split_identifier("crm:42") == ("profile_id", "crm:42")
     assert split_identifier("crm:42", types=["crm"]) == ("crm", "42")
     assert split_identifier("6fbd8143-d2d2-531d-9509-4e63f2e4d41c") == (
+        "profile_id", "6fbd8143-d2d2-531d-9509-4e63f2e4d41c",
+    )  # fmt: skip
+
+
+def test_parse_identifier_gives_the_stored_form() -> None:
+    assert parse_identifier("email: Ann@X.com ") == ("email", "ann@x.com")
+    assert parse_identifier("phone:+49 151 23456789") == ("phone", "+4915123456789")
+    assert parse_identifier("user_id:\uff14\uff12") == ("user_id", "42")  # NFKC: full-width digits
+    assert parse_identifier("crm:C-7", types=["crm"]) == ("crm", "C-7")
+    assert parse_identifier("6fbd8143-d2d2-531d-9509-4e63f2e4d41c") == (
         "profile_id", "6fbd8143-d2d2-531d-9509-4e63f2e4d41c",
     )  # fmt: skip
 
