@@ -100,19 +100,22 @@ def raw_clickhouse_insert(events: int, directory: Path) -> float:
     from domain.segment import call_adapter, normalise
     from projections.migrate import migrate
     from projections.store import ProjectionStore
+    from domain.identity import IdentityRules
+    from streams.messages import EventMessage
     from streams.processors import event_row
 
     client = clickhouse_connect.get_client(interface="chdb", path=str(directory / "raw-clickhouse"))
     migrate(client, "raw")
     store = ProjectionStore(client, "raw")
     now = datetime.now(timezone.utc)
+    rules = IdentityRules()
     rows = []
     for i, raw in enumerate(workload(events)):
         call = normalise(call_adapter.validate_python(raw), now)
-        message = {"workspace_id": "ws", "event_id": f"00000000-0000-0000-0000-{i:012x}", "message_id": str(i),
-                   "anchor": f"user_id:{i % 997}", "profile_id": "00000000-0000-0000-0000-000000000001",
-                   "position": i + 1, "call": call}  # fmt: skip
-        rows.append(event_row(message))
+        message = EventMessage(workspace_id="ws", event_id=f"00000000-0000-0000-0000-{i:012x}", message_id=str(i),
+                               anchor=f"user_id:{i % 997}", profile_id="00000000-0000-0000-0000-000000000001",
+                               position=i + 1, recorded_at=now, call=call)  # fmt: skip
+        rows.append(event_row(message, rules))
     started = time.perf_counter()
     for i in range(0, len(rows), 5000):
         store.insert_events(rows[i : i + 5000])
