@@ -26,7 +26,9 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import get_topic
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from domain import errors
 from domain.crm import ORDER_COMPLETED
+from domain.errors import Conflict, Invalid
 from domain.limits import EARLIEST_CLOCK, LATEST_CLOCK
 from domain.model import NAMESPACE
 from domain.times import parse_instant, shown
@@ -50,12 +52,14 @@ TIME_WINDOW = "1900-01-01T00:00:00Z to 2299-12-31T23:59:59.999Z"
 MAX_DURATION_DAYS = timedelta.max.days
 
 
-class RuleError(ValueError):
+class RuleError(Invalid):
     """A rule or definition that cannot be accepted; `errors` holds (path, reason) pairs."""
+
+    code = "invalid_rule"
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"{p}: {r}" for p, r in errors))
-        self.errors = errors
+        self.errors = errors  # type: ignore[assignment]  # (path, reason) pairs, as the services expect
 
 
 def parse_duration(text: str) -> timedelta:
@@ -611,7 +615,7 @@ def define(
     if existing is None:
         return RuleDefinition(workspace_id, kind, definition.id, name, definition.description, rule)
     if create_only and not existing.deleted:
-        raise AlreadyDefined(f"{kind} {definition.id!r} exists; change it with PUT /v1/{kind}s/{definition.id}")
+        raise AlreadyDefined(f"{kind} {definition.id!r} exists; change it by defining it again in place")
     if existing.holds(name, definition.description, rule):
         return existing  # unchanged: no new version, so nothing is recorded and no backfill starts
     existing.change(workspace_id, kind, definition.id, existing.rule_version + 1, name, definition.description, rule)
@@ -627,11 +631,13 @@ def rule_text(rule: Any) -> str:
 DEFINITION_TOPICS = [get_topic(c) for c in (RuleDefinition.Defined, RuleDefinition.Changed, RuleDefinition.Deleted)]
 
 
-class AlreadyDefined(ValueError):
-    """POST of an id that is taken; PUT changes an existing definition."""
+class AlreadyDefined(Conflict):
+    """A new definition whose id is taken (changing an existing one is a new version instead)."""
+
+    code = "already_defined"
 
 
-class NotFound(LookupError):
+class NotFound(errors.NotFound):
     """No such tag, segment or profile in the workspace."""
 
 
@@ -655,7 +661,7 @@ def save_definition(app: Any, workspace_id: str, kind: str, definition: Definiti
 def delete_definition(app: Any, workspace_id: str, kind: str, slug: str) -> int:
     existing = app.definitions.get(workspace_id, kind, slug)
     if existing is None or existing.deleted:
-        raise NotFound(f"no {kind} {slug!r} in this workspace; GET /v1/{kind}s lists them")
+        raise NotFound(f"no {kind} {slug!r} in this workspace; the {kind}s listing shows them")
     existing.delete(workspace_id, kind, slug, existing.rule_version + 1)
     try:
         app.save(existing)

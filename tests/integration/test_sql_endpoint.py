@@ -82,7 +82,7 @@ def test_an_aggregate_over_events_sees_only_the_callers_workspace(analyst: Analy
     empty = analyst.sql("SELECT profile_id, revenue FROM profiles WHERE orders_count > 1000").json()
     assert empty["rows"] == [] and empty["row_count"] == 0
     assert empty["columns"] == [
-        {"name": "profile_id", "type": "UUID"}, {"name": "revenue", "type": "Map(String, Float64)"},
+        {"name": "profile_id", "type": "UUID"}, {"name": "revenue", "type": "Map(String, Decimal(38, 6))"},
     ]  # fmt: skip
     assert analyst.rows("SELECT count() FROM profiles") == [[5]]
 
