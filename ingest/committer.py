@@ -14,14 +14,18 @@ import queue
 import threading
 from typing import Any, Callable, Sequence
 
+from domain.errors import Unavailable
+
 log = logging.getLogger(__name__)
 
 Batch = tuple[str, Sequence[dict[str, Any]]]
 RecordFn = Callable[[Sequence[Batch]], list[list[Any]]]
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(Unavailable, RuntimeError):
     """The event store did not take the batch; nothing of it was stored."""
+
+    code = "store_unavailable"
 
 
 class GroupCommitter:

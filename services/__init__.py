@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from ingest.intake import Intake
     from projections.analyst_sql import AnalystSql
     from services.access import Access
+    from services.ports import Intake
     from services.dead_letters import DeadLetterService
     from services.kpis import KpiService
     from services.profiles import ProfileService

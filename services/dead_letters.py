@@ -7,8 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from domain.errors import Invalid
-from ingest.dead_letters import DeadLetterStore
-from ingest.intake import Intake
+from services.ports import DeadLetters, Intake
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class ReplayDeadLetters:
 
 
 class DeadLetterService:
-    def __init__(self, dead_letters: DeadLetterStore, intake: Intake) -> None:
+    def __init__(self, dead_letters: DeadLetters, intake: Intake) -> None:
         self.dead_letters, self.intake = dead_letters, intake
 
     def page(self, q: ListDeadLetters) -> dict[str, Any]:

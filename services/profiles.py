@@ -22,7 +22,7 @@ from domain.errors import Conflict, Invalid, NotFound
 from domain.identity import IdentityRules, normalise_identifier, own_identifier, split_identifier
 from domain.times import shown
 from domain.traits import lifecycle_stage, rfm
-from ingest.committer import GroupCommitter
+from services.ports import Committer
 from projections.store import ProfileView, ProjectionStore
 
 UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
@@ -137,7 +137,7 @@ class ProfileService:
         self,
         app: CustomerData,
         store: ProjectionStore,
-        committer: GroupCommitter,
+        committer: Committer,
         extras: Callable[[str, str], dict[str, Any]] | None = None,
     ) -> None:
         self.app, self.store, self.committer, self.extras = app, store, committer, extras

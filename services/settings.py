@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from domain.application import CustomerData
 from domain.errors import Invalid
-from ingest.committer import GroupCommitter
+from services.ports import Committer
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ def origin(value: str) -> str:
 
 
 class SettingsService:
-    def __init__(self, app: CustomerData, committer: GroupCommitter) -> None:
+    def __init__(self, app: CustomerData, committer: Committer) -> None:
         self.app, self.committer = app, committer
 
     def allowed_origins(self, workspace_id: str) -> list[str]:

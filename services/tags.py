@@ -22,7 +22,7 @@ from domain.tags import (
 )  # fmt: skip
 from domain.tags import NotFound as Missing
 from domain.times import shown
-from ingest.committer import GroupCommitter
+from services.ports import Committer
 from projections.tags import TagStore
 from services.documents import read_document
 
@@ -125,7 +125,7 @@ class TagService:
         self,
         app: CustomerData,
         tag_store: TagStore,
-        committer: GroupCommitter,
+        committer: Committer,
         resolve: Callable[[str, str], str],
         now: Callable[[], datetime],
     ) -> None:

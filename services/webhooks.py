@@ -24,9 +24,7 @@ from domain.webhooks import (
     SOURCE, MappingError, NoMapping, PayloadError, Unmapped, WebhookMapping, apply, delete_mapping, load_document,
     parse_mapping, save_mapping,
 )  # fmt: skip
-from ingest.committer import GroupCommitter, StoreUnavailable
-from ingest.dead_letters import DeadLetterStore
-from ingest.intake import Intake
+from services.ports import Committer, DeadLetters, Intake
 
 DELIVERIES = Counter(
     "cdp_webhook_deliveries", "Webhook deliveries by source and outcome (stored, duplicate, dead_lettered, refused)",
@@ -176,7 +174,7 @@ def checked(source: str) -> str:
 
 
 class WebhookService:
-    def __init__(self, app: CustomerData, committer: GroupCommitter, intake: Intake, dead_letters: DeadLetterStore) -> None:
+    def __init__(self, app: CustomerData, committer: Committer, intake: Intake, dead_letters: DeadLetters) -> None:
         self.app, self.committer, self.intake, self.dead_letters = app, committer, intake, dead_letters
 
     async def _keep(self, workspace_id: str, label: str, body: bytes, code: str, reason: str) -> None:
@@ -205,7 +203,7 @@ class WebhookService:
         try:
             outcome = (await self.intake.take(c.workspace_id, mapped.calls, source=label, received_at=c.received_at)
                        if mapped.calls else None)  # fmt: skip
-        except StoreUnavailable:
+        except Unavailable:
             DELIVERIES.labels(source, "refused").inc()
             raise Unavailable("the event store is unavailable; no call of this delivery was stored; retry later",
                               code="store_unavailable") from None  # fmt: skip
@@ -259,7 +257,7 @@ class WebhookService:
                 calls += mapped.calls
         try:
             outcome = await self.intake.take(c.workspace_id, calls, source=label) if calls else None
-        except StoreUnavailable:
+        except Unavailable:
             raise Unavailable("the event store is unavailable; nothing was replayed", code="store_unavailable") from None
         refused = {r.index for r in outcome.rejected} if outcome is not None else set()
         for letter, start, end in spans:
