@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from domain.limits import MAX_AMOUNT, MAX_QUANTITY, check_date
+from domain.times import parse_day
 
 
 def _upper(value: Any) -> Any:
@@ -377,8 +378,8 @@ def _cost(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
 
 
 def _target(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
-    return [_replace(base, amount=money(p["amount"]), has_amount=True, period_start=date.fromisoformat(p["period_start"]),
-                     period_end=date.fromisoformat(p["period_end"]),
+    return [_replace(base, amount=money(p["amount"]), has_amount=True, period_start=parse_day(p["period_start"]),
+                     period_end=parse_day(p["period_end"]),
                      entity_id=f"{p['owner']}|{p['period_start']}|{p['period_end']}")]  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from uuid import UUID
 from domain.crm import Fact
 from domain.errors import Invalid
 from domain.kpis import CATALOGUE, FACT_DIMENSIONS
+from domain.times import parse_day
 from domain.traits import rfm
 from projections.money import movements
 from projections.rfm import buyers, rfm_boundaries
@@ -533,8 +534,8 @@ class KpiStore:
             f"SELECT {self._period(q)} AS p, uniqExact(entity_id) FROM {self._facts(['ticket_opened'], q)} "
             "WHERE complaint = 1 GROUP BY p", self._params(q)))  # fmt: skip
         active = self._kpi_active_customers(q)
-        return [self._out(q, row["period"], None, value=1000.0 * complaints.get(date.fromisoformat(row["period"]), 0)
-                          / row["value"], complaints=complaints.get(date.fromisoformat(row["period"]), 0),
+        return [self._out(q, row["period"], None, value=1000.0 * complaints.get(parse_day(row["period"]), 0)
+                          / row["value"], complaints=complaints.get(parse_day(row["period"]), 0),
                           customers=row["value"]) for row in active]  # fmt: skip
 
     def _campaign(self, q: KpiQuery, kinds: list[str]) -> list[tuple[Any, ...]]:

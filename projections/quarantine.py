@@ -52,15 +52,9 @@ class QuarantineStore:
         self.client = client
         self.db = database
 
-    def record(self, projection: str, message: Any, exc: BaseException, attempts: int = 1) -> None:
+    def record(self, projection: str, message: Any, exc: BaseException) -> None:
         """A log message (streams/messages.py) `projection` could not apply."""
-        if isinstance(message, dict):  # the fields of an entry recorded before (use `failed_again`)
-            position, event_id, workspace_id, kind = (message[k] for k in ("position", "event_id", "workspace_id",
-                                                                           "kind"))  # fmt: skip
-        else:
-            position, event_id, workspace_id, kind = (message.position, message.event_id, message.workspace_id,
-                                                      message.kind)  # fmt: skip
-        self._write(projection, position, event_id, workspace_id, kind, exc, attempts)
+        self._write(projection, message.position, message.event_id, message.workspace_id, message.kind, exc, 1)
 
     def failed_again(self, entry: Quarantined, exc: BaseException) -> None:
         """A retry of the entry failed too: it stays open, with the new reason and one more attempt."""

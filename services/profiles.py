@@ -19,7 +19,7 @@ import orjson
 
 from domain.application import CustomerData, IdentityError
 from domain.errors import Conflict, Invalid, NotFound
-from domain.identity import IdentityRules, normalise_identifier, own_identifier, split_identifier
+from domain.identity import IdentityRules, normalise_identifier, own_identifier, parse_identifier
 from domain.times import shown
 from domain.traits import lifecycle_stage, rfm
 from services.ports import Committer
@@ -150,11 +150,7 @@ class ProfileService:
 
     def _typed(self, workspace_id: str, identifier: str) -> tuple[str, str]:
         """(type, normalised value) of an identifier; type `profile_id` for bare ids."""
-        kind, value = split_identifier(identifier, self.app.rules_for(workspace_id).types)
-        if kind == "profile_id":
-            return kind, value
-        kind, _, value = normalise_identifier(f"{kind}:{value}").partition(":")
-        return kind, value
+        return parse_identifier(identifier, self.app.rules_for(workspace_id).types)
 
     def resolve(self, workspace_id: str, identifier: str, as_of: datetime | None = None) -> str:
         """The profile id for `type:value` or a profile id (a merged-away one resolves to its survivor)."""

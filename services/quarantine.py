@@ -54,8 +54,6 @@ class QuarantineService:
                 self.quarantine.resolved(entry)
                 applied.append({"projection": entry.projection, "position": entry.position})
             else:
-                held = {"position": entry.position, "event_id": entry.event_id, "workspace_id": entry.workspace_id,
-                        "kind": entry.kind}  # fmt: skip
-                self.quarantine.record(entry.projection, held, error, attempts=entry.attempts + 1)
+                self.quarantine.failed_again(entry, error)
                 failed.append({"projection": entry.projection, "position": entry.position, "reason": str(error)})
         return {"applied": applied, "failed": failed}

@@ -483,7 +483,6 @@ class TagProcessor:
                     case RulesMessage():
                         everyone.add(ws)  # trait precedence may have changed every profile's traits
                     case ManualTagMessage():
-                        engine.recording = True
                         manual.setdefault(ws, []).append((m.action, pid, m.tag_id, m.reason))
                         touch(ws, pid, "manual")  # rules may refer to the manual tag
                     case DefinitionMessage():
@@ -492,7 +491,6 @@ class TagProcessor:
                                                           int(m.deleted), m.position]])  # fmt: skip
                         if m.definition_kind != "tag":
                             continue
-                        engine.recording = True  # from this page on, what the engine decides depends on the paging
                         flush()  # what came before the new rule is evaluated under the old one
                         if m.deleted:
                             engine.delete(ws, m.tag_id, m.rule_version, m.position)
