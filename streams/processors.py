@@ -12,6 +12,7 @@ recompute that changes nothing emits no update.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 from uuid import UUID
 
@@ -89,6 +90,36 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]
     return {k: {"old": old.get(k), "new": new.get(k)} for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
 
+@dataclass
+class _Rows:
+    """The identity projection rows of one batch, and the identity changes it publishes."""
+
+    events: list[list[Any]] = field(default_factory=list)
+    rules: list[list[Any]] = field(default_factory=list)
+    history: list[list[Any]] = field(default_factory=list)
+    owned: list[list[Any]] = field(default_factory=list)
+    changes: list[list[Any]] = field(default_factory=list)
+    published: list[IdentityMessage] = field(default_factory=list)
+
+    def identity(self, m: IdentityMessage) -> None:
+        ws, pid, pos, at, change, idents, other = (m.workspace_id, m.profile_id, m.position, m.recorded_at, m.change,
+                                                   list(m.identifiers), m.other)  # fmt: skip
+        self.changes.append([ws, UUID(pid), pos, change, other or "", idents, m.cause_event_id, m.reason, at])
+        if change in ("created", "linked"):
+            self.history += [[ws, i, UUID(pid), pos, at] for i in idents]
+            self.owned += [[ws, UUID(pid), i, pos, 0] for i in idents]
+        elif change in ("absorbed", "split_apart"):
+            assert other is not None
+            # absorbed: `other` gave its identifiers to pid; split_apart: pid gave them to `other`.
+            receiver, giver = (pid, other) if change == "absorbed" else (other, pid)
+            self.history += [[ws, i, UUID(receiver), pos, at] for i in idents]
+            self.owned += [[ws, UUID(receiver), i, pos, 0] for i in idents]
+            self.owned += [[ws, UUID(giver), i, pos, 1] for i in idents]
+            self.published.append(m)
+        elif change == "merge_refused":
+            self.published.append(m)
+
+
 class ProfileProcessor:
     """Builds the events, identity and profiles projections, and the profile change stream."""
 
@@ -104,13 +135,8 @@ class ProfileProcessor:
         """Apply a batch of messages; returns the highest position in it (0 for none)."""
         if not messages:
             return 0
-        events: list[list[Any]] = []
-        rules: list[list[Any]] = []
-        history: list[list[Any]] = []
-        owned: list[list[Any]] = []
-        changes: list[list[Any]] = []
+        rows = _Rows()
         touched: dict[str, set[str]] = defaultdict(set)
-        identity_changes: list[IdentityMessage] = []
         current = dict(self.rules)  # kept only once the whole batch is applied
         top = 0
         for m in sorted(messages, key=lambda m: m.position):
@@ -120,38 +146,32 @@ class ProfileProcessor:
                 case DefinitionMessage() | ManualTagMessage():
                     continue  # tags' business (streams/tags.py)
                 case RulesMessage():
-                    rules.append([ws, m.version, _json(m.rules), pos])
+                    rows.rules.append([ws, m.version, _json(m.rules), pos])
                     before = current.get(ws, DEFAULT_RULES)
                     current[ws] = IdentityRules.model_validate(m.rules)
                     if current[ws].trait_sources != before.trait_sources:
                         touched[ws].update(self.writer.profile_ids(ws))  # precedence changed: recompute everyone
                 case EventMessage():
                     touched[ws].add(pid)
-                    events.append(event_row(m, current.get(ws, DEFAULT_RULES)))
+                    rows.events.append(event_row(m, current.get(ws, DEFAULT_RULES)))
                 case IdentityMessage():
                     touched[ws].add(pid)
-                    at, change, idents, other = m.recorded_at, m.change, list(m.identifiers), m.other
-                    changes.append([ws, UUID(pid), pos, change, other or "", idents, m.cause_event_id, m.reason, at])
-                    if change in ("created", "linked"):
-                        history += [[ws, i, UUID(pid), pos, at] for i in idents]
-                        owned += [[ws, UUID(pid), i, pos, 0] for i in idents]
-                    elif change in ("absorbed", "split_apart"):
-                        assert other is not None
-                        # absorbed: `other` gave its identifiers to pid; split_apart: pid gave them to `other`.
-                        receiver, giver = (pid, other) if change == "absorbed" else (other, pid)
-                        history += [[ws, i, UUID(receiver), pos, at] for i in idents]
-                        owned += [[ws, UUID(receiver), i, pos, 0] for i in idents]
-                        owned += [[ws, UUID(giver), i, pos, 1] for i in idents]
-                        touched[ws].add(other)
-                        identity_changes.append(m)
-                    elif change == "merge_refused":
-                        identity_changes.append(m)
-        self.writer.insert_identity_history(history)
-        self.writer.insert_profile_identifiers(owned)
-        self.writer.insert_changes(changes)
-        self.writer.insert_events(events)
-        self.writer.insert_rules(rules)
-        out: list[Outgoing] = [self._identity_change(m) for m in identity_changes]
+                    if m.other and m.change in ("absorbed", "split_apart"):
+                        touched[ws].add(m.other)
+                    rows.identity(m)
+        self.writer.insert_identity_history(rows.history)
+        self.writer.insert_profile_identifiers(rows.owned)
+        self.writer.insert_changes(rows.changes)
+        self.writer.insert_events(rows.events)
+        self.writer.insert_rules(rows.rules)
+        self._recompute(touched, current, top, [self._identity_change(m) for m in rows.published])
+        self.rules = current
+        return top
+
+    def _recompute(
+        self, touched: dict[str, set[str]], current: dict[str, IdentityRules], top: int, out: list[Outgoing]
+    ) -> None:
+        """Recompute the touched profiles, publish what changed, then write them."""
         writes: list[tuple[str, list[Any], list[str]]] = []
         for ws, pids in touched.items():
             before = self.writer.read_profiles(ws, pids) if self.publish else {}
@@ -169,8 +189,6 @@ class ProfileProcessor:
             self.publish(out)  # before the profiles are written: a failure here retries the whole batch
         for ws, live, gone in writes:
             self.writer.write_profiles(ws, live, gone, top)
-        self.rules = current
-        return top
 
     @staticmethod
     def _identity_change(m: IdentityMessage) -> Outgoing:

@@ -440,64 +440,78 @@ class TagProcessor:
             return 0
         engine = self.engine
         top = max(m.position for m in messages)
-        touched: dict[str, dict[str, str]] = {}
-        manual: dict[str, list[tuple[str, str, str, str]]] = {}
-        everyone: set[str] = set()
-
-        def touch(ws: str, pid: str | None, cause: str) -> None:
-            if pid:
-                causes = touched.setdefault(ws, {})
-                if _CAUSE_RANK[cause] >= _CAUSE_RANK.get(causes.get(pid, "event"), 0):
-                    causes[pid] = cause
-
-        def flush() -> None:
-            for ws, ops in manual.items():
-                engine.manual(ws, ops, top)
-            for ws in everyone:
-                after = ""
-                while page := engine.store.profile_page(ws, after, engine.page_size):
-                    engine.apply(ws, page, top, touched.get(ws, {}))
-                    after = page[-1]
-            for ws, causes in touched.items():
-                if ws not in everyone:
-                    engine.apply(ws, causes, top, causes)
-            manual.clear()
-            touched.clear()
-            everyone.clear()
-
+        page = _Page(engine, top)
         with engine.lock, engine.step() as own:
             for m in sorted(messages, key=lambda m: m.position):
                 ws, pid = m.workspace_id, m.profile_id
                 match m:
                     case EventMessage() | IdentityMessage(change="created" | "linked"):
-                        touch(ws, pid, "event")
+                        page.touch(ws, pid, "event")
                     case IdentityMessage(change="absorbed", absorbed_id=absorbed):
-                        touch(ws, pid, "merge")
-                        touch(ws, absorbed, "merge")
-                        manual.setdefault(ws, []).append(("moved", absorbed, pid, ""))
+                        page.touch(ws, pid, "merge")
+                        page.touch(ws, absorbed, "merge")
+                        page.manual.setdefault(ws, []).append(("moved", absorbed, pid, ""))
                     case IdentityMessage(change="merged_into"):
-                        touch(ws, pid, "merge")
+                        page.touch(ws, pid, "merge")
                     case IdentityMessage(change="split_apart", new_profile_id=split_off):
-                        touch(ws, pid, "split")
-                        touch(ws, split_off, "split")
+                        page.touch(ws, pid, "split")
+                        page.touch(ws, split_off, "split")
                     case RulesMessage():
-                        everyone.add(ws)  # trait precedence may have changed every profile's traits
+                        page.everyone.add(ws)  # trait precedence may have changed every profile's traits
                     case ManualTagMessage():
-                        manual.setdefault(ws, []).append((m.action, pid, m.tag_id, m.reason))
-                        touch(ws, pid, "manual")  # rules may refer to the manual tag
+                        page.manual.setdefault(ws, []).append((m.action, pid, m.tag_id, m.reason))
+                        page.touch(ws, pid, "manual")  # rules may refer to the manual tag
                     case DefinitionMessage():
-                        engine.store.insert_definitions([[ws, m.definition_kind, m.tag_id, m.rule_version, m.name,
-                                                          orjson.dumps(m.rule).decode() if m.rule else "",
-                                                          int(m.deleted), m.position]])  # fmt: skip
-                        if m.definition_kind != "tag":
-                            continue
-                        flush()  # what came before the new rule is evaluated under the old one
-                        if m.deleted:
-                            engine.delete(ws, m.tag_id, m.rule_version, m.position)
-                        else:
-                            engine.define(ws, m.tag_id, m.name, m.rule_version, parse_rule(m.rule), m.position)
-            flush()
+                        self._definition(m, page)
+            page.flush()
             engine.position = max(engine.position, top)
             if own:
                 engine.record("page", top)
         return top
+
+    def _definition(self, m: DefinitionMessage, page: "_Page") -> None:
+        engine, ws = self.engine, m.workspace_id
+        engine.store.insert_definitions([[ws, m.definition_kind, m.tag_id, m.rule_version, m.name,
+                                          orjson.dumps(m.rule).decode() if m.rule else "", int(m.deleted),
+                                          m.position]])  # fmt: skip
+        if m.definition_kind != "tag":
+            return
+        page.flush()  # what came before the new rule is evaluated under the old one
+        if m.deleted:
+            engine.delete(ws, m.tag_id, m.rule_version, m.position)
+        else:
+            engine.define(ws, m.tag_id, m.name, m.rule_version, parse_rule(m.rule), m.position)
+
+
+class _Page:
+    """What one page of the log asks the tag engine to evaluate: touched profiles with their strongest cause,
+    manual tag operations, and workspaces whose every profile needs evaluating again."""
+
+    def __init__(self, engine: TagEngine, top: int) -> None:
+        self.engine = engine
+        self.top = top
+        self.touched: dict[str, dict[str, str]] = {}
+        self.manual: dict[str, list[tuple[str, str, str, str]]] = {}
+        self.everyone: set[str] = set()
+
+    def touch(self, ws: str, pid: str | None, cause: str) -> None:
+        if pid:
+            causes = self.touched.setdefault(ws, {})
+            if _CAUSE_RANK[cause] >= _CAUSE_RANK.get(causes.get(pid, "event"), 0):
+                causes[pid] = cause
+
+    def flush(self) -> None:
+        engine, top = self.engine, self.top
+        for ws, ops in self.manual.items():
+            engine.manual(ws, ops, top)
+        for ws in self.everyone:
+            after = ""
+            while page := engine.store.profile_page(ws, after, engine.page_size):
+                engine.apply(ws, page, top, self.touched.get(ws, {}))
+                after = page[-1]
+        for ws, causes in self.touched.items():
+            if ws not in self.everyone:
+                engine.apply(ws, causes, top, causes)
+        self.manual.clear()
+        self.touched.clear()
+        self.everyone.clear()
