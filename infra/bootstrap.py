@@ -128,7 +128,7 @@ class Platform:
             raise
 
     def _start(self) -> "Platform":
-        """The start order of docs/architecture.md ("Start and stop"), one step per method."""
+        """The start order of docs/internals.md ("Start and stop"), one step per method."""
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         if s.uses_bundled_broker:
