@@ -186,7 +186,6 @@ class _Compiler:
             start, end = (parse_time(b) for b in node.between)
             parts += [f"m.timestamp >= {self.param(start, time_type)}", f"m.timestamp < {self.param(end, time_type)}"]
         condition = " AND ".join(parts)
-        nets = self.money_agg(f"sumIf(m.net, {condition})", "groupArray({})")
         if node.within:
             count = self.money_agg(f"countIf({condition})", "sum({})")
             per_currency_count = count.replace("money.m", "i")  # the inner column: currencies with a movement
@@ -194,11 +193,12 @@ class _Compiler:
             self.dues.append(f"if({count} > 0, {oldest} + toIntervalSecond({seconds}), {{far:{time_type}}})")
         threshold = self.param(node.threshold, "Float64")
         if node.currency is not None:
-            currencies = self.money_agg("any(m.currency)", "groupArray({})")
-            net = f"arrayElement({nets}, indexOf({currencies}, {self.param(node.currency, 'String')}))"
+            currency = self.param(node.currency, "String")
+            net = self.money_agg(f"sumIf(m.net, {condition} AND m.currency = {currency})", "sum({})")
             return f"(toFloat64(ifNull({net}, 0)) {node.op} {threshold})"
         # No currency named: the condition holds when it holds in some currency (never across currencies);
         # a profile without orders has 0.
+        nets = self.money_agg(f"sumIf(m.net, {condition})", "groupArray({})")
         return f"arrayExists(v -> toFloat64(v) {node.op} {threshold}, if(empty({nets}), [toDecimal128(0, 6)], {nets}))"
 
     def event_leaf(self, node: EventCondition) -> str:
