@@ -113,6 +113,15 @@ class Running:
                 raise AssertionError(f"projections did not catch up within {timeout}s: {status}")
             time.sleep(0.02)
 
+    def settle(self, timeout: float = 30.0) -> None:
+        """The log applied and no tag backfill queued or running (then caught up again: a backfill can publish)."""
+        self.wait_caught_up(timeout)
+        deadline = time.monotonic() + timeout
+        while self.platform.tags is not None and self.platform.tags.backfills_pending:
+            assert time.monotonic() < deadline, "backfills did not finish"
+            time.sleep(0.02)
+        self.wait_caught_up(timeout)
+
     def profile(self, identifier: str) -> Any:
         return self.http.get(f"/v1/profiles/{identifier}", headers=self.read_headers)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -25,14 +24,6 @@ tags:
 """
 
 
-def settled(live: Running, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    live.wait_caught_up(timeout)
-    while live.platform.tags.backfills_pending:  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "backfills did not finish"
-        time.sleep(0.02)
-
-
 def test_an_unchanged_file_or_definition_records_nothing(live: Running, tmp_path: Path) -> None:
     s = live.platform.settings
     env = {"CDP_HTTP_HOST": s.http_host, "CDP_HTTP_PORT": str(s.http_port), "CDP_DATA_DIR": str(s.data_dir),
@@ -42,7 +33,7 @@ def test_an_unchanged_file_or_definition_records_nothing(live: Running, tmp_path
     first = CliRunner().invoke(app, ["tags", "apply", str(path)], env=env)
     assert first.exit_code == 0, first.output
     assert "tag vip is at rule version 1" in first.output and "tag pros is at rule version 1" in first.output
-    settled(live)
+    live.settle()
     position = live.platform.app.last_position()
 
     again = CliRunner().invoke(app, ["tags", "apply", str(path)], env=env)
@@ -65,7 +56,7 @@ def test_an_unchanged_file_or_definition_records_nothing(live: Running, tmp_path
     response = live.http.put("/v1/tags/pros", json={"id": "pros", "name": "pros", "rule": {"trait": "plan", "op": "=",
                                                                                          "value": "pro"}}, headers=write)  # fmt: skip
     assert response.status_code == 200 and response.json()["rule_version"] == 1, response.text
-    settled(live)
+    live.settle()
     assert live.platform.app.last_position() == position
 
     # A changed name, description or rule is a new version; so is defining a deleted tag again.
@@ -77,5 +68,5 @@ def test_an_unchanged_file_or_definition_records_nothing(live: Running, tmp_path
     assert live.http.delete("/v1/tags/pros", headers=write).status_code == 200
     response = live.http.put("/v1/tags/pros", json={"rule": {"trait": "plan", "op": "=", "value": "pro"}}, headers=write)
     assert response.status_code == 200 and response.json()["rule_version"] == 3, response.text
-    settled(live)
+    live.settle()
     assert live.platform.app.last_position() == position + 5

@@ -44,14 +44,14 @@ def test_faust_driver_builds_the_same_projections(kafka_running: Running) -> Non
 
 
 def test_faust_driver_runs_tags_and_kpis_too(kafka_running: Running) -> None:
-    from tests.integration.test_tags_http import define, members, pid, settle
+    from tests.integration.test_tags_http import define, members, pid
 
     define(kafka_running, "buyers", {"event": "Order Completed", "measure": "sum(revenue)", "op": ">=", "value": 50})
     orders = [{"type": "track", "userId": f"b{i}", "event": "Order Completed", "messageId": f"o{i}",
                "timestamp": "2026-03-01T10:00:00Z", "properties": {"revenue": 30 * i, "currency": "EUR"}}
               for i in range(1, 4)]  # fmt: skip
     assert kafka_running.send("/v1/batch", {"batch": orders}).status_code == 200
-    settle(kafka_running, timeout=60)
+    kafka_running.settle(timeout=60)
     assert members(kafka_running, "buyers") == {pid(kafka_running, "user_id:b2"), pid(kafka_running, "user_id:b3")}
     revenue = kafka_running.http.get(
         "/v1/kpis/revenue", params={"from": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:00:00Z"},

@@ -3,7 +3,6 @@ each confined to the caller's workspace."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -29,15 +28,6 @@ def _rows(r: Running, query: str, key: str | None = None) -> list[list[Any]]:
     return response.json()["rows"]
 
 
-def _settle(r: Running, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    r.wait_caught_up(timeout)
-    while r.platform.tags.backfills_pending:  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "backfills did not finish"
-        time.sleep(0.02)
-    r.wait_caught_up(timeout)
-
-
 def test_tag_members_history_and_definitions_are_readable_per_workspace(running: Running) -> None:
     other = running.platform.app.ensure_workspace("initech")
     running.platform.app.grant_key(other, "write", OTHER_WRITE_KEY)
@@ -49,16 +39,16 @@ def test_tag_members_history_and_definitions_are_readable_per_workspace(running:
     for user in ("ann", "bob", "cleo"):
         _identify(running, user, "pro")
     _identify(running, "dan", "pro", key=OTHER_WRITE_KEY)
-    _settle(running)
+    running.settle()
     _identify(running, "bob", "free")  # bob leaves: his membership row is deleted, his exit is history
-    _settle(running)
+    running.settle()
     ann = running.profile("user_id:ann").json()["profile_id"]
     bob = running.profile("user_id:bob").json()["profile_id"]
     cleo = running.profile("user_id:cleo").json()["profile_id"]
     manual = running.http.post("/v1/profiles/user_id:ann/tags", json={"tag": "beta-tester"},
                                headers={"Authorization": f"Bearer {running.write_key}"})  # fmt: skip
     assert manual.status_code == 201, manual.text
-    _settle(running)
+    running.settle()
 
     members = _rows(running, "SELECT tag_id, toString(profile_id) AS p, kind FROM tag_membership ORDER BY tag_id, p")
     assert members == sorted([["beta-tester", ann, "manual"], ["pros", ann, "dynamic"], ["pros", cleo, "dynamic"]])

@@ -54,16 +54,6 @@ def send(r: Running, *calls: dict[str, Any]) -> None:
     assert response.status_code == 200, response.text
 
 
-def settle(r: Running, timeout: float = 30) -> None:
-    """The log applied and no backfill queued or running."""
-    r.wait_caught_up(timeout)
-    deadline = time.monotonic() + timeout
-    while r.platform.tags.backfills_pending:  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "backfills did not finish"
-        time.sleep(0.02)
-    r.wait_caught_up(timeout)
-
-
 def define(r: Running, slug: str, rule: dict[str, Any], name: str = "") -> dict[str, Any]:
     response = r.http.put(f"/v1/tags/{slug}", json={"name": name or slug, "rule": rule}, headers=write(r))
     assert response.status_code == 200, response.text
@@ -148,10 +138,10 @@ def test_each_operator_and_window_kind(tagged: Running) -> None:
           "properties": {"category": "complaint", "ticket_id": "T1"}},
          {"type": "track", "userId": "op-c", "event": "Ticket Opened", "timestamp": at(-40),
           "properties": {"category": "billing", "ticket_id": "T2"}})  # fmt: skip
-    settle(r)
+    r.settle()
     for slug, rule, _ in CASES:
         define(r, slug, rule)
-    settle(r)
+    r.settle()
     ids = {user: pid(r, f"user_id:{user}") for user in ("op-a", "op-b", "op-c")}
     for slug, _, expected in CASES:
         assert members(r, slug) & set(ids.values()) == {ids[u] for u in expected}, slug
@@ -169,20 +159,20 @@ def test_vip_and_complainers_enter_live_and_leave_when_the_window_expires(tagged
            name="VIP: revenue over 1000 in 90 days")  # fmt: skip
     define(r, "complainers", {"event": "Ticket Opened", "where": [{"property": "category", "op": "=", "value": "complaint"}],
                               "op": ">=", "value": 2, "within": "30d"}, name="Complainers")  # fmt: skip
-    settle(r)
+    r.settle()
     now = clock.now()
 
     def t(days: float) -> str:
         return (now + timedelta(days=days)).isoformat().replace("+00:00", "Z")
 
     send(r, {"type": "track", "userId": "vip-1", "event": "Order Completed", "timestamp": t(-20), "properties": {"revenue": 600, "currency": "EUR"}})
-    settle(r)
+    r.settle()
     vip = pid(r, "user_id:vip-1")
     assert vip not in members(r, "vip")
     send(r, {"type": "track", "userId": "vip-1", "event": "Order Completed", "timestamp": t(-1), "properties": {"revenue": 500, "currency": "EUR"}})
     send(r, *[{"type": "track", "userId": "grumpy", "event": "Ticket Opened", "timestamp": t(-d),
                "properties": {"category": "complaint", "ticket_id": f"C{d}"}} for d in (25, 5)])  # fmt: skip
-    settle(r)
+    r.settle()
     grumpy = pid(r, "user_id:grumpy")
     assert vip in members(r, "vip") and grumpy in members(r, "complainers")
 
@@ -212,7 +202,7 @@ def test_time_alone_can_bring_a_profile_in(tagged: Running, clock: ManualClock) 
     define(r, "dormant", {"and": [{"last_seen": {"older_than": "14d"}}, {"trait": "plan", "op": "=", "value": "sleepy"}]})
     send(r, {"type": "identify", "userId": "sleeper", "traits": {"plan": "sleepy"},
              "timestamp": clock.now().isoformat().replace("+00:00", "Z")})  # fmt: skip
-    settle(r)
+    r.settle()
     sleeper = pid(r, "user_id:sleeper")
     assert sleeper not in members(r, "dormant")
     clock.advance(timedelta(days=13))
@@ -222,28 +212,28 @@ def test_time_alone_can_bring_a_profile_in(tagged: Running, clock: ManualClock) 
     r.platform.tags.tick()  # type: ignore[union-attr]
     assert sleeper in members(r, "dormant")
     send(r, {"type": "page", "userId": "sleeper", "name": "Back", "timestamp": clock.now().isoformat().replace("+00:00", "Z")})
-    settle(r)
+    r.settle()
     assert sleeper not in members(r, "dormant")
 
 
 def test_a_rule_change_is_a_new_version_and_a_delete_exits_everyone(tagged: Running) -> None:
     r = tagged
     send(r, *[{"type": "identify", "userId": f"ver-{i}", "traits": {"score": i}} for i in range(5)])
-    settle(r)
+    r.settle()
     first = define(r, "scored", {"trait": "score", "op": ">=", "value": 3})
-    settle(r)
+    r.settle()
     ids = {i: pid(r, f"user_id:ver-{i}") for i in range(5)}
     assert members(r, "scored") == {ids[3], ids[4]} and first["rule_version"] == 1
     second = define(r, "scored", {"trait": "score", "op": ">=", "value": 1})
     assert second["rule_version"] == 2
-    settle(r)
+    r.settle()
     assert members(r, "scored") == {ids[1], ids[2], ids[3], ids[4]}
     body = r.http.get("/v1/tags/scored", headers=r.read_headers).json()
     assert body["backfill"]["rule_version"] == 2 and body["backfill"]["state"] == "done"
     assert {t["rule_version"] for t in r.profile("user_id:ver-4").json()["tags"] if t["id"] == "scored"} == {2}
     deleted = r.http.delete("/v1/tags/scored", headers=write(r))
     assert deleted.status_code == 200 and deleted.json()["rule_version"] == 3
-    settle(r)
+    r.settle()
     assert members(r, "scored") == set()
     assert r.http.get("/v1/tags/scored", headers=r.read_headers).status_code == 404
     history = r.http.get("/v1/profiles/user_id:ver-1/tag-changes", headers=r.read_headers).json()["changes"]
@@ -255,25 +245,25 @@ def test_manual_tags_are_events_on_the_profile_and_move_with_a_merge(tagged: Run
     r = tagged
     send(r, {"type": "identify", "userId": "man-1"})  # first: the older profile survives the merge below
     send(r, {"type": "page", "anonymousId": "man-anon", "name": "Home"})
-    settle(r)
+    r.settle()
     added = r.http.post("/v1/profiles/anonymous_id:man-anon/tags", json={"tag": "beta-tester", "reason": "signed up"},
                         headers=write(r))  # fmt: skip
     assert added.status_code == 201, added.text
     define(r, "beta-pro", {"and": [{"tag": "beta-tester"}, {"event": "alias", "measure": "exists"}]})
-    settle(r)
+    r.settle()
     anon = pid(r, "anonymous_id:man-anon")
     shown = [t for t in r.profile("anonymous_id:man-anon").json()["tags"] if t["id"].startswith("beta")]
     assert shown == [{"id": "beta-tester", "name": "beta-tester", "kind": "manual", "since": shown[0]["since"],
                       "rule_version": None}]  # fmt: skip
     send(r, {"type": "alias", "previousId": "man-anon", "userId": "man-1"})
-    settle(r)
+    r.settle()
     survivor = r.profile("user_id:man-1").json()
     mine = {t["id"]: t["kind"] for t in survivor["tags"] if t["id"].startswith("beta")}
     assert mine == {"beta-tester": "manual", "beta-pro": "dynamic"}
     assert anon not in members(r, "beta-tester")
     removed = r.http.delete("/v1/profiles/user_id:man-1/tags/beta-tester", headers=write(r))
     assert removed.status_code == 200, removed.text
-    settle(r)
+    r.settle()
     assert [t for t in r.profile("user_id:man-1").json()["tags"] if t["id"].startswith("beta")] == []  # beta-pro needed it
     assert r.http.delete("/v1/profiles/user_id:man-1/tags/beta-tester", headers=write(r)).status_code == 404
     refused = r.http.post("/v1/profiles/user_id:man-1/tags", json={"tag": "beta-pro"}, headers=write(r))
@@ -288,18 +278,18 @@ def test_merges_qualify_on_the_combined_history_and_splits_undo_it(tagged: Runni
     send(r,
          {"type": "track", "userId": "mrg-1", "event": "Ticket Opened", "properties": {"category": "complaint", "ticket_id": "M1"}},
          {"type": "track", "anonymousId": "mrg-dev", "event": "Ticket Opened", "properties": {"category": "complaint", "ticket_id": "M2"}})
-    settle(r)
+    r.settle()
     user, device = pid(r, "user_id:mrg-1"), pid(r, "anonymous_id:mrg-dev")
     assert user not in members(r, "two-complaints") and device not in members(r, "two-complaints")
     send(r, {"type": "identify", "userId": "mrg-1", "anonymousId": "mrg-dev"})
-    settle(r)
+    r.settle()
     survivor = pid(r, "user_id:mrg-1")
     assert survivor in (user, device)
     assert members(r, "two-complaints") & {user, device} == {survivor}  # the absorbed one left, if it was in
     split = r.http.post("/v1/profiles/user_id:mrg-1/split", json={"identifiers": ["anonymous_id:mrg-dev"]},
                         headers=write(r))  # fmt: skip
     assert split.status_code == 201, split.text
-    settle(r)
+    r.settle()
     assert members(r, "two-complaints") & {survivor, split.json()["new_profile_id"]} == set()
     causes = [(c["change"], c["cause"]) for c in r.http.get(f"/v1/profiles/{survivor}/tag-changes",
               headers=r.read_headers).json()["changes"] if c["tag_id"] == "two-complaints"]  # fmt: skip
@@ -376,7 +366,7 @@ def test_segments_count_page_save_and_export(tagged: Running) -> None:
               for i in range(7)])  # fmt: skip
     send(r, *[{"type": "track", "userId": f"seg-{i}", "event": "Order Completed", "properties": {"revenue": 10 * i, "currency": "EUR"}}
               for i in range(7)])  # fmt: skip
-    settle(r)
+    r.settle()
     rule = {"and": [{"trait": "segment_test", "op": "=", "value": True},
                     {"event": "Order Completed", "measure": "sum(revenue)", "op": ">=", "value": 20}]}  # fmt: skip
     seen, cursor = [], None
@@ -399,7 +389,7 @@ def test_segments_count_page_save_and_export(tagged: Running) -> None:
     listed = r.http.get("/v1/segments", headers=r.read_headers).json()["segments"]
     assert [(s["id"], s["count"]) for s in listed] == [("big-spenders", 5)]
     send(r, {"type": "track", "userId": "seg-1", "event": "Order Completed", "properties": {"revenue": 15, "currency": "EUR"}})
-    settle(r)
+    r.settle()
     assert r.http.get("/v1/segments/big-spenders", headers=r.read_headers).json()["count"] == 6  # live
     jsonl = r.http.get("/v1/segments/big-spenders/export?format=jsonl", headers=r.read_headers)
     assert jsonl.status_code == 200 and jsonl.headers["content-type"].startswith("application/x-ndjson")

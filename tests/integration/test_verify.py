@@ -7,7 +7,6 @@ tags, a rule change, a tag deleted, an identity rules change, and time moved on 
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
@@ -45,15 +44,6 @@ def write(r: Running) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.write_key}"}
 
 
-def settle(r: Running, timeout: float = 30) -> None:
-    r.wait_caught_up(timeout)
-    deadline = time.monotonic() + timeout
-    while r.platform.tags.backfills_pending:  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "backfills did not finish"
-        time.sleep(0.02)
-    r.wait_caught_up(timeout)
-
-
 def define(r: Running, slug: str, rule: dict[str, Any]) -> None:
     response = r.http.put(f"/v1/tags/{slug}", json={"name": slug, "rule": rule}, headers=write(r))
     assert response.status_code == 200, response.text
@@ -78,7 +68,7 @@ def history(r: Running, clock: ManualClock) -> None:
           "properties": {"csat": 4, "nps": 9}})  # fmt: skip
     send(r, {"type": "track", "anonymousId": "dev-cat", "event": "Ticket Opened", "timestamp": at(-1),
              "properties": {"ticket_id": "T2", "category": "complaint"}})  # fmt: skip
-    settle(r)
+    r.settle()
     # Tags: an all-time one, windowed ones (timers), a recency one, one referring to a manual tag.
     define(r, "buyer", {"event": "Order Completed"})
     define(r, "spender", {"event": "Order Completed", "measure": "sum(revenue)", "op": ">", "value": 100,
@@ -86,7 +76,7 @@ def history(r: Running, clock: ManualClock) -> None:
     define(r, "complainer", {"event": "Ticket Opened", "where": [{"property": "category", "op": "=",
                                                                    "value": "complaint"}], "within": "3d"})  # fmt: skip
     define(r, "recent", {"last_seen": {"within": "4d"}})
-    settle(r)
+    r.settle()
     saved = r.http.post("/v1/segments", json={"id": "pros", "name": "Pros", "rule": {"trait": "plan", "op": "=",
                                                                                       "value": "pro"}},
                         headers=write(r))  # fmt: skip
@@ -100,14 +90,14 @@ def history(r: Running, clock: ManualClock) -> None:
     assert added.status_code == 201, added.text
     added = r.http.post("/v1/profiles/user_id:bob/tags", json={"tag": "beta"}, headers=write(r))
     assert added.status_code == 201, added.text
-    settle(r)
+    r.settle()
     removed = r.http.delete("/v1/profiles/user_id:bob/tags/beta", headers=write(r))
     assert removed.status_code in (200, 204), removed.text
     define(r, "buyer", {"event": "Order Completed", "measure": "sum(revenue)", "op": ">=", "value": 1})  # version 2
     send(r, {"type": "identify", "userId": "dan", "anonymousId": "dev-dan", "traits": {"plan": "pro"}},
          {"type": "track", "anonymousId": "dev-dan", "event": "Order Completed", "timestamp": at(0.5),
           "properties": {"order_id": "o4", "revenue": 101, "currency": "EUR"}})  # fmt: skip
-    settle(r)
+    r.settle()
     split = r.http.post("/v1/profiles/user_id:dan/split", json={"identifiers": ["anonymous_id:dev-dan"]},
                         headers=write(r))  # fmt: skip
     assert split.status_code == 201, split.text
@@ -115,15 +105,15 @@ def history(r: Running, clock: ManualClock) -> None:
     changed = r.http.put("/v1/identity/rules", json=rules, headers=write(r))
     assert changed.status_code == 200, changed.text
     assert r.http.delete("/v1/tags/complainer", headers=write(r)).status_code in (200, 204)
-    settle(r)
+    r.settle()
     # Time passes: windows close and recency lapses, by timers alone (and the timer thread may tick too).
     for days in (2, 3, 4):
         clock.advance(timedelta(days=days))
         r.platform.tags.tick()  # type: ignore[union-attr]
-        settle(r)
+        r.settle()
     send(r, {"type": "track", "userId": "ann", "event": "Order Completed", "timestamp": at(9.5),
              "properties": {"order_id": "o5", "revenue": 150, "currency": "EUR"}})  # fmt: skip
-    settle(r)
+    r.settle()
 
 
 @pytest.fixture(scope="module")
