@@ -17,8 +17,7 @@ takes away its `revenue`, or the whole order's amount (and currency) without one
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -344,9 +343,9 @@ def facts_of(call: dict[str, Any], event_id: str, source: str = "") -> list[Fact
 
 
 def _order(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
-    order = _replace(base, entity_id=_text(p.get("order_id")) or base.fact_id, amount=order_amount(p), has_amount=True)
+    order = replace(base, entity_id=_text(p.get("order_id")) or base.fact_id, amount=order_amount(p), has_amount=True)
     lines = [
-        _replace(order, fact_id=f"{base.fact_id}/{i}", kind="order_line", quantity=int(line.get("quantity", 1)),
+        replace(order, fact_id=f"{base.fact_id}/{i}", kind="order_line", quantity=int(line.get("quantity", 1)),
                  amount=line_amount(line), category=_text(line.get("category")),
                  product=_text(line.get("product_id") or line.get("sku") or line.get("name")))
         for i, line in enumerate(_lines(p))
@@ -356,47 +355,43 @@ def _order(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
 
 def _refund(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
     amount = refund_amount(p)
-    return [_replace(base, entity_id=_text(p["order_id"]), amount=amount or ZERO, has_amount=amount is not None)]
+    return [replace(base, entity_id=_text(p["order_id"]), amount=amount or ZERO, has_amount=amount is not None)]
 
 
 def _opportunity(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
-    return [_replace(base, entity_id=_text(p["opportunity_id"]), amount=money(p["amount"]), has_amount=True,
+    return [replace(base, entity_id=_text(p["opportunity_id"]), amount=money(p["amount"]), has_amount=True,
                      probability=float(p["probability"]), stage=_text(p["stage"]), status=_text(p["status"]))]  # fmt: skip
 
 
 def _ticket(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
-    return [_replace(base, entity_id=_text(p["ticket_id"]), complaint=base.category.lower() == "complaint")]
+    return [replace(base, entity_id=_text(p["ticket_id"]), complaint=base.category.lower() == "complaint")]
 
 
 def _message(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
     channel = "sms" if call["event"].startswith("SMS") else "email"
-    return [_replace(base, channel=channel, entity_id=_text(p["campaign_id"]))]
+    return [replace(base, channel=channel, entity_id=_text(p["campaign_id"]))]
 
 
 def _cost(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
-    return [_replace(base, amount=money(p["amount"]), has_amount=True, category=_text(p.get("kind") or "marketing"))]
+    return [replace(base, amount=money(p["amount"]), has_amount=True, category=_text(p.get("kind") or "marketing"))]
 
 
 def _target(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
-    return [_replace(base, amount=money(p["amount"]), has_amount=True, period_start=parse_day(p["period_start"]),
+    return [replace(base, amount=money(p["amount"]), has_amount=True, period_start=parse_day(p["period_start"]),
                      period_end=parse_day(p["period_end"]),
                      entity_id=f"{p['owner']}|{p['period_start']}|{p['period_end']}")]  # fmt: skip
 
 
 def _lead(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
-    return [_replace(base, entity_id=_text(p.get("lead_id")) or base.fact_id)]
+    return [replace(base, entity_id=_text(p.get("lead_id")) or base.fact_id)]
 
 
 def _feedback(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
-    return [_replace(base, csat=p.get("csat"), nps=p.get("nps"))]
+    return [replace(base, csat=p.get("csat"), nps=p.get("nps"))]
 
 
 def _same(base: Fact, p: dict[str, Any], call: dict[str, Any]) -> list[Fact]:
     return [base]
-
-
-def _replace(fact: Fact, **changes: Any) -> Fact:
-    return dataclasses.replace(fact, **changes)
 
 
 _SHAPES = {
