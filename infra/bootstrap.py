@@ -1,8 +1,10 @@
 """Wiring: one place that builds the platform's parts from settings and starts and stops them.
 
-Embedded default, all in one process (chDB allows one process per data dir):
-bundled broker → event store (SQLite) → group committer → relay to Kafka, and
-the processors driven by the log follower (or by Faust on Kafka), writing to chDB.
+The core process (chDB allows one process per data dir): bundled broker → event
+store (SQLite) and intake log → the resolver (identity, the event log's one writer)
+→ relay to Kafka, and the processors driven by the log follower (or by Faust on
+Kafka), writing to chDB; the queries. The ingest workers (infra/ingest_server.py)
+run in processes of their own and share only the intake log and the event store.
 """
 
 from __future__ import annotations
@@ -10,18 +12,20 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+import orjson
 from kafka.errors import KafkaError
 
 from domain.application import CustomerData
 from infra.broker import BundledBroker
 from infra.clickhouse import clickhouse_client, separate_client
 from infra.config import ConfigError, Settings
-from infra.eventstore import open_event_store
+from infra.eventstore import TRANSIENT_STORE_ERRORS, open_event_store, open_intake_log
 from infra.keys import Keys, load_or_create_keys
 from infra.startup_checks import check_projections, log_fingerprint
 from ingest.committer import GroupCommitter
-from ingest.dead_letters import DeadLetterStore
+from ingest.dead_letters import DeadLetterStore, NewDeadLetter
 from ingest.intake import Intake
+from ingest.intake_log import IntakeLog
 from ingest.kafka_topic import KafkaIngest
 from projections.analyst_sql import AnalystSql, SqlLimits
 from projections.kpis import KpiStore
@@ -44,6 +48,7 @@ from streams.log_follower import LogFollower, read_messages
 from streams.messages import encode
 from streams.pipeline import Pipeline
 from streams.processors import PROFILE_CHANGES_TOPIC, ProfileProcessor
+from streams.resolver import Resolver
 from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics, kafka_producer
 from streams.tags import TAG_CHANGES_TOPIC, Clock, ManualClock, SystemClock, TagEngine, TagProcessor, TagTimer
 from streams.tail import CommittedTail
@@ -106,7 +111,9 @@ class Platform:
         self.producer: Any = None
         self.app: CustomerData
         self.store: ProjectionStore
-        self.committer: GroupCommitter
+        self.committer: GroupCommitter  # appends accepted calls to the intake log (ingest through this process)
+        self.intake_log: IntakeLog
+        self.resolver: Resolver | None = None  # identity, and the event log's only writer
         self.keys: Keys
         self.workspace_id: str
         self.analyst_sql: AnalystSql | None = None
@@ -150,6 +157,7 @@ class Platform:
             raise ConfigError("CDP_WRITE_KEY and CDP_READ_KEY must differ: a read key must not be able to write")
         self.app.grant_key(self.workspace_id, "write", self.keys.write_key)
         self.app.grant_key(self.workspace_id, "read", self.keys.read_key)
+        self.intake_log = open_intake_log(s)
 
     def _open_projections(self) -> Any:
         """ClickHouse, migrated and checked against the log, and the stores over it; returns the client."""
@@ -217,11 +225,17 @@ class Platform:
         self.relay.start()
 
     def _start_intake(self) -> None:
-        """The group committer, the dead-letter store, the intake, the services and the ingest topic's consumer."""
+        """The resolver, the group committer, the dead-letter store, the intake, the services and the ingest
+        topic's consumer."""
         s = self.settings
-        self.committer = GroupCommitter(self.app.record, on_commit=self._committed)
-        self.committer.start()
         self.dead_letters = DeadLetterStore(self.app.recorder)
+        self.resolver = Resolver(
+            self.intake_log, self.app.record, self._unresolvable, transient=TRANSIENT_STORE_ERRORS,
+            on_commit=self._committed,
+        ).start()  # fmt: skip
+        resolver = self.resolver
+        self.committer = GroupCommitter(self.intake_log.append, on_commit=resolver.wake.set)
+        self.committer.start()
         self.intake = Intake(self.committer.submit, self.committer.record_now, self.dead_letters, s.max_event_bytes)
         self.services = self._services()
         self.kafka_ingest = KafkaIngest(
@@ -242,7 +256,8 @@ class Platform:
     def stop(self) -> None:
         parts = (
             self.kafka_ingest,  # first: it writes through the committer
-            getattr(self, "committer", None), self.relay, self.follower, self.tag_timer, self.tags, self.kpi_updates,
+            getattr(self, "committer", None), self.resolver, self.relay, self.follower, self.tag_timer, self.tags,
+            self.kpi_updates,
         )  # fmt: skip
         for part in parts:
             if part is not None:
@@ -257,6 +272,13 @@ class Platform:
         if self.analyst_sql is not None:
             self.analyst_sql.close()
 
+    def _unresolvable(self, entry: Any, exc: BaseException) -> None:
+        """An accepted call the resolver cannot record even on its own: kept, with the reason, as a dead letter."""
+        reason = f"accepted but could not be recorded: {type(exc).__name__}: {str(exc)[:500]}"
+        body = orjson.dumps(entry.call)
+        self.dead_letters.add([NewDeadLetter(entry.workspace_id, "resolver", "unresolvable", "(event)", reason, body,
+                                             entry.call.get("messageId"))])  # fmt: skip
+
     def _committed(self) -> None:
         if self.follower is not None:
             self.follower.wake.set()
@@ -266,20 +288,27 @@ class Platform:
     def _services(self) -> Services:
         """The service layer over the parts just started; the services get their collaborators, not settings."""
         assert self.tags is not None and self.quarantine is not None and self.analyst_sql is not None
-        profiles = ProfileService(self.app, self.store, self.committer)
-        tags = TagService(self.app, self.tags.store, self.committer, profiles.resolve, self.clock.now)
+        assert self.resolver is not None  # the event log's writer runs the commands
+        writer = self.resolver
+        profiles = ProfileService(self.app, self.store, writer)
+        tags = TagService(self.app, self.tags.store, writer, profiles.resolve, self.clock.now)
         profiles.extras = tags.profile_tags  # a current profile shows its tags
         return Services(
             access=Access(self.app), profiles=profiles, tags=tags, kpis=KpiService(self.kpis),
             quarantine=QuarantineService(self.app, self.quarantine, self._retry),
             dead_letters=DeadLetterService(self.dead_letters, self.intake),
-            settings=SettingsService(self.app, self.committer),
-            webhooks=WebhookService(self.app, self.committer, self.intake, self.dead_letters),
+            settings=SettingsService(self.app, writer),
+            webhooks=WebhookService(self.app, writer, self.intake, self.dead_letters),
             intake=self.intake, analyst_sql=self.analyst_sql, status=self.status,
             max_event_bytes=self.settings.max_event_bytes, max_batch_bytes=self.settings.max_batch_bytes,
         )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
+        # The resolver first: once it has recorded all the intake held, the log position read next includes it.
+        resolver: dict[str, Any] = {"position": 0, "lag": 0, "error": None}
+        if self.resolver is not None:
+            resolver = {"position": self.resolver.position, "lag": self.resolver.lag(),
+                        "error": repr(self.resolver.error) if self.resolver.error else None}  # fmt: skip
         log_position = self.app.last_position()
         projections: dict[str, Any] = {}
         if self.follower is not None and self.pipeline is not None:
@@ -305,11 +334,13 @@ class Platform:
             projection["quarantined"] = quarantined.get(name, 0)
         return {
             "log_position": log_position,
+            "resolver": resolver,
             "relay": relay,
             "projections": projections,
             "quarantined": sum(quarantined.values()),
             "dead_letters": self.dead_letters.counts() if hasattr(self, "dead_letters") else {},
-            "caught_up": relay["lag"] == 0 and all(p["lag"] == 0 for p in projections.values()),
+            "caught_up": resolver["lag"] == 0 and relay["lag"] == 0
+            and all(p["lag"] == 0 for p in projections.values()),
         }
 
     def _retry(self, projection: str, message: Any) -> BaseException | None:

@@ -6,6 +6,8 @@ fine because the event store, not Kafka, is the system of record.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -37,7 +39,28 @@ class BundledBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def _pid_file(self) -> Path | None:
+        return self.log_path.with_name("broker.pid") if self.log_path else None
+
+    def _stop_stale(self) -> None:
+        """Stop the broker a killed platform left behind in this data dir (it would hold the port)."""
+        pid_file = self._pid_file
+        if pid_file is None or not pid_file.exists():
+            return
+        try:
+            pid = int(pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (ValueError, OSError):
+            return
+        if b"tansu" in cmdline and f"127.0.0.1:{self.port}".encode() in cmdline:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while _port_open(self.host, self.port) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
     def start(self, timeout: float = 15.0) -> "BundledBroker":
+        self._stop_stale()
         if _port_open(self.host, self.port):
             raise BrokerError(
                 f"port {self.port} is already in use; stop what listens there, set CDP_KAFKA_PORT to a free port, "
@@ -50,6 +73,8 @@ class BundledBroker:
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+        if self._pid_file is not None:
+            self._pid_file.write_text(str(self._process.pid))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

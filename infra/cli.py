@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
+import subprocess
+import sys
 from typing import Any, Iterator
 from urllib.parse import urlencode
 
@@ -42,6 +45,10 @@ def _banner(platform: Platform) -> None:
     s = platform.settings
     base = f"http://{s.http_host}:{s.http_port}"
     console.print(f"[bold green]cdp is up[/bold green] on {base}  (data in {s.data_dir})")
+    if s.ingest_workers:
+        console.print(f"  ingest    : http://{s.http_host}:{s.ingest_port}  ({s.ingest_workers} worker processes; "
+                      "point Segment SDKs here)")  # fmt: skip
+    console.print(f"  query API : {base}  (also takes ingest, through the core process)")
     console.print(f"  write key : [bold]{platform.keys.write_key}[/bold]  (HTTP Basic username for /v1/batch …)")
     console.print(f"  read key  : [bold]{platform.keys.read_key}[/bold]  (Authorization: Bearer for /v1/profiles …)")
     console.print(f"  keys file : {s.keys_path}")
@@ -73,9 +80,17 @@ def up() -> None:
     for noisy in ("kafka", "aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     platform = Platform(settings)
+    workers: list[subprocess.Popen[bytes]] = []
+
+    def started(platform: Platform) -> None:
+        if settings.ingest_workers:  # after the core: the workspace and its keys are in the log by now
+            command = [sys.executable, "-m", "infra.cli", "ingest", "--parent", str(os.getpid())]
+            workers.append(subprocess.Popen(command))
+        _banner(platform)
+
     server = _Server(
         uvicorn.Config(
-            create_app(platform, on_started=_banner),
+            create_app(platform, on_started=started),
             host=settings.http_host,
             port=settings.http_port,
             log_level="warning",
@@ -88,11 +103,35 @@ def up() -> None:
         server.run()
     except SystemExit:  # uvicorn exits when the app's start failed; say why below
         pass
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(30)
     if not server.started:
         if isinstance(platform.start_error, ConfigError):
             console.print(f"[red]cdp cannot start:[/red] {platform.start_error}")
         raise typer.Exit(1)
     console.print("cdp stopped cleanly")
+
+
+@app.command()
+def ingest(
+    workers: int = typer.Option(0, help="processes sharing the port; by default CDP_INGEST_WORKERS (one per core)"),
+    parent: int = typer.Option(0, hidden=True, help="stop when this process is gone (`cdp up` passes its own)"),
+) -> None:
+    """Run ingest workers only, on CDP_INGEST_PORT: validate, deduplicate, append to the intake log, answer.
+
+    `cdp up` starts them; in distributed mode run this on as many machines as needed in front of PostgreSQL
+    (docs/scaling.md). The core process (`cdp up` with CDP_INGEST_WORKERS=0) resolves what they append."""
+    from infra.ingest_server import exit_with_parent
+
+    settings = _settings()
+    if parent:
+        exit_with_parent(parent)
+    uvicorn.run(
+        "infra.ingest_server:create_ingest_app", factory=True, host=settings.http_host, port=settings.ingest_port,
+        workers=workers or settings.ingest_workers or 1, log_level="warning", timeout_graceful_shutdown=10,
+    )  # fmt: skip
 
 
 @app.command()

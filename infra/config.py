@@ -20,7 +20,9 @@ class ConfigError(ValueError):
 class Settings:
     data_dir: Path
     http_host: str = "127.0.0.1"
-    http_port: int = 8000
+    http_port: int = 8000  # the core: the query API (and ingest, through one process)
+    ingest_port: int = 8001  # the ingest workers (`cdp ingest`, started by `cdp up`)
+    ingest_workers: int = 2  # processes sharing ingest_port; 0: `cdp up` starts none
     event_store: str = ""  # "" → SQLite file in data_dir; "postgresql://…" → PostgreSQL
     clickhouse_url: str = ""  # "" → embedded chDB in data_dir; "http(s)://…" → server
     clickhouse_database: str = "cdp"
@@ -86,6 +88,14 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _workers(env: Mapping[str, str]) -> int:
+    """CDP_INGEST_WORKERS, by default one per core (at least one, at most eight)."""
+    count = _int(env, "CDP_INGEST_WORKERS", min(8, max(1, os.cpu_count() or 1)))
+    if count < 0:
+        raise ConfigError(f"CDP_INGEST_WORKERS={count} is negative; use 0 (none) or more")
+    return count
+
+
 def _topic(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "").strip() or default
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
@@ -115,6 +125,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=Path(env.get("CDP_DATA_DIR", "./.cdp")).resolve(),
         http_host=env.get("CDP_HTTP_HOST", "127.0.0.1"),
         http_port=_int(env, "CDP_HTTP_PORT", 8000),
+        ingest_port=_int(env, "CDP_INGEST_PORT", 8001),
+        ingest_workers=_workers(env),
         event_store=event_store,
         clickhouse_url=clickhouse_url,
         clickhouse_database=env.get("CDP_CLICKHOUSE_DATABASE", "cdp"),

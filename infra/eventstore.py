@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.postgres import PostgresAggregateRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg import sql
 
 from domain.application import CustomerData
 from infra.config import Settings
+from ingest.intake_log import IntakeLog, IntakeUnavailable, PostgresIntakeLog, SqliteIntakeLog
+
+# Failures of a store that say nothing about what was being written: the same work is tried again.
+TRANSIENT_STORE_ERRORS = (OperationalError, InterfaceError, sqlite3.OperationalError, psycopg.OperationalError,
+                          IntakeUnavailable)  # fmt: skip
 
 
 def eventsourcing_env(settings: Settings) -> dict[str, str]:
@@ -37,6 +46,12 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         path = str(settings.sqlite_path)
     return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "30"}
+
+
+def prepare_event_store(settings: Settings, env: dict[str, str]) -> None:
+    """What the store needs before eventsourcing opens it: the PostgreSQL schema, if one is named."""
+    if settings.uses_postgres:
+        _ensure_postgres_schema(env)
 
 
 def _ensure_postgres_schema(env: dict[str, str]) -> None:
@@ -89,8 +104,23 @@ def existing_ids_query(recorder: Any) -> Callable[[list[UUID]], set[UUID]] | Non
 def open_event_store(settings: Settings) -> CustomerData:
     """The write model on the configured store, with its identity state loaded from the log."""
     env = eventsourcing_env(settings)
-    if settings.uses_postgres:
-        _ensure_postgres_schema(env)
+    prepare_event_store(settings, env)
     app = CustomerData(env=env)
     app.existing_ids = existing_ids_query(app.recorder) or app.existing_ids
     return app
+
+
+def open_intake_log(settings: Settings) -> IntakeLog:
+    """The intake log: a SQLite file of its own in the data dir (next to the event store's), or tables in the
+    event store's PostgreSQL schema."""
+    if settings.uses_postgres:
+        env = eventsourcing_env(settings)
+        _ensure_postgres_schema(env)
+        conninfo = psycopg.conninfo.make_conninfo(
+            dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None,
+        )  # fmt: skip
+        return PostgresIntakeLog(conninfo, env.get("POSTGRES_SCHEMA"))
+    store = eventsourcing_env(settings)["SQLITE_DBNAME"]
+    return SqliteIntakeLog(settings.data_dir / "intake.sqlite3" if store == str(settings.sqlite_path)
+                           else Path(f"{store}.intake"))  # fmt: skip

@@ -22,8 +22,8 @@ from queries import http as profiles_http, kpis, quarantine, sql, tags
 
 # The HTTP adapters; the app is their composition.
 ROUTERS = (
-    ingest_http.router, dead_letters_http.router, profiles_http.router, tags.router, kpis.router, sql.router,
-    quarantine.router, webhooks_http.router,
+    ingest_http.router, ingest_http.settings_router, dead_letters_http.router, profiles_http.router, tags.router,
+    kpis.router, sql.router, quarantine.router, webhooks_http.router,
 )
 
 

@@ -33,7 +33,7 @@ from domain.crm import SCHEMAS, schema_documents
 from domain.segment import CALL_TYPES, Alias, Group, Identify, Page, Screen, Track
 from ingest.committer import StoreUnavailable
 from ingest.intake import Outcome, parse_sent_at
-from services import Services
+from services import IngestServices
 from services.settings import SetAllowedOrigins, SettingsService
 
 REQUESTS = Counter("cdp_ingest_requests", "Ingest requests by endpoint and status code", ["endpoint", "status"])
@@ -172,6 +172,8 @@ def request_body(call_type: str | None) -> dict[str, Any]:
 
 
 router = APIRouter(tags=["ingest"])
+# The workspace's settings: served by the core process only (changing them writes the event log).
+settings_router = APIRouter(tags=["ingest"])
 UNKNOWN_KEY = "unknown write key; use a write key of your workspace (see `cdp up` output)"
 settings_key = WriteKey(
     "allowed origins are set with the workspace's write key (Bearer)",
@@ -179,11 +181,11 @@ settings_key = WriteKey(
 )
 
 
-def settings(built: Services = Depends(services)) -> SettingsService:
+def settings(built: IngestServices = Depends(services)) -> SettingsService:
     return built.settings
 
 
-def _cors(built: Services, origin: str | None, workspace_id: str | None) -> dict[str, str]:
+def _cors(built: IngestServices, origin: str | None, workspace_id: str | None) -> dict[str, str]:
     if not origin or workspace_id is None:
         return {"Vary": "Origin"}
     allowed = built.settings.allowed_origins(workspace_id)
@@ -192,7 +194,7 @@ def _cors(built: Services, origin: str | None, workspace_id: str | None) -> dict
     return {"Vary": "Origin"}
 
 
-def _basic_workspace(built: Services, request: Request) -> str | None:
+def _basic_workspace(built: IngestServices, request: Request) -> str | None:
     """The workspace of the HTTP Basic username, None without one; an unknown key is refused before the body
     is read."""
     try:
@@ -207,7 +209,7 @@ def _basic_workspace(built: Services, request: Request) -> str | None:
     return workspace_id
 
 
-def _body_workspace(built: Services, body: dict[str, Any]) -> str:
+def _body_workspace(built: IngestServices, body: dict[str, Any]) -> str:
     key = body.get("writeKey")
     if not key:
         raise ApiError(401, "missing_key", "missing write key: send it as the HTTP Basic username or as writeKey in the body")  # fmt: skip
@@ -217,11 +219,13 @@ def _body_workspace(built: Services, body: dict[str, Any]) -> str:
     return workspace_id
 
 
-async def _dead_letter(built: Services, workspace_id: str, source: str, raw: bytes, code: str, reason: str) -> None:
+async def _dead_letter(
+    built: IngestServices, workspace_id: str, source: str, raw: bytes, code: str, reason: str
+) -> None:
     await asyncio.to_thread(built.intake.unreadable, workspace_id, source, raw, code, reason)
 
 
-async def _parse(built: Services, raw: bytes, workspace_id: str | None, source: str) -> dict[str, Any]:
+async def _parse(built: IngestServices, raw: bytes, workspace_id: str | None, source: str) -> dict[str, Any]:
     """The body as a JSON object; from a known sender, one that is not is kept as a dead letter."""
     try:
         body = orjson.loads(raw)
@@ -236,7 +240,7 @@ async def _parse(built: Services, raw: bytes, workspace_id: str | None, source: 
     return body
 
 
-async def _items(built: Services, body: dict[str, Any], raw: bytes, call_type: str | None, workspace_id: str,
+async def _items(built: IngestServices, body: dict[str, Any], raw: bytes, call_type: str | None, workspace_id: str,
                  source: str) -> list[Any]:  # fmt: skip
     """The calls of a request: a batch's, each with the batch's context and integrations, or the one call."""
     if call_type is not None:
@@ -250,7 +254,7 @@ async def _items(built: Services, body: dict[str, Any], raw: bytes, call_type: s
     return [{**shared, **item} if isinstance(item, dict) and shared else item for item in items]
 
 
-async def _sent_at(built: Services, body: dict[str, Any], raw: bytes, call_type: str | None, workspace_id: str,
+async def _sent_at(built: IngestServices, body: dict[str, Any], raw: bytes, call_type: str | None, workspace_id: str,
                    source: str) -> Any:  # fmt: skip
     try:
         return parse_sent_at(body.get("sentAt")) if call_type is None else None
@@ -268,7 +272,7 @@ class _Refused(Exception):
         self.error, self.workspace_id = error, workspace_id
 
 
-async def _take(built: Services, request: Request, call_type: str | None, source: str) -> tuple[str, Outcome]:
+async def _take(built: IngestServices, request: Request, call_type: str | None, source: str) -> tuple[str, Outcome]:
     """Read, authorise and record one request: its workspace and the intake's outcome, or _Refused."""
     workspace_id: str | None = None
     try:
@@ -294,7 +298,7 @@ async def _take(built: Services, request: Request, call_type: str | None, source
     return workspace_id, outcome
 
 
-async def _ingest(request: Request, built: Services, call_type: str | None, endpoint: str, source: str) -> Response:
+async def _ingest(request: Request, built: IngestServices, call_type: str | None, endpoint: str, source: str) -> Response:
     declared = request.headers.get("x-cdp-source", "")
     if _SOURCE.fullmatch(declared):  # a client may say what it is (cdp import does), for the dead letters
         source = declared
@@ -326,7 +330,7 @@ async def preflight(request: Request, service: SettingsService = Depends(setting
 
 
 def _route(path: str, call_type: str | None, endpoint: str, source: str, summary: str, schema: bool = True) -> None:
-    async def receive(request: Request, built: Services = Depends(services)) -> Response:
+    async def receive(request: Request, built: IngestServices = Depends(services)) -> Response:
         return await _ingest(request, built, call_type, endpoint, source)
 
     router.add_api_route(
@@ -349,12 +353,12 @@ def event_schemas() -> Response:
     return json_response({"events": schema_documents()})
 
 
-@router.get("/v1/settings/allowed-origins", summary="Origins whose pages may send events from the browser")
+@settings_router.get("/v1/settings/allowed-origins", summary="Origins whose pages may send events from the browser")
 def get_origins(workspace_id: str = Depends(settings_key), service: SettingsService = Depends(settings)) -> Response:
     return json_response({"origins": service.allowed_origins(workspace_id)})
 
 
-@router.put("/v1/settings/allowed-origins", summary="Set the origins whose pages may send events (CORS)")
+@settings_router.put("/v1/settings/allowed-origins", summary="Set the origins whose pages may send events (CORS)")
 async def put_origins(
     payload: AllowedOrigins, workspace_id: str = Depends(settings_key), service: SettingsService = Depends(settings)
 ) -> Response:

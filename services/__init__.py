@@ -23,19 +23,25 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Services:
-    """Every service of the running platform, as the HTTP adapters (and other ways in) use them."""
+class IngestServices:
+    """What the ingest adapters use: every process that takes events has these, an ingest worker only these."""
 
     access: Access
+    settings: SettingsService
+    intake: Intake  # every source's way in (ingest/intake.py)
+    max_event_bytes: int
+    max_batch_bytes: int
+
+
+@dataclass(frozen=True)
+class Services(IngestServices):
+    """Every service of the core process, as the HTTP adapters (and other ways in) use them."""
+
     profiles: ProfileService
     tags: TagService
     kpis: KpiService
     quarantine: QuarantineService
     dead_letters: DeadLetterService
-    settings: SettingsService
     webhooks: WebhookService
-    intake: Intake  # every source's way in (ingest/intake.py)
     analyst_sql: AnalystSql
     status: Callable[[], dict[str, Any]]  # the platform's parts and their positions
-    max_event_bytes: int
-    max_batch_bytes: int

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from domain.application import CustomerData
+from domain.directory import Directory
 
 
 class Access:
-    def __init__(self, app: CustomerData) -> None:
+    def __init__(self, app: CustomerData | Directory) -> None:
         self.app = app
 
     def authorise_write(self, key: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.application import CustomerData
+from domain.directory import Directory
 from domain.errors import Invalid
 from services.ports import Committer
 
@@ -28,7 +29,8 @@ def origin(value: str) -> str:
 
 
 class SettingsService:
-    def __init__(self, app: CustomerData, committer: Committer) -> None:
+    def __init__(self, app: CustomerData | Directory, committer: Committer | None) -> None:
+        """Without a committer (an ingest worker) the settings are read, never changed."""
         self.app, self.committer = app, committer
 
     def allowed_origins(self, workspace_id: str) -> list[str]:
@@ -41,5 +43,7 @@ class SettingsService:
     async def set_allowed_origins(self, c: SetAllowedOrigins) -> list[str]:
         origins = [origin(o) for o in c.origins]
         app = self.app
+        if self.committer is None or not isinstance(app, CustomerData):
+            raise RuntimeError("settings are changed through the core process, not an ingest worker")
         await self.committer.run(lambda: app.allow_origins(c.workspace_id, origins))
         return origins

@@ -126,10 +126,12 @@ class Running:
         return self.http.get(f"/v1/profiles/{identifier}", headers=self.read_headers)
 
     def stored_event_count(self) -> int:
-        """Customer events in the event store (the system of record)."""
+        """Customer events in the event store (the system of record), once the resolver recorded what was accepted."""
         from domain.model import CustomerEvent
         from eventsourcing.utils import get_topic
 
+        assert self.platform.resolver is not None
+        self.platform.resolver.drain()
         topic = get_topic(CustomerEvent.Recorded)
         return len(self.platform.app.recorder.select_notifications(1, 1_000_000, topics=[topic]))
 

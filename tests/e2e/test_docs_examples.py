@@ -14,8 +14,8 @@ walk-through: the README creates user 42 and docs/identity.md, docs/tags.md and 
 working directory has `.cdp` (the data dir, with `keys.json`), and `.venv`, `infra`, `tests`, `Makefile` linked from
 the repository, so examples written for the repository root work unchanged.
 
-Substitutions: `127.0.0.1:8000` / `localhost:8000` and `127.0.0.1:9092` / `localhost:9092` become the platform's HTTP
-and Kafka addresses, `wk_...` / `rk_...` its write and read key; `$WRITE_KEY` and `$READ_KEY` are set in the shell
+Substitutions: `127.0.0.1:8000` / `localhost:8000`, the same with `:8001` (the ingest workers) and `127.0.0.1:9092` /
+`localhost:9092` become the platform's HTTP, ingest and Kafka addresses, `wk_...` / `rk_...` its write and read key; `$WRITE_KEY` and `$READ_KEY` are set in the shell
 (and set again by the README's own example). `curl` gets `-sS` and its HTTP status is checked; in a pipeline or with
 a redirection it gets `--fail-with-body` and the pipeline must succeed. `cdp` commands: bash expands their words, then
 the Typer app the `cdp` script calls (`infra.cli:app`) runs them in this process, as a new Python process per command
@@ -288,6 +288,7 @@ class Walkthrough:
 
     def substitute(self, text: str) -> str:
         text = re.sub(r"\b(127\.0\.0\.1|localhost):8000\b", f"127.0.0.1:{self.http_port}", text)
+        text = re.sub(r"\b(127\.0\.0\.1|localhost):8001\b", f"127.0.0.1:{self.cdp.env['CDP_INGEST_PORT']}", text)
         text = re.sub(r"\b(127\.0\.0\.1|localhost):9092\b", f"127.0.0.1:{self.kafka_port}", text)
         return text.replace("wk_...", self.write_key).replace("rk_...", self.read_key)
 

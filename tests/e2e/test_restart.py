@@ -28,11 +28,13 @@ class CdpProcess:
             "CDP_DATA_DIR": str(data_dir),
             "CDP_HTTP_PORT": str(http_port),
             "CDP_KAFKA_PORT": str(kafka_port),
+            "CDP_INGEST_PORT": str(free_port()),
         }
         for name in ("CDP_EVENT_STORE", "CDP_CLICKHOUSE_URL", "CDP_KAFKA_BOOTSTRAP", "CDP_WRITE_KEY", "CDP_READ_KEY"):
             self.env.pop(name, None)
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{http_port}"
+        self.ingest_url = f"http://127.0.0.1:{self.env['CDP_INGEST_PORT']}"  # the ingest workers
         self.process: subprocess.Popen[bytes] | None = None
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -84,6 +86,9 @@ class CdpProcess:
             time.sleep(0.05)
 
     def stored_events(self) -> int:
+        """Customer events in the log; with the platform running, once the resolver has recorded what was accepted."""
+        if self.process is not None and self.process.poll() is None:
+            self.wait_caught_up()
         with sqlite3.connect(self.data_dir / "events.sqlite3") as db:
             return db.execute("SELECT count(*) FROM stored_events WHERE topic = ?", (RECORDED_TOPIC,)).fetchone()[0]
 
@@ -135,14 +140,14 @@ def test_restart_keeps_every_acknowledged_event_once(tmp_path: Path) -> None:
 
 def _copy_store(data_dir: Path, to: Path) -> None:
     to.mkdir(parents=True, exist_ok=True)
-    for path in data_dir.glob("events.sqlite3*"):  # the database with its WAL, as a backup tool copies it
-        (to / path.name).write_bytes(path.read_bytes())
+    for path in [*data_dir.glob("events.sqlite3*"), *data_dir.glob("intake.sqlite3*")]:  # with their WALs,
+        (to / path.name).write_bytes(path.read_bytes())  # as a backup tool copies them: the log and the intake
 
 
 def _restore_store(backup: Path, data_dir: Path) -> None:
-    for path in data_dir.glob("events.sqlite3*"):
+    for path in [*data_dir.glob("events.sqlite3*"), *data_dir.glob("intake.sqlite3*")]:
         path.unlink()
-    for path in backup.glob("events.sqlite3*"):
+    for path in backup.iterdir():
         (data_dir / path.name).write_bytes(path.read_bytes())
 
 

@@ -1,0 +1,73 @@
+"""Workspaces, keys and allowed origins, followed from the log: all an ingest worker knows.
+
+An ingest worker authorises write keys and answers CORS, nothing more, so it does
+not load the identity graph that `CustomerData` holds. It reads the workspace
+events of the log once at start and then only what was appended since
+(`refresh`): a key granted in the core process opens a worker at the next
+refresh, at most `REFRESH_S` later (or at once when a request brings a key it
+does not know yet).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+
+from domain.application import LOAD_PAGE, WORKSPACE_TOPICS, KeyGrant, hash_key
+from domain.model import Workspace
+
+REFRESH_S = 1.0
+
+
+class Directory(Application[UUID]):
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__(env=env)
+        self.workspaces: dict[str, Workspace] = {}
+        self.keys: dict[str, KeyGrant] = {}
+        self._position = 0  # the log read through; workspace events after it are not applied yet
+        self._refreshed = 0.0
+        self._lock = threading.Lock()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Apply the workspace events appended since the last refresh."""
+        with self._lock:
+            top = self.recorder.max_notification_id() or 0
+            start = self._position + 1
+            while start <= top:
+                page = self.recorder.select_notifications(start, LOAD_PAGE, stop=top, topics=WORKSPACE_TOPICS)
+                for notification in page:
+                    self._apply(self.mapper.to_domain_event(notification))
+                if len(page) < LOAD_PAGE:
+                    break
+                start = page[-1].id + 1
+            self._position = max(self._position, top)
+            self._refreshed = time.monotonic()
+
+    def _apply(self, e: Any) -> None:
+        originator = str(e.originator_id)
+        if isinstance(e, Workspace.Created):
+            self.workspaces[originator] = e.mutate(None)
+            return
+        e.mutate(self.workspaces[originator])
+        if isinstance(e, Workspace.KeyIssued):
+            self.keys[e.key_hash] = KeyGrant(originator, e.kind)
+
+    def refresh_if_stale(self, age: float = REFRESH_S) -> None:
+        if time.monotonic() - self._refreshed >= age:
+            self.refresh()
+
+    def authorise(self, key: str, kind: str) -> str | None:
+        """The workspace id a key of `kind` belongs to, or None (after a refresh, at most one a second)."""
+        grant = self.keys.get(hash_key(key))
+        if grant is None:
+            self.refresh_if_stale()
+            grant = self.keys.get(hash_key(key))
+        return grant.workspace_id if grant is not None and grant.kind == kind else None
+
+    def allowed_origins(self, workspace_id: str) -> list[str]:
+        return list(self.workspaces[workspace_id].allowed_origins) if workspace_id in self.workspaces else []

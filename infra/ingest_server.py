@@ -1,0 +1,118 @@
+"""Ingest workers: processes that validate, deduplicate, append durably and answer, and do nothing else.
+
+`cdp ingest` (started by `cdp up`, or on its own on other machines in front of
+PostgreSQL) serves the Segment-compatible ingest routes of ingest/http.py on
+`CDP_INGEST_PORT` with `CDP_INGEST_WORKERS` processes sharing the socket
+(uvicorn's workers). Each worker holds only what the acknowledgement needs:
+the workspaces and keys (domain/directory.py), the intake (ingest/intake.py), a
+group committer appending to the intake log, and the dead-letter store. No
+identity graph, no ClickHouse, no Kafka: the core process resolves identity
+from the intake log afterwards (streams/resolver.py), so a worker's cost per
+event is validation and one share of a transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.errors import install_error_handlers
+from domain.directory import REFRESH_S, Directory
+from infra.config import Settings, load_settings
+from infra.eventstore import eventsourcing_env, open_intake_log, prepare_event_store
+from ingest import http as ingest_http
+from ingest.committer import GroupCommitter
+from ingest.dead_letters import DeadLetterStore
+from ingest.intake import Intake
+from services import IngestServices
+from services.access import Access
+from services.settings import SettingsService
+
+log = logging.getLogger(__name__)
+
+
+class IngestWorker:
+    """One worker's parts; `services` is what the ingest routes use (api/auth.py finds it on app.state)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: IngestServices | None = None
+        self._stopping = threading.Event()
+
+    def start(self) -> "IngestWorker":
+        s = self.settings
+        env = eventsourcing_env(s)
+        prepare_event_store(s, env)
+        self.directory = Directory(env)
+        self.intake_log = open_intake_log(s)
+        self.committer = GroupCommitter(self.intake_log.append)
+        self.committer.start()
+        dead_letters = DeadLetterStore(self.directory.recorder)
+        intake = Intake(self.committer.submit, self.committer.record_now, dead_letters, s.max_event_bytes)
+        self.services = IngestServices(
+            access=Access(self.directory), settings=SettingsService(self.directory, None), intake=intake,
+            max_event_bytes=s.max_event_bytes, max_batch_bytes=s.max_batch_bytes,
+        )  # fmt: skip
+        threading.Thread(target=self._refresh, name="directory", daemon=True).start()
+        return self
+
+    def _refresh(self) -> None:
+        """New keys and allowed origins from the log, once a second."""
+        while not self._stopping.wait(REFRESH_S):
+            try:
+                self.directory.refresh()
+            except Exception:  # the store is away for a moment: the next round tries again
+                log.warning("refreshing workspaces and keys from the event store failed", exc_info=True)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.services is not None:
+            self.committer.stop()  # answers everything queued first
+
+
+def create_ingest_app(settings: Settings | None = None) -> FastAPI:
+    """The app of one ingest worker (a factory: uvicorn calls it in each worker process)."""
+    worker = IngestWorker(settings or load_settings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        worker.start()
+        try:
+            yield
+        finally:
+            worker.stop()
+
+    app = FastAPI(title="cdp ingest", summary="Segment-compatible ingest: validated, deduplicated, durably appended.",
+                  version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)  # fmt: skip
+    app.state.platform = worker
+    install_error_handlers(app)
+    app.include_router(ingest_http.router)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "role": "ingest"}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this worker")
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def exit_with_parent(parent: int) -> None:
+    """Stop this process (and so its workers) when the process that started it is gone (`cdp up` killed)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -1,0 +1,270 @@
+"""The intake log: every accepted call, appended durably before the sender is answered.
+
+Ingest workers (any number of processes, on any number of machines in front of
+PostgreSQL) validate a request and append its calls here, deduplicated by
+`messageId` within the workspace, and answer 200 once the transaction commits.
+Nothing else happens on that path: identity is resolved afterwards, in log order,
+by the one resolver of the core process (streams/resolver.py), which reads this
+log after its own position and records each call with its identity changes in
+the event log.
+
+Positions increase in commit order: SQLite takes one write lock per
+transaction, and on PostgreSQL each append takes the table's EXCLUSIVE lock (as
+eventsourcing's own recorder does for its log), so a reader that sees position n
+has seen every position before it. A request's calls are one batch: the last
+call of each carries `last = 1`, so the resolver never cuts a batch in two (its
+identity is resolved in event-time order within the batch).
+
+Embedded default: a SQLite file of its own next to the event store (its write
+lock is then not shared with the resolver's big transactions); with PostgreSQL,
+tables in the event store's schema.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import orjson
+
+from domain.errors import Unavailable
+
+Batch = tuple[str, Sequence[dict[str, Any]]]
+BUSY_TIMEOUT_S = 30.0
+
+
+class IntakeUnavailable(Unavailable, RuntimeError):
+    """The intake log did not take the request; nothing of it was stored."""
+
+    code = "store_unavailable"
+
+
+@dataclass(frozen=True)
+class Appended:
+    """One call of a request: stored now, or a duplicate of a `messageId` stored before."""
+
+    message_id: str
+    stored: bool
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One accepted call, as the resolver reads it."""
+
+    position: int
+    workspace_id: str
+    batch: str
+    last: bool
+    call: dict[str, Any]
+
+
+def _encode(call: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(call)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (the limits let some through): as the log does
+        return json.dumps(call).encode()
+
+
+def _fresh(batches: Sequence[Batch]) -> tuple[list[list[Appended]], list[tuple[str, str, str, int, bytes]]]:
+    """Per call whether it is new within these batches, and the rows of the new ones (before the store's check)."""
+    seen: set[tuple[str, str]] = set()
+    results: list[list[Appended]] = []
+    rows: list[tuple[str, str, str, int, bytes]] = []
+    for workspace_id, calls in batches:
+        batch, out = uuid.uuid4().hex, []
+        for call in calls:
+            key = (workspace_id, call["messageId"])
+            out.append(Appended(call["messageId"], key not in seen))
+            if key not in seen:
+                seen.add(key)
+                rows.append((workspace_id, call["messageId"], batch, 0, _encode(call)))
+        results.append(out)
+    return results, rows
+
+
+def _mark_last(rows: list[tuple[str, str, str, int, bytes]]) -> list[tuple[str, str, str, int, bytes]]:
+    """Flag the last row of each batch, after duplicates were taken out."""
+    marked = []
+    for i, (ws, mid, batch, _, body) in enumerate(rows):
+        last = i + 1 == len(rows) or rows[i + 1][2] != batch
+        marked.append((ws, mid, batch, int(last), body))
+    return marked
+
+
+def _settle(results: list[list[Appended]], known: set[tuple[str, str]], batches: Sequence[Batch]) -> None:
+    for (workspace_id, _), out in zip(batches, results):
+        for i, appended in enumerate(out):
+            if appended.stored and (workspace_id, appended.message_id) in known:
+                out[i] = Appended(appended.message_id, False)
+
+
+class SqliteIntakeLog:
+    """The intake log in a SQLite file (WAL, fsync on commit, so a 200 survives a crash of the machine)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        with self._connection() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS intake (position INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "workspace_id TEXT NOT NULL, message_id TEXT NOT NULL, batch TEXT NOT NULL, last INTEGER NOT NULL, "
+                "body BLOB NOT NULL, UNIQUE (workspace_id, message_id))"
+            )
+            db.execute("CREATE TABLE IF NOT EXISTS intake_resolved (id INTEGER PRIMARY KEY, position INTEGER)")
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._local.db = db
+        return db
+
+    def append(self, batches: Sequence[Batch]) -> list[list[Appended]]:
+        """Append every new call of `batches` in one transaction; says per call whether it was new."""
+        results, rows = _fresh(batches)
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                known = self._known(db, rows)
+                rows = _mark_last([r for r in rows if (r[0], r[1]) not in known])
+                db.executemany(
+                    "INSERT INTO intake (workspace_id, message_id, batch, last, body) VALUES (?, ?, ?, ?, ?)", rows
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise IntakeUnavailable(f"the intake log did not take the batch: {exc}") from exc
+        _settle(results, known, batches)
+        return results
+
+    @staticmethod
+    def _known(db: sqlite3.Connection, rows: list[tuple[str, str, str, int, bytes]]) -> set[tuple[str, str]]:
+        known: set[tuple[str, str]] = set()
+        for start in range(0, len(rows), 400):  # under SQLite's bound-parameter limit
+            chunk = rows[start : start + 400]
+            where = " OR ".join(["(workspace_id = ? AND message_id = ?)"] * len(chunk))
+            params = [v for r in chunk for v in (r[0], r[1])]
+            known.update(db.execute(f"SELECT workspace_id, message_id FROM intake WHERE {where}", params).fetchall())
+        return known
+
+    def read(self, after: int, limit: int) -> list[Entry]:
+        rows = self._connection().execute(
+            "SELECT position, workspace_id, batch, last, body FROM intake WHERE position > ? ORDER BY position LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [Entry(p, ws, b, bool(last), orjson.loads(body)) for p, ws, b, last, body in rows]
+
+    def last_position(self) -> int:
+        return int(self._connection().execute("SELECT coalesce(max(position), 0) FROM intake").fetchone()[0])
+
+    def resolved(self) -> int:
+        row = self._connection().execute("SELECT position FROM intake_resolved WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
+
+    def save_resolved(self, position: int) -> None:
+        self._connection().execute(
+            "INSERT INTO intake_resolved (id, position) VALUES (1, ?) "
+            "ON CONFLICT (id) DO UPDATE SET position = excluded.position", (position,)
+        )  # fmt: skip
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+class PostgresIntakeLog:
+    """The intake log in the event store's PostgreSQL schema; appends serialised by the table's EXCLUSIVE lock."""
+
+    def __init__(self, conninfo: str, schema: str | None) -> None:
+        import psycopg
+        from psycopg import sql
+
+        self._psycopg, self._sql = psycopg, sql
+        self.conninfo = conninfo
+        prefix = sql.SQL("{}.").format(sql.Identifier(schema)) if schema else sql.SQL("")
+        self.table = sql.SQL("{}{}").format(prefix, sql.Identifier("cdp_intake"))
+        self.resolved_table = sql.SQL("{}{}").format(prefix, sql.Identifier("cdp_intake_resolved"))
+        self._local = threading.local()
+        with self._connection().transaction():
+            self._connection().execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (position BIGSERIAL PRIMARY KEY, workspace_id TEXT NOT NULL, "
+                "message_id TEXT NOT NULL, batch TEXT NOT NULL, last BOOLEAN NOT NULL, body BYTEA NOT NULL, "
+                "UNIQUE (workspace_id, message_id))"
+            ).format(self.table))  # fmt: skip
+            self._connection().execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id INTEGER PRIMARY KEY, position BIGINT NOT NULL)"
+            ).format(self.resolved_table))  # fmt: skip
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._psycopg.connect(self.conninfo, autocommit=True)
+            self._local.conn = conn
+        return conn
+
+    def append(self, batches: Sequence[Batch]) -> list[list[Appended]]:
+        results, rows = _fresh(batches)
+        sql = self._sql
+        try:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(self.table))
+                cur.execute(
+                    sql.SQL("SELECT workspace_id, message_id FROM {} WHERE (workspace_id, message_id) IN "
+                            "(SELECT * FROM unnest(%s::text[], %s::text[]))").format(self.table),
+                    ([r[0] for r in rows], [r[1] for r in rows]),
+                )  # fmt: skip
+                known = {(ws, mid) for ws, mid in cur.fetchall()}
+                rows = _mark_last([r for r in rows if (r[0], r[1]) not in known])
+                cur.executemany(
+                    sql.SQL("INSERT INTO {} (workspace_id, message_id, batch, last, body) "
+                            "VALUES (%s, %s, %s, %s, %s)").format(self.table),
+                    [(ws, mid, b, bool(last), body) for ws, mid, b, last, body in rows],
+                )  # fmt: skip
+        except self._psycopg.Error as exc:
+            self._local.conn = None
+            raise IntakeUnavailable(f"the intake log did not take the batch: {exc}") from exc
+        _settle(results, known, batches)
+        return results
+
+    def read(self, after: int, limit: int) -> list[Entry]:
+        rows = self._connection().execute(
+            self._sql.SQL("SELECT position, workspace_id, batch, last, body FROM {} WHERE position > %s "
+                          "ORDER BY position LIMIT %s").format(self.table), (after, limit),
+        ).fetchall()  # fmt: skip
+        return [Entry(p, ws, b, bool(last), orjson.loads(bytes(body))) for p, ws, b, last, body in rows]
+
+    def last_position(self) -> int:
+        sql = self._sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(self.table)
+        return int(self._connection().execute(sql).fetchone()[0])
+
+    def resolved(self) -> int:
+        sql = self._sql.SQL("SELECT position FROM {} WHERE id = 1").format(self.resolved_table)
+        row = self._connection().execute(sql).fetchone()
+        return int(row[0]) if row else 0
+
+    def save_resolved(self, position: int) -> None:
+        self._connection().execute(self._sql.SQL(
+            "INSERT INTO {} (id, position) VALUES (1, %s) ON CONFLICT (id) DO UPDATE SET position = excluded.position"
+        ).format(self.resolved_table), (position,))  # fmt: skip
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+
+
+IntakeLog = SqliteIntakeLog | PostgresIntakeLog
