@@ -8,21 +8,26 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 from streams.messages import Message, to_message
+from streams.stages import STAGE_CPU, STAGE_ENTRIES
 
 log = logging.getLogger(__name__)
 
 
 def read_messages(app: Any, after: int, limit: int) -> tuple[list[Message], int]:
     """Messages of the log entries after `after`, and the last position read (`after` if none)."""
+    started = time.thread_time()
     notifications = app.read_log(after, limit)
     messages = []
     for notification in notifications:
         message = to_message(app.mapper.to_domain_event(notification), notification.id)
         if message is not None:
             messages.append(message)
+    STAGE_CPU.labels("log_read").inc(time.thread_time() - started)
+    STAGE_ENTRIES.labels("log_read").inc(len(notifications))
     return messages, (notifications[-1].id if notifications else after)
 
 

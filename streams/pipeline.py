@@ -25,6 +25,7 @@ from typing import Callable, Protocol, Sequence
 from prometheus_client import Counter
 
 from streams.messages import Message
+from streams.stages import measured
 
 log = logging.getLogger(__name__)
 QUARANTINED = Counter("cdp_quarantined_events", "Log entries a projection could not apply, set aside", ["projection"])
@@ -84,7 +85,8 @@ class Pipeline:
 
     def _apply(self, processor: Processor, messages: list[Message]) -> int:
         try:
-            return processor.process(messages)
+            with measured(processor.name, len(messages)):
+                return processor.process(messages)
         except self.transient:
             raise
         except Exception:

@@ -19,6 +19,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from streams.log_follower import LogFollower
 from streams.messages import Message, Outgoing
+from streams.stages import measured
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,11 @@ class Relay:
         tail: Any = None,
     ) -> None:
         self.publisher = publisher
-        self.follower = LogFollower(app, publisher.publish, save, start, batch=batch, name="relay", tail=tail)
+        self.follower = LogFollower(app, self._publish, save, start, batch=batch, name="relay", tail=tail)
+
+    def _publish(self, messages: list[Message]) -> None:
+        with measured("relay", len(messages)):
+            self.publisher.publish(messages)
 
     @property
     def position(self) -> int:

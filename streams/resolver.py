@@ -34,6 +34,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 from prometheus_client import Counter, Gauge
 
+from streams.stages import measured
+
 log = logging.getLogger(__name__)
 RESOLVED = Counter("cdp_resolved_events", "Accepted calls recorded in the event log with their identity")
 RESOLVER_LAG = Gauge("cdp_resolver_lag", "Accepted calls the resolver has not recorded yet")
@@ -189,9 +191,10 @@ class Resolver:
                 break
             limit *= 4  # one batch longer than a page: read on to its end
         entries = entries[: ends[-1] + 1]
-        self._record_entries(entries)
-        self.position = entries[-1].position
-        self.source.save_resolved(self.position)
+        with measured("resolver", len(entries)):
+            self._record_entries(entries)
+            self.position = entries[-1].position
+            self.source.save_resolved(self.position)
         self.error = None
         RESOLVED.inc(len(entries))
         self._on_commit()
