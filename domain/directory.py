@@ -17,13 +17,15 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 
-from domain.application import LOAD_PAGE, WORKSPACE_TOPICS, KeyGrant, hash_key
+from domain.application import LOAD_PAGE, WORKSPACE_TOPICS, CustomerData, KeyGrant, hash_key
 from domain.model import Workspace
 
 REFRESH_S = 1.0
 
 
 class Directory(Application[UUID]):
+    name = CustomerData.name  # the same log: eventsourcing names the tables (and reads settings) by it
+
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env=env)
         self.workspaces: dict[str, Workspace] = {}
