@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from streams.messages import Message, to_message
+from streams.messages import Message, stored_event_message, to_message
 from streams.stages import STAGE_CPU, STAGE_ENTRIES
 
 log = logging.getLogger(__name__)
@@ -21,9 +21,12 @@ def read_messages(app: Any, after: int, limit: int) -> tuple[list[Message], int]
     """Messages of the log entries after `after`, and the last position read (`after` if none)."""
     started = time.thread_time()
     notifications = app.read_log(after, limit)
-    messages = []
+    plain = app.mapper.cipher is None and app.mapper.compressor is None  # rows are JSON as written
+    messages: list[Message] = []
     for notification in notifications:
-        message = to_message(app.mapper.to_domain_event(notification), notification.id)
+        message = stored_event_message(notification) if plain else None
+        if message is None:
+            message = to_message(app.mapper.to_domain_event(notification), notification.id)
         if message is not None:
             messages.append(message)
     STAGE_CPU.labels("log_read").inc(time.thread_time() - started)
