@@ -1,10 +1,17 @@
 """Load generator for the benchmark suite, run as its own process so it does not share the server's GIL.
 
-Subcommands print one JSON object on stdout:
+Subcommands print one JSON object on stdout (its last line):
   ingest   send the workload in batches of 100 with concurrent clients, as fast as acknowledged
-  paced    send at a steady rate while probing freshness (acknowledged → visible in the profile API)
-  lookups  time profile lookups by user id
+  paced    send at a steady rate to the ingest URL while probing freshness (acknowledged → visible in the
+           profile and KPI APIs of the core's URL, `--api-url`); reports the rate actually achieved
+  lookups  time profile lookups by user id (a count of them, or for `--seconds`)
   kpis     time KPI series, funnel and cohort queries over the whole workload
+
+The senders report their own CPU time while sending (`cpu_s`, `time.process_time()`: user and system
+time of this process), so the benchmark can charge the load generator its share per event.
+
+Every seed's messageIds are its own (`s<seed>-m<n>`): the workload numbers its calls from m0 whatever the
+seed, and loads with different seeds must not be deduplicated against each other.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import json
 import random
 import statistics
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import httpx
 import orjson
@@ -25,10 +32,12 @@ from bench.workload import workload
 app = typer.Typer(add_completion=False)
 
 
-def _bodies(events: int, seed: int, batch: int = 100) -> tuple[list[bytes], int]:
-    calls = list(workload(events, seed))
-    bodies = [orjson.dumps({"batch": calls[i : i + batch]}) for i in range(0, len(calls), batch)]
-    return bodies, len(calls)
+def _batches(events: int, seed: int, batch: int = 100) -> tuple[list[tuple[bytes, int]], int]:
+    """The workload as request bodies of `batch` calls with their sizes, and the number of distinct calls."""
+    calls = [call | {"messageId": f"s{seed}-{call['messageId']}"} for call in workload(events, seed)]
+    bodies = [(orjson.dumps({"batch": calls[i : i + batch]}), len(calls[i : i + batch]))
+              for i in range(0, len(calls), batch)]  # fmt: skip
+    return bodies, len({call["messageId"] for call in calls})
 
 
 def _percentile(samples: list[float], q: float) -> float:
@@ -58,82 +67,144 @@ async def _send_all(url: str, key: str, bodies: list[bytes], clients: int) -> fl
 
 @app.command()
 def ingest(url: str, key: str, events: int = 100_000, clients: int = 8, seed: int = 7) -> None:
-    bodies, sent = _bodies(events, seed)
-    elapsed = asyncio.run(_send_all(url, key, bodies, clients))
-    print(json.dumps({"events_sent": sent, "seconds": elapsed, "events_per_s": sent / elapsed}))
+    batches, unique = _batches(events, seed)
+    sent = sum(n for _, n in batches)
+    cpu = time.process_time()
+    elapsed = asyncio.run(_send_all(url, key, [body for body, _ in batches], clients))
+    print(json.dumps({"events_sent": sent, "unique_events": unique, "seconds": elapsed, "events_per_s": sent / elapsed,
+                      "cpu_s": time.process_time() - cpu, "cpu_total_s": time.process_time()}))  # fmt: skip
 
 
 @app.command()
-def paced(url: str, key: str, read_key: str, rate: int = 5000, seconds: float = 20.0, seed: int = 99) -> None:
-    bodies, _ = _bodies(int(rate * seconds), seed)
+def paced(
+    url: str = typer.Argument(..., help="where the load and the probes are sent: the ingest workers"),
+    key: str = typer.Argument(..., help="the write key"),
+    read_key: str = typer.Argument(..., help="the read key, for the probes' profile and KPI reads"),
+    rate: int = 5000,
+    seconds: float = 20.0,
+    seed: int = 99,
+    api_url: str = typer.Option("", help="where probes read the profile and the KPI (the core); default: url"),
+    probe_timeout: float = typer.Option(30.0, help="a probe not visible after this long counts as this long"),
+) -> None:
+    """Batches of 100 at `rate` events/s for `seconds`, plus a probe every 0.2 s after the previous one is seen.
+
+    Prints `{"sending": true}` when the first batch goes out (a concurrent load can start then), and at the end
+    the freshness percentiles and the rate achieved: calls acknowledged over the time from the first scheduled
+    send to the last acknowledgement (plus one interval, so a sender exactly on time achieves `rate`)."""
+    batches, unique = _batches(int(rate * seconds), seed)
     interval = 100 / rate
+    api_url = api_url or url
+    samples: list[float] = []
+    kpi_samples: list[float] = []
+    sent = {"acked": 0, "failed": 0, "errors": 0, "late_s": 0.0, "last_ack": 0.0, "probe_timeouts": 0}
+    errors: list[str] = []
 
-    async def run() -> list[float]:
-        samples: list[float] = []
-        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    async def run() -> tuple[float, float, float]:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with (
+            httpx.AsyncClient(base_url=url, auth=(key, ""), timeout=60, limits=limits) as sender_client,
+            httpx.AsyncClient(base_url=url, auth=(key, ""), timeout=60) as probe_client,
+            httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {read_key}"}, timeout=60) as reader,
+        ):
 
-            async def sender() -> None:
+            async def send(body: bytes, n: int) -> None:
+                try:
+                    response = await sender_client.post("/v1/batch", content=body,
+                                                        headers={"Content-Type": "application/json"})  # fmt: skip
+                except httpx.HTTPError as exc:
+                    sent["errors"] += 1
+                    errors.append(repr(exc))
+                    return
+                if response.status_code != 200 or response.json().get("rejected"):
+                    sent["failed"] += 1
+                    errors.append(f"{response.status_code}: {response.text[:500]}")
+                    return
+                sent["acked"] += n
+                sent["last_ack"] = time.perf_counter()
+
+            async def sender() -> float:
+                tasks = []
                 start = time.perf_counter()
-                for i, body in enumerate(bodies):
+                for i, (body, n) in enumerate(batches):
                     delay = start + i * interval - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    asyncio.create_task(client.post("/v1/batch", content=body, auth=(key, ""),
-                                                    headers={"Content-Type": "application/json"}))  # fmt: skip
+                    else:
+                        sent["late_s"] = max(sent["late_s"], -delay)
+                    tasks.append(asyncio.create_task(send(body, n)))
+                await asyncio.gather(*tasks)
+                return start
 
             async def prober() -> None:
                 # Each probe is a new customer's identify and first order, on a channel of its own, so
                 # "visible" is exact: the profile answers, and the orders KPI counts 1 on that channel.
                 k = 0
                 end = time.perf_counter() + seconds
-                reader = {"Authorization": f"Bearer {read_key}"}
                 while time.perf_counter() < end:
                     user, channel = f"probe-{seed}-{k}", f"probe-{seed}-{k}"
                     k += 1
                     order = {"type": "track", "userId": user, "event": "Order Completed",
                              "properties": {"revenue": 1, "currency": "EUR", "channel": channel}}  # fmt: skip
                     batch = {"batch": [{"type": "identify", "userId": user, "traits": {"k": k}}, order]}
-                    response = await client.post("/v1/batch", json=batch, auth=(key, ""))
+                    response = await probe_client.post("/v1/batch", json=batch)
                     acked = time.perf_counter()
                     assert response.status_code == 200, response.text
                     kpi = {"channel": channel, "from": time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(time.time() - 86400)),
                            "granularity": "month"}  # fmt: skip
 
-                    async def profile_seen() -> None:
-                        while (await client.get(f"/v1/profiles/user_id:{user}", headers=reader)).status_code != 200:
+                    async def seen(visible: Callable[[], Awaitable[bool]], into: list[float]) -> None:
+                        while not await visible():
+                            if time.perf_counter() - acked > probe_timeout:
+                                sent["probe_timeouts"] += 1
+                                break
                             await asyncio.sleep(0.005)
-                        samples.append(time.perf_counter() - acked)
+                        into.append(time.perf_counter() - acked)
 
-                    async def kpi_seen() -> None:
-                        while not (await client.get("/v1/kpis/orders", params=kpi, headers=reader)).json()["series"]:
-                            await asyncio.sleep(0.005)
-                        kpi_samples.append(time.perf_counter() - acked)
+                    async def profile_visible() -> bool:
+                        return (await reader.get(f"/v1/profiles/user_id:{user}")).status_code == 200
 
-                    await asyncio.gather(profile_seen(), kpi_seen())
+                    async def kpi_visible() -> bool:
+                        response = await reader.get("/v1/kpis/orders", params=kpi)
+                        return response.status_code == 200 and bool(response.json()["series"])
+
+                    await asyncio.gather(seen(profile_visible, samples), seen(kpi_visible, kpi_samples))
                     await asyncio.sleep(0.2)
+                sent["probes"] = k
 
-            await asyncio.gather(sender(), prober())
-        return samples
+            print(json.dumps({"sending": True}), flush=True)
+            cpu = time.process_time()
+            start, _ = await asyncio.gather(sender(), prober())
+            return start, cpu, time.process_time()
 
-    kpi_samples: list[float] = []
-    samples = asyncio.run(run())
-    print(json.dumps({"rate": rate, "probes": len(samples), "freshness_p50_s": _percentile(samples, 0.5),
-                      "freshness_p99_s": _percentile(samples, 0.99),
+    start, cpu_started, cpu_ended = asyncio.run(run())
+    offered = sum(n for _, n in batches)
+    elapsed = (sent["last_ack"] - start + interval) if sent["acked"] else float("inf")
+    print(json.dumps({"rate": rate, "events_offered": offered, "events_acked": sent["acked"], "unique_events": unique,
+                      "failed_batches": sent["failed"], "error_batches": sent["errors"], "errors": errors[:3],
+                      "send_seconds": elapsed, "achieved_events_per_s": sent["acked"] / elapsed,
+                      "most_late_s": sent["late_s"], "probes": sent.get("probes", 0),
+                      "probe_timeouts": sent["probe_timeouts"], "cpu_s": cpu_ended - cpu_started,
+                      "freshness_p50_s": _percentile(samples, 0.5), "freshness_p99_s": _percentile(samples, 0.99),
                       "kpi_freshness_p50_s": _percentile(kpi_samples, 0.5),
                       "kpi_freshness_p99_s": _percentile(kpi_samples, 0.99)}))  # fmt: skip
 
 
 @app.command()
-def lookups(url: str, read_key: str, customers: int, count: int = 2000, seed: int = 5) -> None:
+def lookups(
+    url: str, read_key: str, customers: int, count: int = 2000, seed: int = 5,
+    seconds: float = typer.Option(0.0, help="look up for this long instead of `count` times"),
+) -> None:  # fmt: skip
     rng = random.Random(seed)
     samples = []
+    end = time.perf_counter() + seconds
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {read_key}"}) as client:
-        for _ in range(count):
+        while (time.perf_counter() < end) if seconds else (len(samples) < count):
             started = time.perf_counter()
             response = client.get(f"/v1/profiles/user_id:user-{rng.randrange(customers)}")
             samples.append((time.perf_counter() - started) * 1000)
             assert response.status_code in (200, 404), response.text
-    print(json.dumps({"lookups": count, "p50_ms": statistics.median(samples), "p99_ms": _percentile(samples, 0.99)}))
+    print(json.dumps({"lookups": len(samples), "p50_ms": statistics.median(samples),
+                      "p99_ms": _percentile(samples, 0.99)}))  # fmt: skip
 
 
 KPI_RANGE = {"from": "2025-12-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"}
