@@ -278,6 +278,7 @@ class Platform:
         body = orjson.dumps(entry.call)
         self.dead_letters.add([NewDeadLetter(entry.workspace_id, "resolver", "unresolvable", "(event)", reason, body,
                                              entry.call.get("messageId"))])  # fmt: skip
+        self.intake_log.forget(entry.position)  # its replay must not be answered as a duplicate
 
     def _committed(self) -> None:
         if self.follower is not None:

@@ -168,6 +168,10 @@ class SqliteIntakeLog:
     def last_position(self) -> int:
         return int(self._connection().execute("SELECT coalesce(max(position), 0) FROM intake").fetchone()[0])
 
+    def forget(self, position: int) -> None:
+        """Take an entry the resolver moved to the dead letters out, so that its replay is not a duplicate."""
+        self._connection().execute("DELETE FROM intake WHERE position = ?", (position,))
+
     def resolved(self) -> int:
         row = self._connection().execute("SELECT position FROM intake_resolved WHERE id = 1").fetchone()
         return int(row[0]) if row else 0
@@ -250,6 +254,10 @@ class PostgresIntakeLog:
     def last_position(self) -> int:
         sql = self._sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(self.table)
         return int(self._connection().execute(sql).fetchone()[0])
+
+    def forget(self, position: int) -> None:
+        sql = self._sql.SQL("DELETE FROM {} WHERE position = %s").format(self.table)
+        self._connection().execute(sql, (position,))
 
     def resolved(self) -> int:
         sql = self._sql.SQL("SELECT position FROM {} WHERE id = 1").format(self.resolved_table)

@@ -2,7 +2,7 @@
 
 The services sit below the HTTP adapters of ingest/ and queries/, so they name no
 class of ingest/: the group committer, the intake and the dead-letter store reach
-them as these shapes (ingest/committer.GroupCommitter, ingest/intake.Intake,
+them as these shapes (streams/resolver.Resolver, ingest/intake.Intake,
 ingest/dead_letters.DeadLetterStore). A store that is down raises
 domain.errors.Unavailable (the committer's StoreUnavailable is one).
 """
@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 
 class Committer(Protocol):
-    """Runs write commands on the single writer, between group commits."""
+    """Runs write commands on the event log's single writer (streams/resolver.Resolver), between its pages."""
 
     async def run(self, command: Callable[[], Any]) -> Any: ...
 
