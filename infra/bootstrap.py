@@ -25,7 +25,7 @@ from infra.startup_checks import check_projections, log_fingerprint
 from ingest.committer import GroupCommitter
 from ingest.dead_letters import DeadLetterStore, NewDeadLetter
 from ingest.intake import Intake
-from ingest.intake_log import IntakeLog
+from ingest.intake_log import RELAY, IntakeLog
 from ingest.kafka_topic import KafkaIngest
 from projections.analyst_sql import AnalystSql, SqlLimits
 from projections.kpis import KpiStore
@@ -56,7 +56,6 @@ from streams.tail import CommittedTail
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE = "default"
-RELAY = "relay"
 DERIVED_TOPICS = [PROFILE_CHANGES_TOPIC, TAG_CHANGES_TOPIC, KPI_UPDATES_TOPIC]
 # Failures that say nothing about the entry being applied: the page is retried whole, never quarantined.
 TRANSIENT = (*TRANSIENT_ERRORS, KafkaError)
@@ -97,8 +96,10 @@ class Platform:
     """The running platform: builds its parts from settings, starts and stops them, and exposes the
     services it built (`services`, services/) to the HTTP adapters and the other ways in."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None, relay_in_process: bool = True) -> None:
+        """`relay_in_process=False`: the relay runs in a process of its own (`cdp relay`, started by `cdp up`)."""
         self.settings = settings
+        self.relay_in_process = relay_in_process or settings.processor_driver != "log"
         self.clock = clock or SystemClock()  # tag windows are measured against it; tests pass their own
         self.tags: TagEngine | None = None
         self.tag_timer: TagTimer | None = None
@@ -157,7 +158,7 @@ class Platform:
             raise ConfigError("CDP_WRITE_KEY and CDP_READ_KEY must differ: a read key must not be able to write")
         self.app.grant_key(self.workspace_id, "write", self.keys.write_key)
         self.app.grant_key(self.workspace_id, "read", self.keys.read_key)
-        self.intake_log = open_intake_log(s)
+        self.intake_log = open_intake_log(s)  # also where the resolver and the relay keep their positions
 
     def _open_projections(self) -> Any:
         """ClickHouse, migrated and checked against the log, and the stores over it; returns the client."""
@@ -165,7 +166,10 @@ class Platform:
         client = clickhouse_client(s)
         migrate(client, s.clickhouse_database)
         self.store = ProjectionStore(client, s.clickhouse_database)
-        check_projections(self.app, self.store)  # never serve projections of another log, or of a later state
+        if self.intake_log.position(RELAY) is None:  # kept in ClickHouse before the relay could run apart
+            self.intake_log.save_position(RELAY, self.store.positions().get(RELAY, {}).get(0, 0))
+        # Never serve projections of another log, or of a later state (nor publish from beyond its end).
+        check_projections(self.app, self.store, {RELAY: self.intake_log.position(RELAY) or 0})
         self.quarantine = QuarantineStore(client, s.clickhouse_database)
         self.store.cache.learn_new = s.processor_driver == "log"  # the log driver applies the log in order
         self.kpis = KpiStore(client, s.clickhouse_database)
@@ -184,7 +188,7 @@ class Platform:
             self.producer, KPI_UPDATES_TOPIC, key=lambda m: f"{m['workspace_id']}:{m['kpi']}"
         ).publish)
         self.kpi_updates.start()
-        relay_start = positions.get(RELAY, {}).get(0, 0)
+        relay_start = self.intake_log.position(RELAY) or 0
         self.tags = TagEngine(
             TagStore(client, s.clickhouse_database), self.clock,
             publish=KafkaPublisher(self.producer, TAG_CHANGES_TOPIC).publish, backfill_in_thread=True,
@@ -215,11 +219,15 @@ class Platform:
         return relay_start
 
     def _start_relay(self, start: int) -> None:
+        if not self.relay_in_process:
+            if start < (self.intake_log.position(RELAY) or 0):
+                self.intake_log.save_position(RELAY, start)
+            return
         quarantine = self.quarantine
         assert quarantine is not None
         self.relay = Relay(
             self.app, KafkaPublisher(self.producer, unpublishable=lambda m, exc: quarantine.record(RELAY, m, exc)),
-            save=lambda p: self.store.save_position(RELAY, 0, p),
+            save=lambda p: self.intake_log.save_position(RELAY, p),
             start=start, tail=self.tail,
         )  # fmt: skip
         self.relay.start()
@@ -325,7 +333,9 @@ class Platform:
             assert self.relay is not None
             status = self.kafka_driver.status(self.relay.publisher.sent, self.relay.position, log_position)
             projections.update({name: dict(status) for name in self.pipeline.applied})
-        relay: dict[str, Any] = {"topic": EVENTS_TOPIC, "position": self.relay.position if self.relay else 0}
+        published = self.relay.position if self.relay else self.intake_log.position(RELAY) or 0
+        relay: dict[str, Any] = {"topic": EVENTS_TOPIC, "position": published,
+                                 "process": "core" if self.relay else "own"}  # fmt: skip
         relay["lag"] = log_position - relay["position"]
         error = self.relay.follower.error if self.relay else None
         relay["error"] = repr(error) if error else None
@@ -349,7 +359,9 @@ class Platform:
         if projection != RELAY:
             assert self.pipeline is not None
             return self.pipeline.retry(projection, message)
-        assert self.relay is not None
+        if self.relay is None:
+            return RuntimeError("the relay runs in a process of its own (cdp relay) and cannot retry entries "
+                                "here; `cdp rebuild` publishes the whole log again")
         try:
             encode(message)  # the publisher would set it aside again: say why instead
             self.relay.publisher.publish([message])

@@ -79,18 +79,27 @@ def up() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    platform = Platform(settings)
-    workers: list[subprocess.Popen[bytes]] = []
+    platform = Platform(settings, relay_in_process=False)  # the relay in a process of its own (but with Faust)
+    children: list[subprocess.Popen[bytes]] = []  # the relay and the ingest workers
 
     def started(platform: Platform) -> None:
-        if settings.ingest_workers:  # after the core: the workspace and its keys are in the log by now
-            command = [sys.executable, "-m", "infra.cli", "ingest", "--parent", str(os.getpid())]
-            workers.append(subprocess.Popen(command))
+        # After the core: the workspace and its keys are in the log, the relay's position is recorded.
+        parent = ["--parent", str(os.getpid())]
+        if not platform.relay_in_process:
+            children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", "relay", *parent]))
+        if settings.ingest_workers:
+            children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", "ingest", *parent]))
         _banner(platform)
+
+    def stopping() -> None:  # before the core (and the bundled broker) stop: they publish and append through them
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(30)
 
     server = _Server(
         uvicorn.Config(
-            create_app(platform, on_started=started),
+            create_app(platform, on_started=started, on_stopping=stopping),
             host=settings.http_host,
             port=settings.http_port,
             log_level="warning",
@@ -104,9 +113,9 @@ def up() -> None:
     except SystemExit:  # uvicorn exits when the app's start failed; say why below
         pass
     finally:
-        for worker in workers:
-            worker.terminate()
-            worker.wait(30)
+        for child in children:
+            child.terminate()
+            child.wait(30)
     if not server.started:
         if isinstance(platform.start_error, ConfigError):
             console.print(f"[red]cdp cannot start:[/red] {platform.start_error}")
@@ -132,6 +141,22 @@ def ingest(
         "infra.ingest_server:create_ingest_app", factory=True, host=settings.http_host, port=settings.ingest_port,
         workers=workers or settings.ingest_workers or 1, log_level="warning", timeout_graceful_shutdown=10,
     )  # fmt: skip
+
+
+@app.command()
+def relay(
+    parent: int = typer.Option(0, hidden=True, help="stop when this process is gone (`cdp up` passes its own)"),
+) -> None:
+    """Publish the event log to Kafka cdp.events, in a process of its own (`cdp up` starts it)."""
+    from infra.ingest_server import exit_with_parent
+    from infra.relay_process import run_relay
+
+    settings = _settings()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # its selector's timing notes, not ours to act on
+    if parent:
+        exit_with_parent(parent)
+    run_relay(settings)
 
 
 @app.command()
@@ -174,6 +199,10 @@ def rebuild(
             store, client, settings.clickhouse_database, progress=lambda p: progress.update(task, completed=p)
         )
         progress.update(task, completed=total or 1)
+    from infra.eventstore import open_intake_log
+    from ingest.intake_log import RELAY
+
+    open_intake_log(settings).save_position(RELAY, 0)  # fresh projections: cdp.events is published again too
     console.print(f"rebuilt {settings.clickhouse_database} up to log position {reached}")
 
 

@@ -51,7 +51,12 @@ _positions = _PositionsCollector()
 REGISTRY.register(_positions)  # type: ignore[arg-type]
 
 
-def create_app(platform: Platform, on_started: Callable[[Platform], None] | None = None) -> FastAPI:
+def create_app(
+    platform: Platform,
+    on_started: Callable[[Platform], None] | None = None,
+    on_stopping: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The core's app; `on_started` runs once the platform serves, `on_stopping` before it stops."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
@@ -66,6 +71,8 @@ def create_app(platform: Platform, on_started: Callable[[Platform], None] | None
                 on_started(platform)
             yield
         finally:
+            if on_stopping is not None:
+                await asyncio.to_thread(on_stopping)
             await platform.stop_async()
             await asyncio.to_thread(platform.stop)
 

@@ -35,8 +35,10 @@ def log_fingerprint(app: Any) -> str | None:
     return digest.hexdigest()[:32]
 
 
-def check_projections(app: Any, store: Any) -> None:
-    """Raise `StaleProjections` if the projections do not follow this log; record the log's fingerprint once."""
+def check_projections(app: Any, store: Any, elsewhere: dict[str, int] | None = None) -> None:
+    """Raise `StaleProjections` if the projections do not follow this log; record the log's fingerprint once.
+
+    `elsewhere`: positions of stages kept outside ClickHouse (the relay's, with the intake log)."""
     last = app.last_position()
     fingerprint = log_fingerprint(app)
     recorded = store.log_origin()
@@ -45,7 +47,7 @@ def check_projections(app: Any, store: Any) -> None:
         problems.append("the event store is not the one these projections were built from")
     ahead = sorted(
         (f"{name}" + (f" (partition {partition})" if partition else ""), position)
-        for name, parts in store.positions().items()
+        for name, parts in (store.positions() | {name: {0: p} for name, p in (elsewhere or {}).items()}).items()
         for partition, position in parts.items()
         if position > last
     )

@@ -17,7 +17,9 @@ identity is resolved in event-time order within the batch).
 
 Embedded default: a SQLite file of its own next to the event store (its write
 lock is then not shared with the resolver's big transactions); with PostgreSQL,
-tables in the event store's schema.
+tables in the event store's schema. It also keeps the positions of the stages
+that run outside ClickHouse (the resolver's in this log, the relay's in the
+event log), so they are backed up and restored with the logs they follow.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from domain.errors import Unavailable
 
 Batch = tuple[str, Sequence[dict[str, Any]]]
 BUSY_TIMEOUT_S = 30.0
+RESOLVER = "resolver"  # the stages whose positions live here, with the intake and the log they follow
+RELAY = "relay"
 
 
 class IntakeUnavailable(Unavailable, RuntimeError):
@@ -115,7 +119,7 @@ class SqliteIntakeLog:
                 "workspace_id TEXT NOT NULL, message_id TEXT NOT NULL, batch TEXT NOT NULL, last INTEGER NOT NULL, "
                 "body BLOB NOT NULL, UNIQUE (workspace_id, message_id))"
             )
-            db.execute("CREATE TABLE IF NOT EXISTS intake_resolved (id INTEGER PRIMARY KEY, position INTEGER)")
+            db.execute("CREATE TABLE IF NOT EXISTS stage_positions (name TEXT PRIMARY KEY, position INTEGER NOT NULL)")
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -172,15 +176,22 @@ class SqliteIntakeLog:
         """Take an entry the resolver moved to the dead letters out, so that its replay is not a duplicate."""
         self._connection().execute("DELETE FROM intake WHERE position = ?", (position,))
 
+    def position(self, name: str) -> int | None:
+        """What a stage outside ClickHouse (the resolver here, the relay in the event log) has done, if recorded."""
+        row = self._connection().execute("SELECT position FROM stage_positions WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else None
+
+    def save_position(self, name: str, position: int) -> None:
+        self._connection().execute(
+            "INSERT INTO stage_positions (name, position) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET position = excluded.position", (name, position)
+        )  # fmt: skip
+
     def resolved(self) -> int:
-        row = self._connection().execute("SELECT position FROM intake_resolved WHERE id = 1").fetchone()
-        return int(row[0]) if row else 0
+        return self.position(RESOLVER) or 0
 
     def save_resolved(self, position: int) -> None:
-        self._connection().execute(
-            "INSERT INTO intake_resolved (id, position) VALUES (1, ?) "
-            "ON CONFLICT (id) DO UPDATE SET position = excluded.position", (position,)
-        )  # fmt: skip
+        self.save_position(RESOLVER, position)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -200,7 +211,7 @@ class PostgresIntakeLog:
         self.conninfo = conninfo
         prefix = sql.SQL("{}.").format(sql.Identifier(schema)) if schema else sql.SQL("")
         self.table = sql.SQL("{}{}").format(prefix, sql.Identifier("cdp_intake"))
-        self.resolved_table = sql.SQL("{}{}").format(prefix, sql.Identifier("cdp_intake_resolved"))
+        self.positions_table = sql.SQL("{}{}").format(prefix, sql.Identifier("cdp_stage_positions"))
         self._local = threading.local()
         with self._connection().transaction():
             self._connection().execute(sql.SQL(
@@ -209,8 +220,8 @@ class PostgresIntakeLog:
                 "UNIQUE (workspace_id, message_id))"
             ).format(self.table))  # fmt: skip
             self._connection().execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (id INTEGER PRIMARY KEY, position BIGINT NOT NULL)"
-            ).format(self.resolved_table))  # fmt: skip
+                "CREATE TABLE IF NOT EXISTS {} (name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+            ).format(self.positions_table))  # fmt: skip
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -259,15 +270,22 @@ class PostgresIntakeLog:
         sql = self._sql.SQL("DELETE FROM {} WHERE position = %s").format(self.table)
         self._connection().execute(sql, (position,))
 
+    def position(self, name: str) -> int | None:
+        sql = self._sql.SQL("SELECT position FROM {} WHERE name = %s").format(self.positions_table)
+        row = self._connection().execute(sql, (name,)).fetchone()
+        return int(row[0]) if row else None
+
+    def save_position(self, name: str, position: int) -> None:
+        self._connection().execute(self._sql.SQL(
+            "INSERT INTO {} (name, position) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+        ).format(self.positions_table), (name, position))  # fmt: skip
+
     def resolved(self) -> int:
-        sql = self._sql.SQL("SELECT position FROM {} WHERE id = 1").format(self.resolved_table)
-        row = self._connection().execute(sql).fetchone()
-        return int(row[0]) if row else 0
+        return self.position(RESOLVER) or 0
 
     def save_resolved(self, position: int) -> None:
-        self._connection().execute(self._sql.SQL(
-            "INSERT INTO {} (id, position) VALUES (1, %s) ON CONFLICT (id) DO UPDATE SET position = excluded.position"
-        ).format(self.resolved_table), (position,))  # fmt: skip
+        self.save_position(RESOLVER, position)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -110,9 +110,11 @@ class Relay:
         start: int,
         batch: int = 5000,
         tail: Any = None,
+        idle_wait: float = 0.25,
     ) -> None:
         self.publisher = publisher
-        self.follower = LogFollower(app, self._publish, save, start, batch=batch, name="relay", tail=tail)
+        self.follower = LogFollower(app, self._publish, save, start, batch=batch, idle_wait=idle_wait, name="relay",
+                                    tail=tail)  # fmt: skip
 
     def _publish(self, messages: list[Message]) -> None:
         with measured("relay", len(messages)):
