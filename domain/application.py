@@ -20,7 +20,7 @@ from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from domain.identity import IdentityGraph, IdentityRules, identifier, own_identifier
-from domain.model import CustomerEvent, Profile, Workspace, customer_event_id_for
+from domain.model import Profile, Workspace, customer_event_id_for, recorded
 from domain.tags import DEFINITION_TOPICS, Definitions, RuleDefinition
 from domain.webhooks import WEBHOOK_TOPICS, WebhookMapping, WebhookMappings
 
@@ -229,7 +229,7 @@ class CustomerData(Application[UUID]):
         if event_id in group.already_stored:
             return Recorded(str(event_id), None, stored=False)
         profile_id, anchor = self._resolve(workspace_id, call, str(event_id), group)
-        group.add(CustomerEvent(workspace_id, call["messageId"], profile_id, anchor, call))
+        group.events.append(recorded(workspace_id, call["messageId"], profile_id, anchor, call))
         group.recorded[event_id] = profile_id
         return Recorded(str(event_id), profile_id, stored=True)
 

@@ -13,6 +13,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import get_topic
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://cdp.dev/ids")
 
@@ -124,3 +125,20 @@ class CustomerEvent(Aggregate):
         self.profile_id = profile_id
         self.anchor = anchor
         self.call = call
+
+
+_CUSTOMER_EVENT_TOPIC = get_topic(CustomerEvent)
+
+
+def recorded(workspace_id: str, message_id: str, profile_id: str, anchor: str, call: dict[str, Any]) -> Any:
+    """The `Recorded` event of a new CustomerEvent, as `CustomerEvent(...)` would make it, without the aggregate.
+
+    A customer event is written once and never loaded as an aggregate again (the log is read as messages),
+    so the resolver builds only its one domain event: the aggregate's construction (argument coercion, the
+    event applied to a new object, the pending list) was a fifth of the resolver's time per event."""
+    return CustomerEvent.Recorded(  # type: ignore[attr-defined]
+        originator_topic=_CUSTOMER_EVENT_TOPIC, originator_id=customer_event_id_for(workspace_id, message_id),
+        originator_version=CustomerEvent.INITIAL_VERSION,
+        timestamp=CustomerEvent.Recorded.create_timestamp(),  # type: ignore[attr-defined]
+        workspace_id=workspace_id, message_id=message_id, profile_id=profile_id, anchor=anchor, call=call,
+    )  # fmt: skip
