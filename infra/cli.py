@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any, Iterator
 from urllib.parse import urlencode
 
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.bootstrap import DERIVED_TOPICS, Platform
-from infra.config import ConfigError, load_settings
+from infra.config import ConfigError, Settings, load_settings
 from infra.server import create_app
 from infra.import_cli import import_files
 from infra.tags_cli import tags_app
@@ -59,6 +60,21 @@ def _banner(platform: Platform) -> None:
     console.print(f"  API docs  : {base}/docs    Ctrl-C stops")
 
 
+def _wait_ingest(settings: Settings, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Until the ingest workers answer on their port (or say why not: their exit shows in the terminal)."""
+    url = f"http://{settings.http_host}:{settings.ingest_port}/healthz"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    console.print(f"[yellow]the ingest workers do not answer on {url}[/yellow]: is CDP_INGEST_PORT free? "
+                  "Ingest still works through the core's address.")  # fmt: skip
+
+
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; `cdp up` exits 0 instead."""
 
@@ -89,6 +105,7 @@ def up() -> None:
             children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", "relay", *parent]))
         if settings.ingest_workers:
             children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", "ingest", *parent]))
+            _wait_ingest(settings, children[-1])  # "is up" means senders can send
         _banner(platform)
 
     def stopping() -> None:  # before the core (and the bundled broker) stop: they publish and append through them

@@ -38,6 +38,14 @@ def _workers(cdp: CdpProcess) -> list[int]:
         return []
 
 
+def _retry_workers(cdp: CdpProcess, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while not (found := _workers(cdp)):
+        assert time.monotonic() < deadline, "no ingest worker to kill"
+        time.sleep(0.1)
+    return found
+
+
 def _wait_workers(cdp: CdpProcess, count: int = 2, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -147,7 +155,8 @@ def test_kill_9_of_workers_and_of_the_core_loses_nothing_and_doubles_nothing(cdp
                 time.sleep(rng.uniform(0.0, 0.5))
                 cdp.start()
             else:
-                os.kill(rng.choice(_workers(cdp)), signal.SIGKILL)  # uvicorn starts a new one
+                _wait_workers(cdp)  # a worker killed before may still be being replaced
+                os.kill(rng.choice(_workers(cdp) or _retry_workers(cdp)), signal.SIGKILL)  # uvicorn starts a new one
                 kills["worker"] += 1
             _wait_workers(cdp)
         time.sleep(0.5)

@@ -47,10 +47,11 @@ class CdpProcess:
             [sys.executable, "-m", "infra.cli", "up"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 90
+        urls = [self.url] + ([self.ingest_url] if self.env.get("CDP_INGEST_WORKERS") != "0" else [])
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.process.stdout.read().decode()  # type: ignore[union-attr]
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if all(httpx.get(f"{url}/healthz", timeout=1).status_code == 200 for url in urls):
                     return
             except httpx.HTTPError:
                 pass
