@@ -270,7 +270,7 @@ class Server:
         return counters
 
     def processes(self) -> dict[int, tuple[str, psutil.Process]]:
-        """The platform's processes by pid, each with its part: core, ingest supervisor, ingest workers, broker."""
+        """The platform's processes by pid, each with its part: core, relay, ingest supervisor and workers, broker."""
         assert self.process is not None
         core = psutil.Process(self.process.pid)
         found = {core.pid: ("core", core)}
@@ -279,6 +279,8 @@ class Server:
                 command = " ".join(child.cmdline())
                 if "tansu" in command:
                     found[child.pid] = ("broker", child)
+                elif "infra.cli relay" in command:
+                    found[child.pid] = ("relay process", child)
                 elif "ingest" in command:
                     found[child.pid] = ("ingest supervisor", child)
                     for worker in child.children(recursive=True):
@@ -357,7 +359,7 @@ def _cpu_profile(
     row("core, all stages", stage_total)
     row("core, outside the stages", core - stage_total)
     row("core process", core, processes=len(parts.get("core", [])))
-    for part in ("ingest workers", "ingest supervisor", "broker", "other"):
+    for part in ("relay process", "ingest workers", "ingest supervisor", "broker", "other"):
         if part in parts:
             row(part, sum(parts[part]), processes=len(parts[part]))
     row("load generator", load_generator_cpu_s, processes=1)
