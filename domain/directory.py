@@ -38,6 +38,8 @@ class EventLog(Application[UUID]):
 
 
 class Directory(EventLog):
+    name = CustomerData.name  # eventsourcing names each subclass after itself unless it says otherwise
+
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env=env)
         self.workspaces: dict[str, Workspace] = {}

@@ -70,8 +70,10 @@ def test_an_interrupted_import_resumes_and_stores_every_valid_line_once(tmp_path
     cdp.start()
     try:
         began = time.monotonic()
+        # Ctrl-C as a terminal sends it, even when these tests run in the background (which ignores SIGINT).
         first = subprocess.Popen([sys.executable, "-m", "infra.cli", "import", str(path), "--json"], env=cdp.env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
         deadline = time.monotonic() + 120
         while (saved := _checkpoint(cdp.data_dir)) is None or saved["position"][1] < 5_000:
             assert first.poll() is None, first.communicate()
