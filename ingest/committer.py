@@ -1,9 +1,11 @@
 """Group commit: many concurrent requests, one transaction, each acknowledged only after it.
 
-Requests queue their validated batches; one writer thread takes everything queued,
-records it in one event-store transaction, then resolves each request. A batch
-stays all-or-nothing: if a group fails, its batches are retried one by one so a
-single bad batch cannot fail its neighbours.
+Requests queue their validated batches; one writer thread per process takes
+everything queued, appends it to the intake log in one transaction
+(ingest/intake_log.py), then resolves each request. A batch stays
+all-or-nothing: if a group fails, its batches are retried one by one so a single
+bad batch cannot fail its neighbours. Write commands (splits, rules changes) do
+not come here: they run on the event log's one writer, the resolver.
 """
 
 from __future__ import annotations
@@ -50,13 +52,6 @@ class GroupCommitter:
         self._queue.put(((workspace_id, calls), future, loop))
         return await future
 
-    async def run(self, command: Callable[[], Any]) -> Any:
-        """Run a write command (a split, a rules change) on the writer thread, between group commits."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((command, future, loop))
-        return await future
-
     def record_now(self, workspace_id: str, calls: Sequence[dict[str, Any]]) -> list[Any]:
         """Synchronous variant for callers without an event loop (imports, tests)."""
         done = threading.Event()
@@ -85,38 +80,22 @@ class GroupCommitter:
             first = self._queue.get()
             if first is None:
                 return
-            if callable(first[0]):
-                self._command(first)
-                continue
             group = [first]
             size = len(first[0][1])
-            pending = None
+            stopping = False
             while size < self._max_events:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is None or callable(item[0]):
-                    pending = item  # a stop or a command runs after this group
+                if item is None:
+                    stopping = True  # after this group
                     break
                 group.append(item)
                 size += len(item[0][1])
             self._commit(group)
-            if pending is None:
-                continue
-            if callable(pending[0]):
-                self._command(pending)
-            else:
+            if stopping:
                 return
-
-    def _command(self, item: Any) -> None:
-        try:
-            result = item[0]()
-        except Exception as exc:
-            _resolve(item, error=exc)
-            return
-        self._on_commit()
-        _resolve(item, result=result)
 
     def _commit(self, group: list[Any]) -> None:
         try:
@@ -127,7 +106,7 @@ class GroupCommitter:
                     self._commit([item])
                 return
             log.exception("recording a batch failed")
-            _resolve(group[0], error=StoreUnavailable(f"the event store did not take the batch: {exc}"))
+            _resolve(group[0], error=StoreUnavailable(f"the intake log did not take the batch: {exc}"))
             return
         self._on_commit()
         for item, result in zip(group, results):

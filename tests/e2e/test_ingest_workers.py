@@ -160,6 +160,11 @@ def test_kill_9_of_workers_and_of_the_core_loses_nothing_and_doubles_nothing(cdp
                 kills["worker"] += 1
             _wait_workers(cdp)
         time.sleep(0.5)
+    except BaseException:
+        if cdp.process is not None and cdp.process.poll() is None:  # no platform left behind for the next tests
+            cdp.process.terminate()
+            cdp.process.wait(60)
+        raise
     finally:
         for sender in senders:
             sender.stopping.set()

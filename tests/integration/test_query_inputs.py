@@ -194,7 +194,7 @@ def test_a_rule_recorded_before_the_window_was_checked_still_compiles(crm: Runni
     )
     assert crm.http.portal is not None
     crm.http.portal.call(
-        platform.committer.run, lambda: save_definition(platform.app, platform.workspace_id, "tag", definition)
+        platform.resolver.run, lambda: save_definition(platform.app, platform.workspace_id, "tag", definition)
     )
     crm.wait_caught_up()
     deadline = time.monotonic() + 30
