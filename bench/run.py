@@ -88,7 +88,7 @@ FIGURES: list[tuple[str, tuple[float, str] | None, str | None]] = [
 ]
 TARGETS = {name: target for name, target, _ in FIGURES if target is not None}
 
-STEPS = [2_000, 5_000, 10_000, 15_000, 20_000, 30_000]  # offered rates of the sustained-rate figure, events/s
+STEPS = [1_000, 2_000, 5_000, 10_000, 15_000, 20_000, 30_000]  # offered rates of the sustained-rate figure, events/s
 QUICK_STEPS = [1_000, 2_000]
 FRESH_S = 1.0  # a step passes when profile and KPI freshness p99 are within this …
 ACHIEVED = 0.95  # … and the sender achieved at least this share of the offered rate
