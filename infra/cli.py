@@ -93,7 +93,7 @@ def up() -> None:
     """Run ingest, processors and queries in the foreground (Ctrl-C or SIGTERM stops cleanly)."""
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kafka", "aiokafka", "faust", "mode"):
+    for noisy in ("kafka", "aiokafka", "faust", "mode", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     platform = Platform(settings, relay_in_process=False)  # the relay in a process of its own (but with Faust)
     children: list[subprocess.Popen[bytes]] = []  # the relay and the ingest workers
