@@ -107,7 +107,23 @@ def _settle(results: list[list[Appended]], known: set[tuple[str, str]], batches:
                 out[i] = Appended(appended.message_id, False)
 
 
-class SqliteIntakeLog:
+class _ResolverPosition:
+    """The resolver's position, as `streams/resolver.AcceptedCalls` reads and saves it, among the stage positions."""
+
+    def position(self, name: str) -> int | None:
+        raise NotImplementedError
+
+    def save_position(self, name: str, position: int) -> None:
+        raise NotImplementedError
+
+    def resolved(self) -> int:
+        return self.position(RESOLVER) or 0
+
+    def save_resolved(self, position: int) -> None:
+        self.save_position(RESOLVER, position)
+
+
+class SqliteIntakeLog(_ResolverPosition):
     """The intake log in a SQLite file (WAL, fsync on commit, so a 200 survives a crash of the machine)."""
 
     def __init__(self, path: Path) -> None:
@@ -187,12 +203,6 @@ class SqliteIntakeLog:
             "ON CONFLICT (name) DO UPDATE SET position = excluded.position", (name, position)
         )  # fmt: skip
 
-    def resolved(self) -> int:
-        return self.position(RESOLVER) or 0
-
-    def save_resolved(self, position: int) -> None:
-        self.save_position(RESOLVER, position)
-
     def close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
@@ -200,7 +210,7 @@ class SqliteIntakeLog:
             self._local.db = None
 
 
-class PostgresIntakeLog:
+class PostgresIntakeLog(_ResolverPosition):
     """The intake log in the event store's PostgreSQL schema; appends serialised by the table's EXCLUSIVE lock."""
 
     def __init__(self, conninfo: str, schema: str | None) -> None:
@@ -280,12 +290,6 @@ class PostgresIntakeLog:
             "INSERT INTO {} (name, position) VALUES (%s, %s) "
             "ON CONFLICT (name) DO UPDATE SET position = excluded.position"
         ).format(self.positions_table), (name, position))  # fmt: skip
-
-    def resolved(self) -> int:
-        return self.position(RESOLVER) or 0
-
-    def save_resolved(self, position: int) -> None:
-        self.save_position(RESOLVER, position)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
