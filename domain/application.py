@@ -60,7 +60,27 @@ class KeyGrant:
     kind: str  # "write" | "read"
 
 
-class CustomerData(Application[UUID]):
+LOG_NAME = "CustomerData"  # eventsourcing names the log's tables (and reads its settings) after the application
+
+
+class EventLog(Application[UUID]):
+    """The event log read as it is stored, without loading anything from it: the relay process reads it so,
+    and every application over this log (`CustomerData`, domain/directory.Directory) is one."""
+
+    name = LOG_NAME
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = LOG_NAME  # eventsourcing names each subclass after itself: all of them share this log
+
+    def last_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def read_log(self, after: int, limit: int) -> list[Notification]:
+        return list(self.recorder.select_notifications(after + 1, limit))
+
+
+class CustomerData(EventLog):
     """Records tracking calls and the identity changes they cause, in one transaction per save."""
 
     def __init__(
@@ -309,13 +329,6 @@ class CustomerData(Application[UUID]):
         return str(new.id)
 
     # Reading the log -----------------------------------------------------------------------
-
-    def last_position(self) -> int:
-        return self.recorder.max_notification_id() or 0
-
-    def read_log(self, after: int, limit: int) -> list[Notification]:
-        return list(self.recorder.select_notifications(after + 1, limit))
-
 
 class _Group:
     """Domain events of one group commit, kept in the order they happened.

@@ -1,5 +1,4 @@
-"""The log for processes that do not write it: workspaces, keys and origins for the ingest workers; the
-entries as stored for the relay process.
+"""Workspaces, keys and allowed origins, followed from the log: all an ingest worker knows.
 
 An ingest worker authorises write keys and answers CORS, nothing more, so it does
 not load the identity graph that `CustomerData` holds. It reads the workspace
@@ -14,32 +13,14 @@ from __future__ import annotations
 import threading
 import time
 from typing import Any
-from uuid import UUID
 
-from eventsourcing.application import Application
-from eventsourcing.persistence import Notification
-
-from domain.application import LOAD_PAGE, WORKSPACE_TOPICS, CustomerData, KeyGrant, hash_key
+from domain.application import LOAD_PAGE, WORKSPACE_TOPICS, EventLog, KeyGrant, hash_key
 from domain.model import Workspace
 
 REFRESH_S = 1.0
 
 
-class EventLog(Application[UUID]):
-    """The event log read as it is, without loading anything from it: what the relay process needs."""
-
-    name = CustomerData.name  # the same log: eventsourcing names the tables (and reads settings) by it
-
-    def last_position(self) -> int:
-        return self.recorder.max_notification_id() or 0
-
-    def read_log(self, after: int, limit: int) -> list[Notification]:
-        return list(self.recorder.select_notifications(after + 1, limit))
-
-
 class Directory(EventLog):
-    name = CustomerData.name  # eventsourcing names each subclass after itself unless it says otherwise
-
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env=env)
         self.workspaces: dict[str, Workspace] = {}

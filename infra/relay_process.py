@@ -4,7 +4,7 @@ kafka-python builds every record in Python (about 40-50 us of CPU per event
 here, and its sender thread besides), which in the core process would take the
 interpreter lock from the resolver and the processors. `cdp up` starts this
 process after the core (`cdp relay`); it reads the event log as stored
-(domain/directory.EventLog, no identity loaded), publishes each page keyed by
+(domain/application.EventLog, no identity loaded), publishes each page keyed by
 profile id, and records its position with the intake log (`relay`), so status,
 the startup checks and `cdp rebuild` see it without ClickHouse. The Kafka
 processor driver, which must lower the relay's start to what it has applied,
@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from domain.directory import EventLog
+from domain.application import EventLog
 from infra.config import Settings
 from infra.eventstore import eventsourcing_env, open_intake_log, prepare_event_store
 from ingest.intake_log import RELAY
