@@ -10,13 +10,13 @@ not come here: they run on the event log's one writer, the resolver.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import threading
 from typing import Any, Callable, Sequence
 
 from domain.errors import Unavailable
+from streams.handoff import Reply
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ RecordFn = Callable[[Sequence[Batch]], list[list[Any]]]
 
 
 class StoreUnavailable(Unavailable, RuntimeError):
-    """The event store did not take the batch; nothing of it was stored."""
+    """The intake log did not take the batch; nothing of it was stored."""
 
     code = "store_unavailable"
 
@@ -46,34 +46,16 @@ class GroupCommitter:
         self._thread.join(timeout)
 
     async def submit(self, workspace_id: str, calls: Sequence[dict[str, Any]]) -> list[Any]:
-        """Record `calls` durably; returns one `Recorded` per call."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        self._queue.put(((workspace_id, calls), future, loop))
-        return await future
+        """Append `calls` durably; returns one `Appended` per call."""
+        reply = Reply.here()
+        self._queue.put(((workspace_id, calls), reply))
+        return await reply.wait_async()  # type: ignore[no-any-return]
 
     def record_now(self, workspace_id: str, calls: Sequence[dict[str, Any]]) -> list[Any]:
         """Synchronous variant for callers without an event loop (imports, tests)."""
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        class _Sync:
-            def set_result(self, value: Any) -> None:
-                box["result"] = value
-                done.set()
-
-            def set_exception(self, exc: BaseException) -> None:
-                box["error"] = exc
-                done.set()
-
-            def cancelled(self) -> bool:
-                return False
-
-        self._queue.put(((workspace_id, calls), _Sync(), None))
-        done.wait()
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
+        reply = Reply()
+        self._queue.put(((workspace_id, calls), reply))
+        return reply.wait()  # type: ignore[no-any-return]
 
     def _run(self) -> None:
         while True:
@@ -99,32 +81,15 @@ class GroupCommitter:
 
     def _commit(self, group: list[Any]) -> None:
         try:
-            results = self._record([batch for batch, _, _ in group])
+            results = self._record([batch for batch, _ in group])
         except Exception as exc:
             if len(group) > 1:
                 for item in group:
                     self._commit([item])
                 return
             log.exception("recording a batch failed")
-            _resolve(group[0], error=StoreUnavailable(f"the intake log did not take the batch: {exc}"))
+            group[0][1].settle(error=StoreUnavailable(f"the intake log did not take the batch: {exc}"))
             return
         self._on_commit()
-        for item, result in zip(group, results):
-            _resolve(item, result=result)
-
-
-def _resolve(item: Any, result: Any = None, error: BaseException | None = None) -> None:
-    _, future, loop = item
-
-    def settle() -> None:
-        if future.cancelled():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    if loop is None:
-        settle()
-    else:
-        loop.call_soon_threadsafe(settle)
+        for (_, reply), result in zip(group, results):
+            reply.settle(result=result)

@@ -24,7 +24,6 @@ the store itself (unreachable, locked) is retried with a pause, never skipped.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import threading
@@ -34,6 +33,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from prometheus_client import Counter, Gauge
 
+from streams.handoff import Reply
 from streams.stages import measured
 
 log = logging.getLogger(__name__)
@@ -99,34 +99,17 @@ class Resolver:
 
     async def run(self, command: Callable[[], Any]) -> Any:
         """Run a write command on the resolver's thread, after everything accepted before it is resolved."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-
-        def settle(result: Any = None, error: BaseException | None = None) -> None:
-            def done() -> None:
-                if not future.cancelled():
-                    future.set_exception(error) if error is not None else future.set_result(result)
-
-            loop.call_soon_threadsafe(done)
-
-        self._commands.put((command, settle))
+        reply = Reply.here()
+        self._commands.put((command, reply))
         self.wake.set()
-        return await future
+        return await reply.wait_async()
 
     def run_now(self, command: Callable[[], Any]) -> Any:
         """`run` for callers without an event loop (the CLI, tests)."""
-        done, box = threading.Event(), {}
-
-        def settle(result: Any = None, error: BaseException | None = None) -> None:
-            box.update(result=result, error=error)
-            done.set()
-
-        self._commands.put((command, settle))
+        reply = Reply()
+        self._commands.put((command, reply))
         self.wake.set()
-        done.wait()
-        if box["error"] is not None:
-            raise box["error"]
-        return box["result"]
+        return reply.wait()
 
     def drain(self, timeout: float = 30.0) -> None:
         """Wait until everything the intake holds now is resolved (tests, the CLI)."""
@@ -140,23 +123,24 @@ class Resolver:
     # The loop ---------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        held = None  # a command taken but not run yet: after a failure it is the next one, not the last
         while not self._stopping.is_set():
+            if held is None:
+                try:
+                    held = self._commands.get_nowait()
+                except queue.Empty:
+                    pass
             try:
-                item = self._commands.get_nowait()
-            except queue.Empty:
-                item = None
-            try:
-                if item is not None:
+                if held is not None:
                     target = self.source.last_position()
                     while self.position < target and self.step():
                         pass
+                    item, held = held, None
                     self._command(item)
                     continue
                 if self.step():
                     continue
             except self.transient as exc:  # the store is down or locked: the same page again, after a pause
-                if item is not None:
-                    self._commands.put(item)
                 self.error = exc
                 log.warning("the resolver could not read or write the store (%s); retrying", exc)
                 self._stopping.wait(0.5)
@@ -169,15 +153,15 @@ class Resolver:
             self.wake.wait(self.poll)
             self.wake.clear()
 
-    def _command(self, item: Any) -> None:
-        command, settle = item
+    def _command(self, item: tuple[Callable[[], Any], Reply]) -> None:
+        command, reply = item
         try:
             result = command()
         except Exception as exc:
-            settle(error=exc)
+            reply.settle(error=exc)
             return
         self._on_commit()
-        settle(result=result)
+        reply.settle(result=result)
 
     def step(self) -> bool:
         """Record the next page of whole batches; returns whether there was one."""
