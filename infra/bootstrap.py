@@ -219,9 +219,7 @@ class Platform:
         return relay_start
 
     def _start_relay(self, start: int) -> None:
-        if not self.relay_in_process:
-            if start < (self.intake_log.position(RELAY) or 0):
-                self.intake_log.save_position(RELAY, start)
+        if not self.relay_in_process:  # `cdp relay` starts from the position it finds with the intake log
             return
         quarantine = self.quarantine
         assert quarantine is not None

@@ -130,9 +130,7 @@ def up() -> None:
     except SystemExit:  # uvicorn exits when the app's start failed; say why below
         pass
     finally:
-        for child in children:
-            child.terminate()
-            child.wait(30)
+        stopping()  # also when the start failed after the children were started
     if not server.started:
         if isinstance(platform.start_error, ConfigError):
             console.print(f"[red]cdp cannot start:[/red] {platform.start_error}")
