@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Iterator
 from urllib.parse import urlencode
@@ -73,6 +74,17 @@ def _wait_ingest(settings: Settings, process: subprocess.Popen[bytes], timeout: 
         time.sleep(0.05)
     console.print(f"[yellow]the ingest workers do not answer on {url}[/yellow]: is CDP_INGEST_PORT free? "
                   "Ingest still works through the core's address.")  # fmt: skip
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Stop this process (and so its workers) when the process that started it is gone (`cdp up` killed)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class _Server(uvicorn.Server):
@@ -147,11 +159,10 @@ def ingest(
 
     `cdp up` starts them; in distributed mode run this on as many machines as needed in front of PostgreSQL
     (docs/scaling.md). The core process (`cdp up` with CDP_INGEST_WORKERS=0) resolves what they append."""
-    from infra.ingest_server import exit_with_parent
 
     settings = _settings()
     if parent:
-        exit_with_parent(parent)
+        _exit_with_parent(parent)
     uvicorn.run(
         "infra.ingest_server:create_ingest_app", factory=True, host=settings.http_host, port=settings.ingest_port,
         workers=workers or settings.ingest_workers or 1, log_level="warning", timeout_graceful_shutdown=10,
@@ -163,14 +174,13 @@ def relay(
     parent: int = typer.Option(0, hidden=True, help="stop when this process is gone (`cdp up` passes its own)"),
 ) -> None:
     """Publish the event log to Kafka cdp.events, in a process of its own (`cdp up` starts it)."""
-    from infra.ingest_server import exit_with_parent
     from infra.relay_process import run_relay
 
     settings = _settings()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # its selector's timing notes, not ours to act on
     if parent:
-        exit_with_parent(parent)
+        _exit_with_parent(parent)
     run_relay(settings)
 
 

@@ -14,8 +14,6 @@ event is validation and one share of a transaction.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -106,13 +104,3 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
 
     return app
 
-
-def exit_with_parent(parent: int) -> None:
-    """Stop this process (and so its workers) when the process that started it is gone (`cdp up` killed)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            threading.Event().wait(0.5)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
