@@ -17,6 +17,7 @@ takes away its `revenue`, or the whole order's amount (and currency) without one
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
@@ -158,10 +159,29 @@ class CampaignMessage(_Properties):
     campaign_id: Id
 
 
-class ConsentChanged(_Properties):
-    """A person gave or withdrew consent for one purpose (e.g. email_marketing, analytics)."""
+CONSENT_CHANGED = "Consent Changed"
+PURPOSE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+PURPOSE_HELP = "a purpose is a lower-case id of letters, digits, - or _, e.g. marketing, analytics or personalisation"
 
-    purpose: Name
+
+def purpose_key(value: Any) -> Any:
+    """A purpose as stored and compared: trimmed, lower case (`Marketing ` is `marketing`)."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _purpose(value: str) -> str:
+    if not PURPOSE.match(value):
+        raise ValueError(f"{value!r} is not a purpose; {PURPOSE_HELP}")
+    return value
+
+
+Purpose = Annotated[str, BeforeValidator(purpose_key), Field(strict=True), AfterValidator(_purpose)]
+
+
+class ConsentChanged(_Properties):
+    """A person granted (`granted: true`) or withdrew (`false`) consent for one purpose (docs/consent.md)."""
+
+    purpose: Purpose
     granted: Annotated[bool, Field(strict=True)]
     channel: Name | None = None
 
@@ -209,7 +229,7 @@ SCHEMAS: dict[str, type[_Properties]] = {
     "SMS Sent": CampaignMessage,
     "SMS Opened": CampaignMessage,
     "SMS Clicked": CampaignMessage,
-    "Consent Changed": ConsentChanged,
+    CONSENT_CHANGED: ConsentChanged,
     "Cost Incurred": CostIncurred,
     "Sales Target Set": SalesTargetSet,
 }
@@ -259,7 +279,8 @@ FACT_KINDS: dict[str, str] = {
     "Cost Incurred": "cost",
     "Sales Target Set": "target",
 }
-"""Reserved event name → fact kind (Consent Changed is reserved but counted by no KPI)."""
+"""Reserved event name → fact kind (Consent Changed is reserved but counted by no KPI: consent decides who may be
+reached for a purpose, never what is counted; docs/consent.md)."""
 assert set(FACT_KINDS) <= set(SCHEMAS), "every counted event has a schema"
 
 EPOCH_DAY = date(1970, 1, 1)

@@ -7,7 +7,13 @@ A rule is a tree of conditions, written as JSON or YAML:
 - event conditions `{"event": "Order Completed", "measure": "sum(revenue)", "op": ">", "value": 1000,
   "within": "90d"}`, with property filters in `where` and a window (`within` a duration, or `between` two times),
 - recency `{"last_seen": {"older_than": "30d"}}` (or `{"within": "7d"}`),
-- `{"and": [...]}`, `{"or": [...]}`, `{"not": {...}}`, and membership of another tag `{"tag": "vip"}`.
+- `{"and": [...]}`, `{"or": [...]}`, `{"not": {...}}`, and membership of another tag `{"tag": "vip"}`,
+- consent for a purpose `{"consent": "marketing"}` (domain/consent.py: the profile's latest decision, else the
+  workspace's default).
+
+A definition may declare the `purpose` it serves: it is stored as its rule's first condition,
+`{"and": [{"consent": purpose}, rule]}`, so whoever reads the rule (the engine, segment queries,
+consumers of `cdp.events`) reads what membership means, and it reads back as `purpose` and `rule`.
 
 Models forbid unknown keys, so a typo is a 400 that names its path, never a rule
 that silently matches everyone. No drivers here: projections/ compiles rules to SQL.
@@ -27,7 +33,7 @@ from eventsourcing.utils import get_topic
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from domain import errors
-from domain.crm import ORDER_COMPLETED
+from domain.crm import ORDER_COMPLETED, PURPOSE, PURPOSE_HELP
 from domain.errors import Conflict, Invalid
 from domain.limits import EARLIEST_CLOCK, LATEST_CLOCK
 from domain.model import NAMESPACE
@@ -285,6 +291,23 @@ class TagCondition(_Node):
     tag: str = Field(description="id of another tag (dynamic or manual) the profile must have")
 
 
+def _purpose(value: str) -> str:
+    if not PURPOSE.match(value):
+        raise ValueError(f"{value!r} is not a purpose; {PURPOSE_HELP}")
+    return value
+
+
+class ConsentCondition(_Node):
+    """The profile has consent for a purpose: its latest Consent Changed for it, else the workspace's default."""
+
+    consent: str = Field(description="a purpose, e.g. marketing, analytics, personalisation")
+
+    @field_validator("consent")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _purpose(value)
+
+
 class AndNode(_Node):
     and_: list["Rule"] = Field(alias="and", min_length=1)
 
@@ -297,7 +320,7 @@ class NotNode(_Node):
     not_: "Rule" = Field(alias="not")
 
 
-_KINDS = ("and", "or", "not", "event", "trait", "computed", "last_seen", "tag")
+_KINDS = ("and", "or", "not", "event", "trait", "computed", "last_seen", "tag", "consent")
 
 
 def _kind(node: Any) -> str | None:
@@ -320,6 +343,7 @@ Rule = Annotated[
         Annotated[ComputedCondition, Tag("~computed")],
         Annotated[LastSeenCondition, Tag("~last_seen")],
         Annotated[TagCondition, Tag("~tag")],
+        Annotated[ConsentCondition, Tag("~consent")],
     ],
     Discriminator(
         _kind,
@@ -329,7 +353,7 @@ Rule = Annotated[
 ]
 _CLASS_KINDS = {
     AndNode: "and", OrNode: "or", NotNode: "not", EventCondition: "event", TraitCondition: "trait",
-    ComputedCondition: "computed", LastSeenCondition: "last_seen", TagCondition: "tag",
+    ComputedCondition: "computed", LastSeenCondition: "last_seen", TagCondition: "tag", ConsentCondition: "consent",
 }  # fmt: skip
 AndNode.model_rebuild()
 OrNode.model_rebuild()
@@ -337,13 +361,17 @@ NotNode.model_rebuild()
 
 
 class Definition(BaseModel):
-    """A tag or saved segment as sent to the API: an id, a name and a rule."""
+    """A tag or saved segment as sent to the API: an id, a name, the purpose it serves (if any) and a rule."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(description="lower-case slug, e.g. vip (letters, digits, - and _)")
     name: str = Field("", max_length=200)
     description: str = Field("", max_length=2000)
+    purpose: str | None = Field(
+        None, description="the purpose the members are used for (e.g. marketing): only profiles with consent for it "
+        "are members; none needs no consent",
+    )  # fmt: skip
     rule: Rule
 
     @field_validator("id")
@@ -352,6 +380,37 @@ class Definition(BaseModel):
         if not SLUG.match(value):
             raise ValueError(f"{value!r} is not an id; use 1-63 lower-case letters, digits, - or _, e.g. vip")
         return value
+
+    @field_validator("purpose")
+    @classmethod
+    def _known_purpose(cls, value: str | None) -> str | None:
+        return value if value is None else _purpose(value)
+
+    def stored_rule(self) -> dict[str, Any]:
+        """The rule as recorded: with a purpose, consent for it is the rule's first condition."""
+        return with_purpose(self.purpose, rule_json(self.rule))
+
+
+def with_purpose(purpose: str | None, rule: dict[str, Any]) -> dict[str, Any]:
+    return rule if purpose is None else {"and": [{"consent": purpose}, rule]}
+
+
+def split_purpose(rule: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(purpose, rule) of a recorded rule: the inverse of `with_purpose` (a rule written in that shape by hand
+    reads back as a purpose too: it means the same)."""
+    children = rule.get("and") if isinstance(rule, dict) and len(rule) == 1 else None
+    if isinstance(children, list) and len(children) == 2 and isinstance(children[0], dict):
+        first = children[0]
+        if set(first) == {"consent"} and isinstance(first["consent"], str):
+            return first["consent"], children[1]
+    return None, rule
+
+
+def purpose_of(rule: Any) -> str | None:
+    """The purpose of a parsed recorded rule (see `split_purpose`), or None."""
+    if isinstance(rule, AndNode) and len(rule.and_) == 2 and isinstance(rule.and_[0], ConsentCondition):
+        return rule.and_[0].consent
+    return None
 
 
 def error_path(loc: tuple[Any, ...]) -> str:
@@ -444,6 +503,11 @@ def _nodes(rule: Any, path: str = "rule") -> Iterator[tuple[str, Any]]:
             stack.extend((f"{path}.{key}[{i}]", child) for i, child in reversed(list(enumerate(children))))
         elif isinstance(node, NotNode):
             stack.append((f"{path}.not", node.not_))
+
+
+def consent_purposes(rule: Any) -> set[str]:
+    """The purposes whose consent a rule reads (its own conditions, not those of tags it refers to)."""
+    return {node.consent for _, node in _nodes(rule) if isinstance(node, ConsentCondition)}
 
 
 def tag_refs(rule: Any) -> list[tuple[str, str]]:
@@ -545,10 +609,12 @@ class ManualTagChange(Aggregate):
 
 
 class Definitions:
-    """The tags and saved segments of every workspace, as the log says they are now."""
+    """The tags and saved segments of every workspace, as the log says they are now; and every version of
+    the workspaces' consent defaults (kind `consent`, domain/consent.py), with when it was recorded."""
 
     def __init__(self) -> None:
         self.by_id: dict[str, RuleDefinition] = {}
+        self.versions: dict[str, list[tuple[datetime, int, dict[str, Any]]]] = {}  # consent defaults: id → versions
 
     def apply(self, domain_event: Any) -> None:
         originator = str(domain_event.originator_id)
@@ -556,6 +622,16 @@ class Definitions:
             self.by_id[originator] = domain_event.mutate(None)
         else:
             domain_event.mutate(self.by_id[originator])
+        self._keep_version(self.by_id[originator], domain_event.timestamp)
+
+    def saved(self, aggregate: RuleDefinition, at: datetime) -> None:
+        """An aggregate the writer just saved, whose last event was recorded `at`."""
+        self.by_id[str(aggregate.id)] = aggregate
+        self._keep_version(aggregate, at)
+
+    def _keep_version(self, d: RuleDefinition, at: datetime) -> None:
+        if d.kind == "consent":  # read as of a time (profiles as of then); tags and segments only now
+            self.versions.setdefault(str(d.id), []).append((at, d.rule_version, dict(d.rule)))
 
     def get(self, workspace_id: str, kind: str, slug: str) -> RuleDefinition | None:
         return self.by_id.get(str(tag_id_for(workspace_id, kind, slug)))
@@ -610,7 +686,7 @@ def define(
     already says the same; raises RuleError with the path of a bad node."""
     definitions.check(workspace_id, kind, definition)
     existing = definitions.get(workspace_id, kind, definition.id)
-    rule = rule_json(definition.rule)
+    rule = definition.stored_rule()
     name = definition.name or definition.id
     if existing is None:
         return RuleDefinition(workspace_id, kind, definition.id, name, definition.description, rule)
@@ -654,7 +730,7 @@ def save_definition(app: Any, workspace_id: str, kind: str, definition: Definiti
     except BaseException:
         app.load()  # the aggregate was changed in memory; the log is what counts
         raise
-    app.definitions.by_id[str(aggregate.id)] = aggregate
+    app.definitions.saved(aggregate, aggregate.modified_on)
     return aggregate
 
 

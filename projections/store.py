@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 
 import orjson
 
+from domain.consent import CONSENT_CHANGED, Change, change_of, latest
 from domain.crm import FEEDBACK_SUBMITTED as FEEDBACK
 from domain.crm import TICKET_OPENED, TICKET_RESOLVED, ZERO
 from domain.identity import own_identifier
@@ -35,14 +36,22 @@ EVENT_COLUMNS = [
 PROFILE_COLUMNS = [
     "workspace_id", "profile_id", "identifiers", "traits", "trait_times", "trait_sources", "first_seen", "last_seen",
     "event_count", "counts", "track_counts", "orders_count", "order_counts", "order_revenue", "revenue", "last_order_at",
-    "open_tickets", "csat_count", "csat_sum", "average_order_value", "average_csat", "position", "doc", "version",
-    "is_deleted",
+    "open_tickets", "csat_count", "csat_sum", "average_order_value", "average_csat", "consent", "position", "doc",
+    "version", "is_deleted",
 ]  # fmt: skip
 CHANGE_COLUMNS = [
     "workspace_id", "profile_id", "position", "change", "other_profile_id", "identifiers", "cause_event_id", "reason",
     "recorded_at",
 ]  # fmt: skip
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The Consent Changed events among `where`, with their decision (events are validated at ingest; a granted that is
+# not a boolean is left out all the same).
+_CONSENT_ROWS = (
+    "SELECT anchor, JSONExtractString(properties, 'purpose') AS purpose, JSONExtractBool(properties, 'granted') "
+    "AS granted, timestamp, position, event_id, JSONExtractString(properties, 'channel') AS channel, received_at "
+    "FROM {db}.events FINAL WHERE {where} AND type = 'track' AND event = '" + CONSENT_CHANGED + "' "
+    "AND JSONType(properties, 'granted') = 'Bool'"
+)
 
 
 @dataclass
@@ -67,6 +76,7 @@ class ProfileView:
     open_tickets: int = 0
     csat_count: int = 0
     csat_sum: float = 0.0
+    consent: dict[str, dict[str, Any]] = field(default_factory=dict)  # purpose → the decision in force (Change)
     position: int = 0
     changes: list[dict[str, Any]] = field(default_factory=list)  # identity history, oldest first
 
@@ -80,8 +90,8 @@ class ProfileView:
                 "orders_count": self.orders_count, "order_counts": self.order_counts,
                 "order_revenue": _amounts(self.order_revenue), "revenue": _amounts(self.revenue),
                 "last_order_at": shown(self.last_order_at), "open_tickets": self.open_tickets,
-                "csat_count": self.csat_count, "csat_sum": self.csat_sum, "position": self.position,
-                "changes": self.changes,
+                "csat_count": self.csat_count, "csat_sum": self.csat_sum, "consent": self.consent,
+                "position": self.position, "changes": self.changes,
             },  # fmt: skip
             option=orjson.OPT_SORT_KEYS,  # deterministic: a rebuild writes the same bytes
         )
@@ -176,15 +186,15 @@ class ProjectionStore:
                 workspace_id, v.profile_id, v.identifiers, {k: orjson.dumps(x).decode() for k, x in v.traits.items()},
                 v.trait_times, v.trait_sources, v.first_seen or EPOCH, v.last_seen or EPOCH, v.event_count, v.counts,
                 v.track_counts, v.orders_count, v.order_counts, v.order_revenue, v.revenue, v.last_order_at,
-                v.open_tickets, v.csat_count, v.csat_sum, v.average_order_value(), v.average_csat(), v.position,
-                doc.decode(), version, 0,
+                v.open_tickets, v.csat_count, v.csat_sum, v.average_order_value(), v.average_csat(),
+                {p: int(c["granted"]) for p, c in v.consent.items()}, v.position, doc.decode(), version, 0,
             ]  # fmt: skip
             for v, doc in docs
         ]
         gone = list(gone)
         rows += [
-            [workspace_id, pid, [], {}, {}, {}, EPOCH, EPOCH, 0, {}, {}, 0, {}, {}, {}, None, 0, 0, 0.0, {}, None, top, "",
-             version, 1]
+            [workspace_id, pid, [], {}, {}, {}, EPOCH, EPOCH, 0, {}, {}, 0, {}, {}, {}, None, 0, 0, 0.0, {}, None, {}, top,
+             "", version, 1]
             for pid in gone
         ]
         self._insert("profiles", rows, PROFILE_COLUMNS)
@@ -340,6 +350,7 @@ class ProjectionStore:
         self._money(views, owner, params, known)
         self._tickets(views, owner, params, where)
         self._csat(views, owner, params, where)
+        self._consent(views, owner, params, where)
         self._traits(views, owner, params, where, trait_sources or {})
         for pid, changes in self.changes_of(workspace_id, views).items():
             views[pid].changes = changes if as_of is None else [c for c in changes if c["recorded_at"] <= shown(as_of)]
@@ -390,6 +401,35 @@ class ProjectionStore:
             v = views[owner[anchor]]
             v.csat_count += count
             v.csat_sum += total
+
+    def _consent(self, views: dict[str, ProfileView], owner: dict[str, str], params: dict[str, Any], where: str) -> None:
+        """Per purpose, the decision in force (domain/consent.latest) over the profile's anchors."""
+        found: dict[str, list[Change]] = defaultdict(list)
+        for anchor, purpose, (granted, at, position, event_id, channel, received) in self.client.query(
+            f"SELECT anchor, purpose, argMax((granted, timestamp, position, toString(event_id), channel, received_at), "
+            f"(timestamp, position)) FROM ({_CONSENT_ROWS.format(db=self.db, where=where)}) GROUP BY anchor, purpose",
+            parameters=params,
+        ).result_rows:
+            c = change_of(purpose, bool(granted), utc(at), position, event_id, channel, utc(received))
+            if c is not None:
+                found[owner[anchor]].append(c)
+        for pid, changes in found.items():
+            views[pid].consent = {p: c.to_json() for p, c in sorted(latest(changes).items())}
+
+    def consent_history(
+        self, workspace_id: str, anchors: list[str], limit: int, as_of: datetime | None = None
+    ) -> list[Change]:
+        """The Consent Changed decisions anchored on `anchors` (received by `as_of`), newest first by event time."""
+        known = "AND received_at <= {t:DateTime64(6, 'UTC')}" if as_of else ""
+        where = f"workspace_id = {{ws:String}} AND anchor IN {{anchors:Array(String)}} {known}"
+        rows = self.client.query(
+            f"SELECT purpose, granted, timestamp, position, toString(event_id), channel, received_at "
+            f"FROM ({_CONSENT_ROWS.format(db=self.db, where=where)}) "
+            "ORDER BY timestamp DESC, position DESC LIMIT {limit:UInt32}",
+            parameters={"ws": workspace_id, "anchors": anchors, "t": as_of, "limit": limit},
+        ).result_rows
+        changes = (change_of(p, bool(g), utc(at), pos, eid, ch, utc(rec)) for p, g, at, pos, eid, ch, rec in rows)
+        return [c for c in changes if c is not None]
 
     def _traits(
         self, views: dict[str, ProfileView], owner: dict[str, str], params: dict[str, Any], where: str,

@@ -19,10 +19,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import orjson
 
+from domain.consent import Defaults
 from domain.segment import CALL_TYPES
 from domain.tags import (
     AndNode,
     ComputedCondition,
+    ConsentCondition,
     EventCondition,
     LastSeenCondition,
     NotNode,
@@ -47,10 +49,11 @@ CHANGE_COLUMNS = ["workspace_id", "tag_id", "profile_id", "change", "kind", "at"
 class _Compiler:
     """Turns rule trees into SQL expressions over `p` (the profile row) and `agg` (event aggregates)."""
 
-    def __init__(self, now: datetime, rules: dict[str, Any], db: str) -> None:
+    def __init__(self, now: datetime, rules: dict[str, Any], db: str, consent: Defaults) -> None:
         self.now = now
         self.rules = rules  # dynamic tags by id, inlined where a rule refers to them
         self.db = db
+        self.consent = consent  # the workspace's defaults, for purposes a profile never decided on
         self.manual_table = f"{db}.tag_membership"
         self.params: dict[str, Any] = {"now": now, "far": FAR}
         self.aggs: dict[str, str] = {}  # SQL → column name
@@ -271,6 +274,10 @@ class _Compiler:
             return f"ifNull({self.event_leaf(node)}, 0)"
         if isinstance(node, LastSeenCondition):
             return self.recency_leaf(node)
+        if isinstance(node, ConsentCondition):  # the person's latest decision (profiles.consent), else the default
+            purpose = self.param(node.consent, "String")
+            default = "1" if self.consent.granted(node.consent) else "0"
+            return f"if(mapContains(p.consent, {purpose}), p.consent[{purpose}] = 1, {default})"
         raise TypeError(f"not a rule node: {node!r}")
 
     def due(self, start: int) -> str:
@@ -305,9 +312,10 @@ class TagStore:
     # Evaluation ------------------------------------------------------------------------------
 
     def _query(
-        self, workspace_id: str, rules: dict[str, Any], inline: dict[str, Any], now: datetime, ids: list[str] | None
-    ) -> tuple[str, dict[str, Any], list[str]]:
-        c = _Compiler(now, inline, self.db)
+        self, workspace_id: str, rules: dict[str, Any], inline: dict[str, Any], now: datetime, ids: list[str] | None,
+        consent: Defaults,
+    ) -> tuple[str, dict[str, Any], list[str]]:  # fmt: skip
+        c = _Compiler(now, inline, self.db, consent)
         columns, names = [], []
         for i, (name, rule) in enumerate(rules.items()):
             start = len(c.dues)
@@ -349,9 +357,11 @@ class TagStore:
         return sql, c.params, names
 
     def evaluate(
-        self, workspace_id: str, rules: dict[str, Any], inline: dict[str, Any], now: datetime, ids: list[str] | None
-    ) -> Evaluation:
-        """Evaluate `rules` (name → rule) for the profiles `ids` (None: all); `inline` resolves tag references."""
+        self, workspace_id: str, rules: dict[str, Any], inline: dict[str, Any], now: datetime, ids: list[str] | None,
+        consent: Defaults,
+    ) -> Evaluation:  # fmt: skip
+        """Evaluate `rules` (name → rule) for the profiles `ids` (None: all); `inline` resolves tag references,
+        `consent` is the workspace's consent defaults."""
         results: dict[str, dict[str, tuple[bool, datetime | None]]] = {}
         if ids is not None and not ids:
             return Evaluation(results)
@@ -362,7 +372,7 @@ class TagStore:
                 sql += " AND profile_id IN {ids:Array(UUID)}"
                 params["ids"] = ids
             return Evaluation({r[0]: {} for r in self.client.query(sql, parameters=params).result_rows})
-        sql, params, names = self._query(workspace_id, rules, inline, now, ids)
+        sql, params, names = self._query(workspace_id, rules, inline, now, ids, consent)
         for row in self.client.query(sql, parameters=params).result_rows:
             out = {}
             for i, name in enumerate(names):
@@ -372,10 +382,11 @@ class TagStore:
         return Evaluation(results)
 
     def matching(
-        self, workspace_id: str, rule: Any, inline: dict[str, Any], now: datetime, after: str = "", limit: int = 0
-    ) -> tuple[int, list[str]]:
+        self, workspace_id: str, rule: Any, inline: dict[str, Any], now: datetime, consent: Defaults, after: str = "",
+        limit: int = 0,
+    ) -> tuple[int, list[str]]:  # fmt: skip
         """Segments: how many profiles match a rule, and a page of their ids in id order after `after`."""
-        sql, params, _ = self._query(workspace_id, {"q": rule}, inline, now, None)
+        sql, params, _ = self._query(workspace_id, {"q": rule}, inline, now, None, consent)
         count = self.client.query(f"SELECT count() FROM ({sql}) WHERE m0", parameters=params).result_rows[0][0]
         ids: list[str] = []
         if limit:

@@ -23,7 +23,7 @@ from domain.identity import IdentityRules
 from services import Services
 from services.documents import json_problems
 from services.profiles import (
-    MAX_PAGE, GetMerges, GetProfile, GetTimeline, ListProfiles, ProfileService, SetRules, SplitProfile,
+    MAX_PAGE, GetConsent, GetMerges, GetProfile, GetTimeline, ListProfiles, ProfileService, SetRules, SplitProfile,
 )  # fmt: skip
 
 router = APIRouter(tags=["profiles"])
@@ -99,6 +99,48 @@ def get_events(
     ))  # fmt: skip
     next_cursor = encode_cursor(*timeline.next_before) if timeline.next_before else None
     return json_response({"profile_id": timeline.profile_id, "events": timeline.events, "next_cursor": next_cursor})
+
+
+CONSENT_EXAMPLE = {
+    "profile_id": "86dfc915-baff-5154-b741-04c27749136a",
+    "consent": {
+        "analytics": {"granted": True, "source": "default", "at": None, "event_id": None},
+        "marketing": {"granted": False, "source": "event", "at": "2026-03-02T09:15:00.000Z",
+                      "event_id": "5d0c6d4e-7f0a-5b43-9a31-2f4f3c1f9b11"},
+        "personalisation": {"granted": False, "source": "default", "at": None, "event_id": None},
+    },
+    "defaults": {"version": 0, "defaults": {"*": "denied", "analytics": "granted", "marketing": "denied",
+                                             "personalisation": "denied"}},
+    "history": [
+        {"purpose": "marketing", "granted": False, "at": "2026-03-02T09:15:00.000Z",
+         "received_at": "2026-03-02T09:15:00.204Z", "event_id": "5d0c6d4e-7f0a-5b43-9a31-2f4f3c1f9b11",
+         "position": 118, "channel": "preference-centre"},
+        {"purpose": "marketing", "granted": True, "at": "2026-01-10T17:40:00.000Z",
+         "received_at": "2026-01-10T17:40:00.311Z", "event_id": "0b7e2c55-2a4e-5f1d-8d2b-6f9a1c3e7d20",
+         "position": 42, "channel": "signup-form"},
+    ],
+}  # fmt: skip
+
+
+@router.get(
+    "/v1/profiles/{identifier}/consent",
+    summary="A profile's consent per purpose, and its decisions newest first",
+    description="Each purpose the workspace's consent defaults name or the person decided on: `source` `event` (the "
+    "latest Consent Changed of the purpose, by event time) or `default` (the workspace's default; "
+    "`/v1/settings/consent-defaults`). With `as_of`, as known then: the decisions received by that time and the "
+    "defaults in force. See docs/consent.md.",
+    responses={200: {"content": {"application/json": {"example": CONSENT_EXAMPLE}}}},
+)
+def get_consent(
+    identifier: str,
+    as_of: str | None = Query(None, description=f"consent as known then; {QUERY_TIME_HELP}",
+                              json_schema_extra=QUERY_TIME),
+    limit: int = Query(100, ge=1, le=MAX_PAGE, description="decisions in `history`, newest first"),
+    workspace_id: str = Depends(read_key),
+    service: ProfileService = Depends(profiles),
+) -> Response:  # fmt: skip
+    query = GetConsent(workspace_id, identifier, parse_query_time("as_of", as_of), limit)
+    return json_response(service.consent(query))
 
 
 @router.get("/v1/profiles/{identifier}/merges", summary="A profile's identity events: links, merges, refusals, splits")

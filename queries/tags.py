@@ -3,7 +3,8 @@
 Definitions (tags, saved segments) and manual tags change data: write key, as
 Bearer or HTTP Basic username. Reads take the read key as Bearer. Bodies are JSON
 or YAML, read by the service; an invalid rule is a 400 listing each bad node by
-path and why.
+path and why. Definitions, segment queries and exports may name a `purpose`: only profiles with
+consent for it are members (docs/consent.md).
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from fastapi.responses import Response, StreamingResponse
 from api.auth import WriteKey, read_key, services
 from api.openapi import inline_schema
 from api.responses import json_response
+from domain.crm import PURPOSE
 from domain.tags import SLUG, Definition
+from queries import consent
 from services import Services
 from services.tags import (
     KINDS, AddManualTag, Define, Delete, ExportSegment, QuerySegment, RemoveManualTag, SegmentMembers, TagService,
 )  # fmt: skip
 
 router = APIRouter()
+# The consent defaults setting is read by tags and segments; served with them until it is listed on its own.
+router.include_router(consent.router)
 write_key = WriteKey("unknown write key; changing tags and segments needs a write key")
 
 
@@ -43,20 +48,25 @@ def _body(schema: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
 # The children of and, or and not are rules too; documented one level deep.
 _DEFINITION = inline_schema(Definition.model_json_schema(), family=("AndNode", "OrNode", "NotNode"))
 _DEFINITION["properties"]["id"]["pattern"] = SLUG.pattern
+_DEFINITION["properties"]["purpose"]["anyOf"][0]["pattern"] = PURPOSE.pattern
 _RULE = _DEFINITION["properties"]["rule"]
 _EXAMPLE_RULE = {"and": [{"computed": "orders_count", "op": ">=", "value": 3},
                          {"event": "Order Completed", "measure": "sum(revenue)", "op": ">", "value": 1000,
                           "within": "90d"}]}  # fmt: skip
-DEFINITION_BODY = _body(_DEFINITION, {"id": "big-spenders", "name": "Big spenders", "rule": _EXAMPLE_RULE})
+DEFINITION_BODY = _body(_DEFINITION, {"id": "big-spenders", "name": "Big spenders", "purpose": "marketing",
+                                       "rule": _EXAMPLE_RULE})  # fmt: skip
 REPLACEMENT_BODY = _body(
     {**_DEFINITION, "required": [r for r in _DEFINITION.get("required", []) if r != "id"]},
-    {"name": "Big spenders", "rule": _EXAMPLE_RULE},
+    {"name": "Big spenders", "purpose": "marketing", "rule": _EXAMPLE_RULE},
 )
 QUERY_BODY = _body({
     "type": "object", "additionalProperties": False, "required": ["rule"],
     "properties": {"rule": _RULE, "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                   "purpose": {"type": "string", "pattern": PURPOSE.pattern,
+                               "description": "only profiles with consent for this purpose (e.g. marketing)"},
                    "cursor": {"type": "string", "description": "next_cursor of the page before"}},
-}, {"rule": {"event": "Order Completed", "between": ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"]}, "limit": 10})
+}, {"rule": {"event": "Order Completed", "between": ["2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"]},
+    "purpose": "marketing", "limit": 10})  # fmt: skip
 MANUAL_TAG_BODY = _body({
     "type": "object", "required": ["tag"],
     "properties": {"tag": {"type": "string", "description": "a manual tag's id, e.g. beta-tester"},
@@ -168,10 +178,12 @@ def _lines(pages: Iterator[list[dict[str, Any]]], format: str) -> Iterator[bytes
 
 @router.get("/v1/segments/{slug}/export", tags=["segments"], summary="Every member, streamed as CSV or JSONL")
 def export(
-    slug: str, format: str = Query("jsonl", pattern="^(csv|jsonl)$"), workspace_id: str = Depends(read_key),
-    service: TagService = Depends(tags),
+    slug: str, format: str = Query("jsonl", pattern="^(csv|jsonl)$"),
+    purpose: str | None = Query(None, pattern=PURPOSE.pattern, examples=["marketing"],
+                                description="the purpose the export serves: only members with consent for it"),
+    workspace_id: str = Depends(read_key), service: TagService = Depends(tags),
 ) -> StreamingResponse:  # fmt: skip
-    pages = service.export(ExportSegment(workspace_id, slug))
+    pages = service.export(ExportSegment(workspace_id, slug, purpose=purpose))
     media = "text/csv" if format == "csv" else "application/x-ndjson"
     return StreamingResponse(_lines(pages, format), media_type=media,
                              headers={"Content-Disposition": f'attachment; filename="{slug}.{format}"'})  # fmt: skip

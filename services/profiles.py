@@ -18,6 +18,7 @@ from uuid import UUID
 import orjson
 
 from domain.application import CustomerData, IdentityError
+from domain.consent import defaults_as_of, document
 from domain.errors import Conflict, Invalid, NotFound
 from domain.identity import IdentityRules, normalise_identifier, own_identifier, parse_identifier
 from domain.times import shown
@@ -61,6 +62,16 @@ class GetTimeline:
     since: datetime | None = None
     until: datetime | None = None
     as_of: datetime | None = None
+
+
+@dataclass(frozen=True)
+class GetConsent:
+    """A profile's consent per purpose and its decisions, newest first (now, or as known at `as_of`)."""
+
+    workspace_id: str
+    identifier: str
+    as_of: datetime | None = None
+    limit: int = 100
 
 
 @dataclass(frozen=True)
@@ -215,6 +226,21 @@ class ProfileService:
         last = (page[-1]["timestamp"], page[-1]["id"]) if len(rows) > q.limit else None
         return Timeline(view.profile_id, [_event(r) for r in page], last)
 
+    def consent(self, q: GetConsent) -> dict[str, Any]:
+        view = self._load(q.workspace_id, q.identifier, q.as_of)
+        defaults = defaults_as_of(self.app.definitions, q.workspace_id, q.as_of)
+        history = self.store.consent_history(
+            q.workspace_id, view.identifiers + [own_identifier(view.profile_id)], q.limit, q.as_of
+        )
+        result: dict[str, Any] = {
+            "profile_id": view.profile_id, "consent": document(view.consent, defaults),
+            "defaults": {"version": defaults.version, "defaults": defaults.to_json()},
+            "history": [c.to_json() for c in history],
+        }  # fmt: skip
+        if q.as_of is not None:
+            result["as_of"] = shown(q.as_of)
+        return result
+
     def merges(self, q: GetMerges) -> dict[str, Any]:
         """The profile's own identity events, and those of every profile merged into it."""
         profile_id = self.resolve(q.workspace_id, q.identifier)
@@ -269,6 +295,7 @@ class ProfileService:
             "traits": view.traits, "trait_sources": view.trait_sources, "computed_traits": computed,
             "first_seen": computed["first_seen"], "last_seen": computed["last_seen"],
             "event_count": view.event_count, "counts": computed["counts"], "position": view.position,
+            "consent": document(view.consent, defaults_as_of(self.app.definitions, workspace_id, as_of)),
         }  # fmt: skip
         if as_of is not None:
             result["as_of"] = shown(as_of)

@@ -1,10 +1,13 @@
-"""Workspace settings: the origins whose pages may send events from the browser (CORS)."""
+"""Workspace settings: the origins whose pages may send events from the browser (CORS), and the consent
+defaults (per purpose, granted or denied for a person who never decided; domain/consent.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from domain.application import CustomerData
+from domain.consent import Defaults, defaults_as_of, parse_defaults, save_defaults
 from domain.directory import Directory
 from domain.errors import Invalid
 from services.ports import Committer
@@ -14,6 +17,14 @@ from services.ports import Committer
 class SetAllowedOrigins:
     workspace_id: str
     origins: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetConsentDefaults:
+    """The whole defaults: {purpose: "granted" | "denied"}, `*` for every purpose not named."""
+
+    workspace_id: str
+    defaults: Any
 
 
 def origin(value: str) -> str:
@@ -47,3 +58,20 @@ class SettingsService:
             raise RuntimeError("settings are changed through the core process, not an ingest worker")
         await self.committer.run(lambda: app.allow_origins(c.workspace_id, origins))
         return origins
+
+    def _core(self) -> CustomerData:
+        if self.committer is None or not isinstance(self.app, CustomerData):
+            raise RuntimeError("settings are changed through the core process, not an ingest worker")
+        return self.app
+
+    def consent_defaults(self, workspace_id: str) -> Defaults:
+        """The consent defaults in force (the built-in ones, version 0, until the workspace sets its own)."""
+        return defaults_as_of(self._core().definitions, workspace_id)
+
+    async def set_consent_defaults(self, c: SetConsentDefaults) -> Defaults:
+        """Record new defaults: tags and segments that declare a purpose whose default changed re-evaluate their
+        members (in the log's order, as every definition)."""
+        defaults = parse_defaults(c.defaults)
+        app = self._core()
+        assert self.committer is not None
+        return await self.committer.run(lambda: save_defaults(app, c.workspace_id, defaults))

@@ -6,6 +6,9 @@ do the work, the application saves); reads come from the tag projection. Bodies 
 the client sent (JSON or YAML) and are read here, so every way in reads them alike. Errors are
 `domain.errors` kinds: a document or rule that does not hold is `InvalidDocument` (code
 `invalid_<what>`, each bad node by path), a taken id a Conflict, an unknown one NotFound.
+
+A definition, a segment query or an export may name the purpose its members are used for: only profiles
+with consent for it (their own decision, else the workspace's default; domain/consent.py) are members.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from datetime import datetime
 from typing import Any, Callable, Iterator
 
 from domain.application import CustomerData
+from domain.consent import Defaults, defaults_as_of
+from domain.crm import PURPOSE, PURPOSE_HELP
 from domain.errors import Conflict, Invalid, NotFound
 from domain.tags import (
     AlreadyDefined, Definition, RuleError, delete_definition, parse_definition, parse_rule, record_manual_tag,
-    save_definition, time_errors,
+    rule_json, save_definition, split_purpose, time_errors, with_purpose,
 )  # fmt: skip
 from domain.tags import NotFound as Missing
 from domain.times import shown
@@ -99,9 +104,12 @@ class SegmentMembers:
 
 @dataclass(frozen=True)
 class ExportSegment:
+    """Every member of a saved segment; with `purpose`, only those with consent for it as well."""
+
     workspace_id: str
     slug: str
     page: int = EXPORT_PAGE
+    purpose: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,10 @@ class TagService:
     def tag_rules(self, workspace_id: str) -> dict[str, Any]:
         """Dynamic tags' rules as the log says they are now (for segments that refer to tags)."""
         return {slug: parse_rule(d.rule) for slug, d in self.definitions(workspace_id, "tag").items()}
+
+    def consent(self, workspace_id: str) -> Defaults:
+        """The workspace's consent defaults as the log says they are now."""
+        return defaults_as_of(self.app.definitions, workspace_id)
 
     # Definitions --------------------------------------------------------------------------------
 
@@ -178,8 +190,9 @@ class TagService:
 
     def view(self, workspace_id: str, kind: str, d: Any, counts: dict[str, int] | None = None) -> dict[str, Any]:
         """A definition as the API shows it: a tag with its members and backfill, a segment with its count."""
-        body: dict[str, Any] = {"id": d.slug, "name": d.name, "description": d.description, "rule": d.rule,
-                                "rule_version": d.rule_version}  # fmt: skip
+        purpose, rule = split_purpose(d.rule)
+        body: dict[str, Any] = {"id": d.slug, "name": d.name, "description": d.description, "purpose": purpose,
+                                "rule": rule, "rule_version": d.rule_version}  # fmt: skip
         if kind == "tag":
             counts = counts if counts is not None else self.tag_store.member_counts(workspace_id)
             body["members"] = counts.get(d.slug, 0)
@@ -189,7 +202,7 @@ class TagService:
             body["backfill"] = backfill
         else:
             body["count"], _ = self.tag_store.matching(
-                workspace_id, parse_rule(d.rule), self.tag_rules(workspace_id), self.now()
+                workspace_id, parse_rule(d.rule), self.tag_rules(workspace_id), self.now(), self.consent(workspace_id)
             )
         return body
 
@@ -249,13 +262,14 @@ class TagService:
             body = read_document(q.body, q.content_type)
             if not isinstance(body, dict) or "rule" not in body:
                 raise RuleError([("rule", "give the rule to match, e.g. {\"rule\": {\"tag\": \"vip\"}}")])
-            unknown = sorted(set(body) - {"rule", "limit", "cursor"})
+            unknown = sorted(set(body) - {"rule", "purpose", "limit", "cursor"})
             if unknown:
-                raise RuleError([(unknown[0], "unknown field; a query has rule, limit and cursor")])
+                raise RuleError([(unknown[0], "unknown field; a query has rule, purpose, limit and cursor")])
             limit = body.get("limit", 50)
             if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
                 raise RuleError([("limit", "give a whole number from 1 to 1000")])
             rule = _checked_times(parse_rule(body["rule"]))
+            rule = _serving(body.get("purpose"), rule)
         except RuleError as exc:
             raise InvalidDocument("segment query", exc) from None
         cursor = body.get("cursor")
@@ -267,13 +281,16 @@ class TagService:
     def export(self, q: ExportSegment) -> Iterator[list[dict[str, Any]]]:
         """Every member of a saved segment, page by page, at one clock reading. The segment is looked up
         now (NotFound before anything is streamed); the pages are read as they are taken."""
-        rule = self._saved(q.workspace_id, q.slug)
-        inline, now = self.tag_rules(q.workspace_id), self.now()
+        try:
+            rule = _serving(q.purpose, self._saved(q.workspace_id, q.slug), "purpose")
+        except RuleError as exc:
+            raise InvalidDocument("export", exc) from None
+        inline, now, consent = self.tag_rules(q.workspace_id), self.now(), self.consent(q.workspace_id)
 
         def pages() -> Iterator[list[dict[str, Any]]]:
             after = ""
             while True:
-                _, ids = self.tag_store.matching(q.workspace_id, rule, inline, now, after=after, limit=q.page)
+                _, ids = self.tag_store.matching(q.workspace_id, rule, inline, now, consent, after=after, limit=q.page)
                 yield [_member(d) for d in self.tag_store.profile_docs(q.workspace_id, ids)]
                 if len(ids) < q.page:
                     return
@@ -289,12 +306,22 @@ class TagService:
 
     def _members(self, workspace_id: str, rule: Any, limit: int, cursor: str | None) -> dict[str, Any]:
         count, ids = self.tag_store.matching(
-            workspace_id, rule, self.tag_rules(workspace_id), self.now(), after=cursor or "", limit=limit + 1
-        )
+            workspace_id, rule, self.tag_rules(workspace_id), self.now(), self.consent(workspace_id),
+            after=cursor or "", limit=limit + 1,
+        )  # fmt: skip
         page = ids[:limit]
         docs = self.tag_store.profile_docs(workspace_id, page)
         return {"count": count, "members": [_member(d) for d in docs],
                 "next_cursor": page[-1] if len(ids) > limit else None}  # fmt: skip
+
+
+def _serving(purpose: Any, rule: Any, path: str = "purpose") -> Any:
+    """The rule of members used for `purpose` (None: the rule as it is): consent for it is needed as well."""
+    if purpose is None:
+        return rule
+    if not isinstance(purpose, str) or not PURPOSE.match(purpose):
+        raise RuleError([(path, f"{purpose!r} is not a purpose; {PURPOSE_HELP}")])
+    return parse_rule(with_purpose(purpose, rule_json(rule)))
 
 
 def _member(doc: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,12 @@ clock. So each step (a page of the log, a tick that found timers due, a backfill
 page) reads the clock once, and once it has applied it is recorded in
 `tag_steps` with that reading. A rebuild follows the recorded steps (`replay`),
 which reproduces every enter and exit with its position, cause and time.
+
+Consent: a tag that declares a purpose holds only profiles with consent for it (domain/consent.py). A
+profile that leaves such a tag because it has no consent leaves with cause `consent`, and one that
+enters because its consent (or the workspace's default) changed enters with cause `consent`. The
+defaults are a definition of kind `consent` in the log: when they change, the members of every tag
+that reads a purpose whose default changed are evaluated again, in that page of the log.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ import queue
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 from uuid import UUID
 
 import orjson
 
-from domain.tags import parse_rule
+from domain.consent import BUILT_IN, CONSENT_CHANGED, KIND as CONSENT_KIND, Defaults, parse_defaults
+from domain.crm import purpose_key
+from domain.tags import ConsentCondition, consent_purposes, parse_rule, purpose_of
 from domain.times import UTC, shown
 from projections.tags import EPOCH, Step, TagStore
 from streams.messages import (
@@ -41,7 +49,9 @@ log = logging.getLogger(__name__)
 
 TAG_CHANGES_TOPIC = "cdp.tag-changes"
 # When several causes touch a profile in one batch, the strongest names the change.
-_CAUSE_RANK = {"event": 0, "time": 1, "split": 2, "merge": 3, "rule": 4, "manual": 5, "deleted": 6}
+_CAUSE_RANK = {"event": 0, "time": 1, "consent": 2, "split": 3, "merge": 4, "rule": 5, "manual": 6, "deleted": 7}
+# What changed a profile's consent for a purpose in a step: its own decision, or the workspace's default.
+ConsentNews = Mapping[str, Mapping[str, str]]  # profile → purpose → "event" | "default"
 
 
 class Clock(Protocol):
@@ -76,6 +86,11 @@ class TagDef:
     name: str
     version: int
     rule: Any
+
+    @property
+    def purpose(self) -> str | None:
+        """The purpose the tag declares: only profiles with consent for it are members."""
+        return purpose_of(self.rule)
 
 
 @dataclass
@@ -129,9 +144,12 @@ class TagEngine:
         self.deferred: dict[tuple[str, str, int, int], _Job] | None = None
         self.deferred_keys: set[tuple[str, str, int, int]] = set()
         self.defs: dict[str, dict[str, TagDef]] = {}
+        self.consent: dict[str, Defaults] = {}  # each workspace's consent defaults, as the log last set them
         for ws, kind, slug, version, name, rule, deleted in store.latest_definitions():
             if kind == "tag" and not deleted:
                 self.defs.setdefault(ws, {})[slug] = TagDef(slug, name, version, parse_rule(orjson.loads(rule)))
+            elif kind == CONSENT_KIND and not deleted:
+                self.consent[ws] = parse_defaults(orjson.loads(rule)["defaults"], version)
         # Steps are recorded once there is anything to tag (a tag defined, a manual tag): before that,
         # evaluations change nothing, however the log is paged.
         self.recording = self._seq > 0 or bool(self.defs)
@@ -149,6 +167,10 @@ class TagEngine:
 
     def rules(self, workspace_id: str) -> dict[str, Any]:
         return {slug: d.rule for slug, d in self.defs.get(workspace_id, {}).items()}
+
+    def defaults(self, workspace_id: str) -> Defaults:
+        """The workspace's consent defaults (the built-in ones until it sets its own)."""
+        return self.consent.get(workspace_id) or Defaults(BUILT_IN)
 
     # Steps -----------------------------------------------------------------------------------
 
@@ -197,9 +219,10 @@ class TagEngine:
 
     def apply(
         self, workspace_id: str, pids: Iterable[str], position: int, causes: dict[str, str] | str,
-        only: set[str] | None = None,
+        only: set[str] | None = None, consent: ConsentNews | None = None,
     ) -> int:  # fmt: skip
-        """Re-evaluate `pids` against the workspace's tags (or `only` these); returns the changes made."""
+        """Re-evaluate `pids` against the workspace's tags (or `only` these); returns the changes made.
+        `consent` says whose consent this step changed, for the causes of the changes it makes."""
         ids = sorted(set(pids))
         if not ids:
             return 0
@@ -207,8 +230,11 @@ class TagEngine:
             defs = self.defs.get(workspace_id, {})
             target = {s: d for s, d in defs.items() if only is None or s in only}
             now = self.now()
-            evaluation = self.store.evaluate(workspace_id, {s: d.rule for s, d in target.items()},
-                                             self.rules(workspace_id), now, ids)  # fmt: skip
+            # Consent of each declared purpose on its own too (not a slug: no tag has the name), to tell who
+            # leaves for want of consent.
+            gates = {f"consent:{p}": ConsentCondition(consent=p) for p in {d.purpose for d in target.values()} if p}
+            evaluation = self.store.evaluate(workspace_id, {**{s: d.rule for s, d in target.items()}, **gates},
+                                             self.rules(workspace_id), now, ids, self.defaults(workspace_id))  # fmt: skip
             current = self.store.members_of(workspace_id, ids)
             timers = self.store.timers_of(workspace_id, ids)
             out = _Batch([], [], [], [])
@@ -223,18 +249,24 @@ class TagEngine:
                     for (tpid, slug) in [k for k in timers if k[0] == pid]:
                         out.timers.append([workspace_id, slug, UUID(pid), EPOCH])
                     continue
+                news = (consent or {}).get(pid, {})
                 for slug, d in target.items():
                     member, due = result[slug]
                     before = had.get(slug)
                     if before is not None and before["kind"] == "manual":
                         continue  # a manual tag of the same name: left alone
                     if member and before is None:
-                        self._change(out, workspace_id, pid, slug, "dynamic", "entered", d.version, position, now, cause)
+                        why, reason = _entered(d, news, cause)
+                        self._change(out, workspace_id, pid, slug, "dynamic", "entered", d.version, position, now, why,
+                                     reason)  # fmt: skip
                     elif member and before is not None and before["rule_version"] != d.version:
                         out.membership.append([workspace_id, slug, UUID(pid), "dynamic", d.version, before["since"],
                                                position, 0])  # fmt: skip
                     elif not member and before is not None:
-                        self._change(out, workspace_id, pid, slug, "dynamic", "exited", d.version, position, now, cause)
+                        consented = d.purpose is None or result[f"consent:{d.purpose}"][0]
+                        why, reason = _exited(d, news, cause, consented)
+                        self._change(out, workspace_id, pid, slug, "dynamic", "exited", d.version, position, now, why,
+                                     reason)  # fmt: skip
                     if timers.get((pid, slug)) != due:
                         out.timers.append([workspace_id, slug, UUID(pid), due or EPOCH])
                 if only is None:  # tags deleted since: no more timers for them
@@ -322,6 +354,25 @@ class TagEngine:
             self._write(out)
             for tag in self._dependents(workspace_id, slug, rules={**self.rules(workspace_id), slug: d.rule}):
                 self._schedule(workspace_id, tag, position)
+
+    def set_consent(self, workspace_id: str, defaults: Defaults, position: int) -> None:
+        """New consent defaults: every profile is evaluated again against the tags that read a purpose whose
+        default changed (and the tags that refer to them)."""
+        with self.lock:
+            before = self.defaults(workspace_id)
+            self.consent[workspace_id] = defaults
+            defs = self.defs.get(workspace_id, {})
+            changed = {p for d in defs.values() for p in consent_purposes(d.rule)
+                       if before.granted(p) != defaults.granted(p)}  # fmt: skip
+            reading = {s for s, d in defs.items() if consent_purposes(d.rule) & changed}
+            affected = reading | {t for s in reading for t in self._dependents(workspace_id, s)}
+            if not affected:
+                return
+            news = {p: "default" for p in changed}
+            after = ""
+            while page := self.store.profile_page(workspace_id, after, self.page_size):
+                self.apply(workspace_id, page, position, "consent", only=affected, consent={pid: news for pid in page})
+                after = page[-1]
 
     def _dependents(self, workspace_id: str, slug: str, rules: dict[str, Any] | None = None) -> list[str]:
         from domain.tags import _reaches
@@ -445,7 +496,11 @@ class TagProcessor:
             for m in sorted(messages, key=lambda m: m.position):
                 ws, pid = m.workspace_id, m.profile_id
                 match m:
-                    case EventMessage() | IdentityMessage(change="created" | "linked"):
+                    case EventMessage(call=call):
+                        page.touch(ws, pid, "event")
+                        if call.get("event") == CONSENT_CHANGED and call.get("type") == "track":
+                            page.consented(ws, pid, (call.get("properties") or {}).get("purpose"))
+                    case IdentityMessage(change="created" | "linked"):
                         page.touch(ws, pid, "event")
                     case IdentityMessage(change="absorbed", absorbed_id=absorbed):
                         page.touch(ws, pid, "merge")
@@ -474,6 +529,9 @@ class TagProcessor:
         engine.store.insert_definitions([[ws, m.definition_kind, m.tag_id, m.rule_version, m.name,
                                           orjson.dumps(m.rule).decode() if m.rule else "", int(m.deleted),
                                           m.position]])  # fmt: skip
+        if m.definition_kind == CONSENT_KIND and m.rule is not None:
+            page.flush()  # what came before the new defaults is evaluated under the old ones
+            engine.set_consent(ws, parse_defaults(m.rule["defaults"], m.rule_version), m.position)
         if m.definition_kind != "tag":
             return
         page.flush()  # what came before the new rule is evaluated under the old one
@@ -493,12 +551,18 @@ class _Page:
         self.touched: dict[str, dict[str, str]] = {}
         self.manual: dict[str, list[tuple[str, str, str, str]]] = {}
         self.everyone: set[str] = set()
+        self.consent: dict[str, dict[str, dict[str, str]]] = {}  # workspace → ConsentNews of the page
 
     def touch(self, ws: str, pid: str | None, cause: str) -> None:
         if pid:
             causes = self.touched.setdefault(ws, {})
             if _CAUSE_RANK[cause] >= _CAUSE_RANK.get(causes.get(pid, "event"), 0):
                 causes[pid] = cause
+
+    def consented(self, ws: str, pid: str | None, purpose: Any) -> None:
+        """A Consent Changed of `pid` for `purpose`: the tags that declare it say consent changed them."""
+        if pid and isinstance(purpose, str):
+            self.consent.setdefault(ws, {}).setdefault(pid, {})[purpose_key(purpose)] = "event"
 
     def flush(self) -> None:
         engine, top = self.engine, self.top
@@ -507,11 +571,35 @@ class _Page:
         for ws in self.everyone:
             after = ""
             while page := engine.store.profile_page(ws, after, engine.page_size):
-                engine.apply(ws, page, top, self.touched.get(ws, {}))
+                engine.apply(ws, page, top, self.touched.get(ws, {}), consent=self.consent.get(ws))
                 after = page[-1]
         for ws, causes in self.touched.items():
             if ws not in self.everyone:
-                engine.apply(ws, causes, top, causes)
+                engine.apply(ws, causes, top, causes, consent=self.consent.get(ws))
         self.manual.clear()
         self.touched.clear()
         self.everyone.clear()
+        self.consent.clear()
+
+
+def _entered(d: TagDef, news: Mapping[str, str], cause: str) -> tuple[str, str]:
+    """(cause, reason) of an enter: `consent` when the step changed the consent of the tag's purpose."""
+    source = news.get(d.purpose) if d.purpose else None
+    if source is None or cause == "rule":
+        return cause, ""
+    if source == "default":
+        return "consent", f"workspace default for {d.purpose}: granted"
+    return "consent", f"consent for {d.purpose} granted"
+
+
+def _exited(d: TagDef, news: Mapping[str, str], cause: str, consented: bool) -> tuple[str, str]:
+    """(cause, reason) of an exit: `consent` when the profile has no consent for the tag's purpose (a changed
+    rule still names its version: cause `rule`)."""
+    if consented or cause == "rule":
+        return cause, ""
+    source = news.get(d.purpose or "")
+    if source == "default":
+        return "consent", f"workspace default for {d.purpose}: denied"
+    if source == "event":
+        return "consent", f"consent for {d.purpose} withdrawn"
+    return "consent", f"no consent for {d.purpose}"
