@@ -4,8 +4,10 @@ A `Consent Changed` track event (domain/crm.py) says that a person granted (`gra
 (`false`) consent for one purpose: `marketing`, `analytics`, `personalisation` or a purpose of the
 workspace's own. A profile's consent for a purpose is its latest decision by event time (then log
 position), over every identifier the profile holds: merges and splits carry consent along as they carry
-events, and a decision delivered late does not overrule a later one. A purpose the person never decided
-on takes the workspace's default (`Defaults`), a setting that is itself versioned in the log.
+events, and a decision delivered late does not overrule a later one. A decision is taken at its event time,
+or when it was received if that is earlier (a client clock running ahead cannot date it after the decisions
+that follow). A purpose the person never decided on takes the workspace's default (`Defaults`), a setting
+that is itself versioned in the log.
 
 Consent gates who may be *used* for a purpose (members of tags, segments and exports that declare it);
 it never changes what is recorded or counted: KPIs read every event.
@@ -51,7 +53,7 @@ class Change:
 
     purpose: str
     granted: bool
-    timestamp: datetime  # event time: which decision is the latest
+    timestamp: datetime  # when it was taken (event time, at most when received): which decision is the latest
     position: int  # breaks ties between decisions at the same time
     event_id: str
     channel: str = ""

@@ -45,10 +45,12 @@ CHANGE_COLUMNS = [
 ]  # fmt: skip
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The Consent Changed events among `where`, with their decision (events are validated at ingest; a granted that is
-# not a boolean is left out all the same).
+# not a boolean is left out all the same) and when it was taken: its event time, or when it was received if that
+# is earlier, so that a clock running ahead cannot date a decision after the ones that follow it.
 _CONSENT_ROWS = (
     "SELECT anchor, JSONExtractString(properties, 'purpose') AS purpose, JSONExtractBool(properties, 'granted') "
-    "AS granted, timestamp, position, event_id, JSONExtractString(properties, 'channel') AS channel, received_at "
+    "AS granted, least(timestamp, received_at) AS decided, position, event_id, "
+    "JSONExtractString(properties, 'channel') AS channel, received_at "
     "FROM {db}.events FINAL WHERE {where} AND type = 'track' AND event = '" + CONSENT_CHANGED + "' "
     "AND JSONType(properties, 'granted') = 'Bool'"
 )
@@ -406,8 +408,8 @@ class ProjectionStore:
         """Per purpose, the decision in force (domain/consent.latest) over the profile's anchors."""
         found: dict[str, list[Change]] = defaultdict(list)
         for anchor, purpose, (granted, at, position, event_id, channel, received) in self.client.query(
-            f"SELECT anchor, purpose, argMax((granted, timestamp, position, toString(event_id), channel, received_at), "
-            f"(timestamp, position)) FROM ({_CONSENT_ROWS.format(db=self.db, where=where)}) GROUP BY anchor, purpose",
+            f"SELECT anchor, purpose, argMax((granted, decided, position, toString(event_id), channel, received_at), "
+            f"(decided, position)) FROM ({_CONSENT_ROWS.format(db=self.db, where=where)}) GROUP BY anchor, purpose",
             parameters=params,
         ).result_rows:
             c = change_of(purpose, bool(granted), utc(at), position, event_id, channel, utc(received))
@@ -419,13 +421,13 @@ class ProjectionStore:
     def consent_history(
         self, workspace_id: str, anchors: list[str], limit: int, as_of: datetime | None = None
     ) -> list[Change]:
-        """The Consent Changed decisions anchored on `anchors` (received by `as_of`), newest first by event time."""
+        """The Consent Changed decisions anchored on `anchors` (received by `as_of`), the latest first."""
         known = "AND received_at <= {t:DateTime64(6, 'UTC')}" if as_of else ""
         where = f"workspace_id = {{ws:String}} AND anchor IN {{anchors:Array(String)}} {known}"
         rows = self.client.query(
-            f"SELECT purpose, granted, timestamp, position, toString(event_id), channel, received_at "
+            f"SELECT purpose, granted, decided, position, toString(event_id), channel, received_at "
             f"FROM ({_CONSENT_ROWS.format(db=self.db, where=where)}) "
-            "ORDER BY timestamp DESC, position DESC LIMIT {limit:UInt32}",
+            "ORDER BY decided DESC, position DESC LIMIT {limit:UInt32}",
             parameters={"ws": workspace_id, "anchors": anchors, "t": as_of, "limit": limit},
         ).result_rows
         changes = (change_of(p, bool(g), utc(at), pos, eid, ch, utc(rec)) for p, g, at, pos, eid, ch, rec in rows)

@@ -15,13 +15,23 @@ from fastapi.responses import Response
 
 from api.auth import WriteKey, read_key, services
 from api.responses import json_response
-from domain.consent import BUILT_IN, ConsentError, Defaults
+from domain.consent import BUILT_IN, DENIED, GRANTED, OTHER, ConsentError, Defaults
+from domain.crm import PURPOSE
 from services import Services
 from services.settings import SetConsentDefaults, SettingsService
 
 router = APIRouter(tags=["settings"])
 write_key = WriteKey("unknown write key; consent defaults are set with a write key of your workspace")
 EXAMPLE = {"defaults": BUILT_IN}
+BODY = {"requestBody": {"required": True, "content": {"application/json": {"example": EXAMPLE, "schema": {
+    "type": "object", "required": ["defaults"], "additionalProperties": False,
+    "properties": {"defaults": {
+        "type": "object", "minProperties": 1,
+        "description": f"purpose → {GRANTED} or {DENIED}; {OTHER!r} for every purpose not named ({DENIED} when not given)",
+        "propertyNames": {"anyOf": [{"pattern": PURPOSE.pattern}, {"const": OTHER}]},
+        "additionalProperties": {"enum": [GRANTED, DENIED]},
+    }},
+}}}}}  # fmt: skip
 ANSWER = {"version": 1, "defaults": {"*": "denied", "analytics": "granted", "marketing": "denied",
                                      "personalisation": "denied"}}  # fmt: skip
 _ANSWERED = {200: {"content": {"application/json": {"example": ANSWER}}}}
@@ -48,9 +58,10 @@ def get_consent_defaults(workspace_id: str = Depends(read_key), service: Setting
     "purpose not named (denied when not given). Members of tags and segments that declare a purpose whose "
     "default changed enter or leave accordingly, with cause `consent`. See docs/consent.md.",
     responses=_ANSWERED,
+    openapi_extra=BODY,
 )
 async def put_consent_defaults(
-    payload: dict[str, Any] = Body(..., examples=[EXAMPLE]),
+    payload: dict[str, Any] = Body(...),
     workspace_id: str = Depends(write_key),
     service: SettingsService = Depends(settings),
 ) -> Response:

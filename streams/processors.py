@@ -216,12 +216,20 @@ class ProfileProcessor:
         old_traits = old.traits if old else {}
         old_computed = old.computed() if old else {}
         traits, computed = _diff(old_traits, new.traits), _diff(old_computed, new.computed())
+        consent = _diff(_granted(old), _granted(new))  # a decision in force changed (domain/consent.py)
         ids = {"old": old.identifiers if old else [], "new": new.identifiers}
-        if not traits and not computed and ids["old"] == ids["new"]:
+        if not traits and not computed and not consent and ids["old"] == ids["new"]:
             return []
         message: Outgoing = {"workspace_id": ws, "profile_id": new.profile_id,
                              "change": "updated" if old else "created", "position": top, "traits": traits,
                              "computed_traits": computed}  # fmt: skip
+        if consent:
+            message["consent"] = consent
         if ids["old"] != ids["new"]:
             message["identifiers"] = ids
         return [message]
+
+
+def _granted(view: Any) -> dict[str, bool]:
+    """Purpose → granted of the decisions in force on a profile (none: no profile yet)."""
+    return {p: c["granted"] for p, c in view.consent.items()} if view is not None else {}

@@ -4,10 +4,13 @@ real-time exit read from the real `cdp.tag-changes` topic."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Iterator
 
+import jsonschema_rs
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -16,6 +19,8 @@ from infra.bootstrap import Platform
 from infra.broker import free_port
 from infra.config import Settings
 from infra.server import create_app
+from streams.log_follower import read_messages
+from streams.messages import encode
 from streams.tags import ManualClock
 from tests.conftest import Running, read_topic
 
@@ -216,6 +221,41 @@ def test_a_merge_carries_consent_and_the_latest_decision_of_either_profile_wins(
     doc = r.profile("user_id:c-gus").json()
     assert doc["consent"]["personalisation"]["granted"] is True  # the device's later decision
     assert doc["consent"]["personalisation"]["source"] == "event"
+
+
+def test_a_decision_is_a_profile_change_on_kafka(consenting: Running) -> None:
+    r = consenting
+    send(r, {"type": "identify", "userId": "c-hal", "traits": {"plan": "free"}})
+    send(r, consent("c-hal", "marketing", True, at(-1)))
+    send(r, consent("c-hal", "marketing", False, at(0)))
+    hal = pid(r, "c-hal")
+
+    def mine(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [v for v in values if v["profile_id"] == hal and "consent" in v]
+
+    received = read_topic(r.platform.settings.bootstrap_servers, "cdp.profile-changes", lambda got: len(mine(got)) >= 2)
+    granted, withdrawn = sorted(mine([v for _, v in received]), key=lambda v: v["position"])
+    assert granted["change"] == "updated" and granted["consent"] == {"marketing": {"old": None, "new": True}}
+    assert withdrawn["consent"] == {"marketing": {"old": True, "new": False}}
+    schema = json.loads((Path(__file__).parents[2] / "docs/schemas/cdp.profile-changes.schema.json").read_text())
+    validator = jsonschema_rs.validator_for(schema)
+    for message in (granted, withdrawn):
+        assert validator.is_valid(message), [e.message for e in validator.iter_errors(message)]
+    assert not validator.is_valid({**withdrawn, "consent": {"Not A Purpose": {"old": True, "new": False}}})
+
+
+def test_purposes_and_consent_defaults_on_cdp_events_match_the_schema(consenting: Running) -> None:
+    schema = json.loads((Path(__file__).parents[2] / "docs/schemas/cdp.events.schema.json").read_text())
+    validator = jsonschema_rs.validator_for(schema)
+    messages, _ = read_messages(consenting.platform.app, 0, 100_000)
+    definitions = [orjson.loads(encode(m)) for m in messages if m.kind == "definition"]
+    kinds = {(d["definition_kind"], d["tag_id"]) for d in definitions}
+    assert {("consent", "defaults"), ("tag", "buyers-to-mail"), ("segment", "survey-panel")} <= kinds
+    for d in definitions:
+        assert validator.is_valid(d), [e.message for e in validator.iter_errors(d)]
+    consent_defaults = next(d for d in definitions if d["definition_kind"] == "consent")
+    assert not validator.is_valid({**consent_defaults, "rule": {"defaults": {"*": "maybe"}}})
+    assert not validator.is_valid({**consent_defaults, "definition_kind": "tag"})  # defaults are no rule
 
 
 def test_consent_projections_equal_a_rebuild(consenting: Running) -> None:
