@@ -352,7 +352,8 @@ class ProjectionStore:
         self._money(views, owner, params, known)
         self._tickets(views, owner, params, where)
         self._csat(views, owner, params, where)
-        self._consent(views, owner, params, where)
+        if any(v.track_counts.get(CONSENT_CHANGED) for v in views.values()):  # most pages carry no decision
+            self._consent(views, owner, params, where)
         self._traits(views, owner, params, where, trait_sources or {})
         for pid, changes in self.changes_of(workspace_id, views).items():
             views[pid].changes = changes if as_of is None else [c for c in changes if c["recorded_at"] <= shown(as_of)]
