@@ -21,6 +21,7 @@ from eventsourcing.utils import get_topic
 
 from domain.identity import IdentityGraph, IdentityRules, identifier, own_identifier
 from domain.model import Profile, Workspace, customer_event_id_for, recorded
+from domain.privacy import Sealer, SealingMapper, Shredded, event_subjects
 from domain.tags import DEFINITION_TOPICS, Definitions, RuleDefinition
 from domain.webhooks import WEBHOOK_TOPICS, WebhookMapping, WebhookMappings
 
@@ -69,6 +70,16 @@ class EventLog(Application[UUID]):
 
     name = LOG_NAME
 
+    def __init__(self, env: dict[str, str] | None = None, sealer: Sealer | None = None) -> None:
+        """`sealer` seals personal data per subject (domain/privacy.py); without one the log is plain JSON."""
+        self.sealer = sealer
+        super().__init__(env=env)
+
+    def construct_mapper(self) -> Any:
+        if self.sealer is None:
+            return super().construct_mapper()
+        return SealingMapper(self.construct_transcoder(), self.sealer)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.name = LOG_NAME  # eventsourcing names each subclass after itself: all of them share this log
@@ -87,10 +98,11 @@ class CustomerData(EventLog):
         self,
         env: dict[str, str] | None = None,
         existing_ids: Callable[[list[UUID]], set[UUID]] | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         """`existing_ids` answers which aggregate ids are already stored, in one round trip;
         infra/ provides it per store. Without it, each id is looked up on its own."""
-        super().__init__(env=env)
+        super().__init__(env=env, sealer=sealer)
         self.existing_ids = existing_ids or self._existing_ids_one_by_one
         self.on_saved: list[Callable[[list[Any]], None]] = []  # told the recordings of every commit
         self.load()
@@ -121,8 +133,13 @@ class CustomerData(EventLog):
         start = 1
         while True:
             page = self.recorder.select_notifications(start, LOAD_PAGE, topics=topics)
+            if self.sealer is not None:
+                self.sealer.prefetch(n.state for n in page)
             for notification in page:
-                yield self.mapper.to_domain_event(notification)
+                try:
+                    yield self.mapper.to_domain_event(notification)
+                except Shredded:  # an erased person's identity: as if it never was
+                    continue
             if len(page) < LOAD_PAGE:
                 return
             start = page[-1].id + 1
@@ -236,6 +253,7 @@ class CustomerData(EventLog):
                     out[i] = self._record_one(workspace_id, calls[i], group)
                 results.append(out)  # type: ignore[arg-type]
             if group.events:
+                self._have_keys(group.events)
                 self.save(group)
         except BaseException:
             self.load()
@@ -252,6 +270,11 @@ class CustomerData(EventLog):
         group.events.append(recorded(workspace_id, call["messageId"], profile_id, anchor, call))
         group.recorded[event_id] = profile_id
         return Recorded(str(event_id), profile_id, stored=True)
+
+    def _have_keys(self, events: list[Any]) -> None:
+        """Create the subject keys a commit needs in one round trip, before the mapper seals each event."""
+        if self.sealer is not None and self.sealer.sealing:
+            self.sealer.ensure(event_subjects(events))
 
     def _existing_ids_one_by_one(self, ids: Iterable[UUID]) -> set[UUID]:
         return {i for i in set(ids) if self.recorder.select_events(i, limit=1)}
@@ -320,6 +343,7 @@ class CustomerData(EventLog):
         new = Profile(workspace_id, wanted, cause)
         profile.split_apart(workspace_id, str(new.id), wanted, reason or "split requested through the API")
         try:
+            self._have_keys([*profile.pending_events, *new.pending_events])
             self.save(profile, new)
         except BaseException:
             self.load()

@@ -21,8 +21,8 @@ REFRESH_S = 1.0
 
 
 class Directory(EventLog):
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        super().__init__(env=env)
+    def __init__(self, env: dict[str, str] | None = None, sealer: Any = None) -> None:
+        super().__init__(env=env, sealer=sealer)
         self.workspaces: dict[str, Workspace] = {}
         self.keys: dict[str, KeyGrant] = {}
         self._position = 0  # the log read through; workspace events after it are not applied yet

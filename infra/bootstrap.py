@@ -234,7 +234,7 @@ class Platform:
         """The resolver, the group committer, the dead-letter store, the intake, the services and the ingest
         topic's consumer."""
         s = self.settings
-        self.dead_letters = DeadLetterStore(self.app.recorder)
+        self.dead_letters = DeadLetterStore(self.app.recorder, self.app.sealer)
         self.resolver = Resolver(
             self.intake_log, self.app.record, self._unresolvable, transient=TRANSIENT_STORE_ERRORS,
             on_commit=self._committed,

@@ -38,6 +38,9 @@ class Settings:
     sql_max_rows: int = 10_000  # analyst SQL (POST /v1/sql): rows returned, then truncated
     sql_timeout_s: float = 10.0  # analyst SQL: ClickHouse max_execution_time
     sql_max_memory: int = 1 << 30  # analyst SQL: ClickHouse max_memory_usage, bytes
+    # Privacy (docs/privacy.md): the master key wrapping every subject key, and whether new data is sealed.
+    master_key: str | None = None  # CDP_MASTER_KEY, base64 of 32 bytes; None → data_dir/master.key
+    encryption: bool = True  # CDP_ENCRYPTION=off stores new data in plain text (benchmarks); sealed data stays readable
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -47,6 +50,14 @@ class Settings:
     @property
     def chdb_path(self) -> Path:
         return self.data_dir / "clickhouse"
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.data_dir / "master.key"
+
+    @property
+    def key_store_path(self) -> Path:
+        return self.data_dir / "keystore.sqlite3"
 
     @property
     def keys_path(self) -> Path:
@@ -96,6 +107,17 @@ def _workers(env: Mapping[str, str]) -> int:
     return count
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: use 'on' or 'off'")
+
+
 def _topic(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "").strip() or default
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
@@ -140,4 +162,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sql_max_rows=int(_positive(env, "CDP_SQL_MAX_ROWS", 10_000)),
         sql_timeout_s=_positive(env, "CDP_SQL_TIMEOUT_S", 10.0),
         sql_max_memory=int(_positive(env, "CDP_SQL_MAX_MEMORY", 1 << 30)),
+        master_key=env.get("CDP_MASTER_KEY") or None,
+        encryption=_switch(env, "CDP_ENCRYPTION", True),
     )

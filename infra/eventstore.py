@@ -105,9 +105,23 @@ def open_event_store(settings: Settings) -> CustomerData:
     """The write model on the configured store, with its identity state loaded from the log."""
     env = eventsourcing_env(settings)
     prepare_event_store(settings, env)
-    app = CustomerData(env=env)
+    app = CustomerData(env=env, sealer=open_keyring(settings))
     app.existing_ids = existing_ids_query(app.recorder) or app.existing_ids
     return app
+
+
+def postgres_conninfo(env: dict[str, str]) -> str:
+    """A psycopg connection string for the event store's PostgreSQL (the intake log and key store use it)."""
+    return psycopg.conninfo.make_conninfo(
+        dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None,
+    )  # fmt: skip
+
+
+def open_keyring(settings: Settings) -> Any:
+    from infra.keyring import open_keyring as keyring_of  # the keyring opens its store through this module
+
+    return keyring_of(settings)
 
 
 def open_intake_log(settings: Settings) -> IntakeLog:
@@ -116,11 +130,7 @@ def open_intake_log(settings: Settings) -> IntakeLog:
     if settings.uses_postgres:
         env = eventsourcing_env(settings)
         _ensure_postgres_schema(env)
-        conninfo = psycopg.conninfo.make_conninfo(
-            dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
-            user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None,
-        )  # fmt: skip
-        return PostgresIntakeLog(conninfo, env.get("POSTGRES_SCHEMA"))
+        return PostgresIntakeLog(postgres_conninfo(env), env.get("POSTGRES_SCHEMA"), open_keyring(settings))
     store = eventsourcing_env(settings)["SQLITE_DBNAME"]
     return SqliteIntakeLog(settings.data_dir / "intake.sqlite3" if store == str(settings.sqlite_path)
-                           else Path(f"{store}.intake"))  # fmt: skip
+                           else Path(f"{store}.intake"), open_keyring(settings))  # fmt: skip

@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.errors import install_error_handlers
 from domain.directory import REFRESH_S, Directory
 from infra.config import Settings, load_settings
-from infra.eventstore import eventsourcing_env, open_intake_log, prepare_event_store
+from infra.eventstore import eventsourcing_env, open_intake_log, open_keyring, prepare_event_store
 from ingest import http as ingest_http
 from ingest.committer import GroupCommitter
 from ingest.dead_letters import DeadLetterStore
@@ -49,11 +49,11 @@ class IngestWorker:
         s = self.settings
         env = eventsourcing_env(s)
         prepare_event_store(s, env)
-        self.directory = Directory(env)
+        self.directory = Directory(env, sealer=open_keyring(s))
         self.intake_log = open_intake_log(s)
         self.committer = GroupCommitter(self.intake_log.append)
         self.committer.start()
-        dead_letters = DeadLetterStore(self.directory.recorder)
+        dead_letters = DeadLetterStore(self.directory.recorder, self.directory.sealer)
         intake = Intake(self.committer.submit, self.committer.record_now, dead_letters, s.max_event_bytes)
         self.services = IngestServices(
             access=Access(self.directory), settings=SettingsService(self.directory, None), intake=intake,

@@ -22,7 +22,7 @@ from prometheus_client import Counter
 
 from domain.application import EventLog
 from infra.config import Settings
-from infra.eventstore import eventsourcing_env, open_intake_log, prepare_event_store
+from infra.eventstore import eventsourcing_env, open_intake_log, open_keyring, prepare_event_store
 from ingest.intake_log import RELAY
 from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics, kafka_producer
 
@@ -41,7 +41,7 @@ def run_relay(settings: Settings) -> None:
     """Publish the event log to cdp.events until SIGTERM or SIGINT."""
     env = eventsourcing_env(settings)
     prepare_event_store(settings, env)
-    events = EventLog(env)
+    events = EventLog(env, sealer=open_keyring(settings))
     intake_log = open_intake_log(settings)
     ensure_topics(settings.bootstrap_servers, settings.kafka_partitions, [EVENTS_TOPIC])
     producer = kafka_producer(settings.bootstrap_servers)

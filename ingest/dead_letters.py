@@ -18,6 +18,7 @@ import orjson
 from eventsourcing.postgres import PostgresDatastore
 from prometheus_client import Counter
 
+from domain.privacy import Sealer, Shredded, call_subject, is_sealed
 from domain.times import UTC, parse_instant, shown, utc
 
 DEAD_LETTERS = Counter("cdp_dead_letters", "Events refused and kept in the dead-letter store, by reason code", ["code"])
@@ -69,7 +70,8 @@ _COLUMNS = "id, workspace_id, source, received_at, code, field, reason, message_
 class DeadLetterStore:
     """Dead letters in the event store's database, through eventsourcing's own datastore (same file or schema)."""
 
-    def __init__(self, recorder: Any) -> None:
+    def __init__(self, recorder: Any, sealer: Sealer | None = None) -> None:
+        self.sealer = sealer  # raw bodies sealed with their sender's subject key (domain/privacy.py)
         self.datastore = recorder.datastore
         self.postgres = isinstance(self.datastore, PostgresDatastore)
         self.table = f'"{self.datastore.schema}".{TABLE}' if self.postgres and self.datastore.schema else TABLE
@@ -112,7 +114,7 @@ class DeadLetterStore:
             return
         now = self._time(datetime.now(UTC))
         rows = [
-            (x.workspace_id, x.source, now, x.code, x.field, x.reason[:MAX_REASON], x.message_id, x.body)
+            (x.workspace_id, x.source, now, x.code, x.field, x.reason[:MAX_REASON], x.message_id, self._seal(x))
             for x in letters
         ]
         marks = ", ".join([self.mark] * 8)
@@ -164,10 +166,31 @@ class DeadLetterStore:
             rows = cursor.fetchall()
         return [self._letter(row) for row in rows]
 
+    def _seal(self, letter: NewDeadLetter) -> bytes:
+        """The raw body sealed with the key of the subject it names, else the workspace's unattributed key."""
+        if self.sealer is None or not self.sealer.sealing:
+            return letter.body
+        subject = f"unattributed:{letter.workspace_id}"
+        try:
+            parsed = orjson.loads(letter.body)
+            if isinstance(parsed, dict) and (parsed.get("userId") or parsed.get("anonymousId")):
+                subject = call_subject(parsed)
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            pass
+        return self.sealer.seal(letter.workspace_id, subject, letter.body)
+
+    def _open(self, body: bytes) -> bytes:
+        if self.sealer is None or not is_sealed(body):
+            return body
+        try:
+            return self.sealer.open(body)
+        except Shredded:
+            return b""  # its sender was erased: nothing of the body is left
+
     def _letter(self, row: Any) -> DeadLetter:
         values = [row[c] for c in _COLUMNS.split(", ")] if isinstance(row, dict) else list(row)
         values[3] = self._read_time(values[3])
-        values[8] = bytes(values[8])
+        values[8] = self._open(bytes(values[8]))
         values[9] = self._read_time(values[9])
         return DeadLetter(*values)
 

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import orjson
 
 from domain.errors import Unavailable
+from domain.privacy import Sealer, Shredded, call_subject, is_sealed
 
 Batch = tuple[str, Sequence[dict[str, Any]]]
 BUSY_TIMEOUT_S = 30.0
@@ -64,7 +65,7 @@ class Entry:
     workspace_id: str
     batch: str
     last: bool
-    call: dict[str, Any]
+    call: dict[str, Any] | None  # None: its subject was erased before it was resolved (skip it)
 
 
 def _encode(call: dict[str, Any]) -> bytes:
@@ -75,10 +76,11 @@ def _encode(call: dict[str, Any]) -> bytes:
 
 
 def _fresh(batches: Sequence[Batch]) -> tuple[list[list[Appended]], list[tuple[str, str, str, int, bytes]]]:
-    """Per call whether it is new within these batches, and the rows of the new ones (before the store's check)."""
+    """Per call whether it is new within these batches, and the rows of the new ones (before the store's check).
+    A row's body is the call itself until it is encoded (`_bodies`), after the duplicates are out."""
     seen: set[tuple[str, str]] = set()
     results: list[list[Appended]] = []
-    rows: list[tuple[str, str, str, int, bytes]] = []
+    rows: list[Any] = []
     for workspace_id, calls in batches:
         batch, out = uuid.uuid4().hex, []
         for call in calls:
@@ -86,7 +88,7 @@ def _fresh(batches: Sequence[Batch]) -> tuple[list[list[Appended]], list[tuple[s
             out.append(Appended(call["messageId"], key not in seen))
             if key not in seen:
                 seen.add(key)
-                rows.append((workspace_id, call["messageId"], batch, 0, _encode(call)))
+                rows.append((workspace_id, call["messageId"], batch, 0, call))
         results.append(out)
     return results, rows
 
@@ -108,7 +110,41 @@ def _settle(results: list[list[Appended]], known: set[tuple[str, str]], batches:
 
 
 class _ResolverPosition:
-    """The resolver's position, as `streams/resolver.AcceptedCalls` reads and saves it, among the stage positions."""
+    """The resolver's position, as `streams/resolver.AcceptedCalls` reads and saves it, among the stage positions;
+    and the sealing of bodies with the key of each call's subject (domain/privacy.py)."""
+
+    sealer: Sealer | None = None
+
+    def _sealed(self, rows: list[tuple[str, str, str, int, bytes]], calls: list[dict[str, Any]]) -> list[Any]:
+        """The rows with their bodies sealed (keys created first, in one round trip)."""
+        if self.sealer is None or not self.sealer.sealing:
+            return rows
+        subjects = [call_subject(c) for c in calls]
+        return [(ws, mid, b, last, self.sealer.seal(ws, subject, body))
+                for (ws, mid, b, last, body), subject in zip(rows, subjects)]  # fmt: skip
+
+    def _have_keys(self, rows: list[Any]) -> None:
+        """Create the subject keys of new calls before taking the log's write lock (another store's commit)."""
+        if self.sealer is not None and self.sealer.sealing:
+            self.sealer.ensure((r[0], call_subject(r[4])) for r in rows)
+
+    def _bodies(self, rows: list[Any]) -> list[Any]:
+        """Encode (and seal) the new calls' bodies."""
+        encoded = [(ws, mid, b, last, _encode(call)) for ws, mid, b, last, call in rows]
+        return self._sealed(encoded, [r[4] for r in rows])
+
+    def _entries(self, rows: list[Any]) -> list[Entry]:
+        if self.sealer is not None:
+            self.sealer.prefetch(bytes(r[4]) for r in rows)
+        return [Entry(p, ws, b, bool(last), self._call(bytes(body))) for p, ws, b, last, body in rows]
+
+    def _call(self, body: bytes) -> dict[str, Any] | None:
+        if self.sealer is None or not is_sealed(body):
+            return orjson.loads(body)  # type: ignore[no-any-return]
+        try:
+            return orjson.loads(self.sealer.open(body))  # type: ignore[no-any-return]
+        except Shredded:
+            return None
 
     def position(self, name: str) -> int | None:
         raise NotImplementedError
@@ -126,8 +162,9 @@ class _ResolverPosition:
 class SqliteIntakeLog(_ResolverPosition):
     """The intake log in a SQLite file (WAL, fsync on commit, so a 200 survives a crash of the machine)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sealer: Sealer | None = None) -> None:
         self.path = path
+        self.sealer = sealer
         self._local = threading.local()
         with self._connection() as db:
             db.execute(
@@ -150,12 +187,13 @@ class SqliteIntakeLog(_ResolverPosition):
     def append(self, batches: Sequence[Batch]) -> list[list[Appended]]:
         """Append every new call of `batches` in one transaction; says per call whether it was new."""
         results, rows = _fresh(batches)
+        self._have_keys(rows)
         db = self._connection()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
                 known = self._known(db, rows)
-                rows = _mark_last([r for r in rows if (r[0], r[1]) not in known])
+                rows = self._bodies(_mark_last([r for r in rows if (r[0], r[1]) not in known]))
                 db.executemany(
                     "INSERT INTO intake (workspace_id, message_id, batch, last, body) VALUES (?, ?, ?, ?, ?)", rows
                 )
@@ -183,7 +221,7 @@ class SqliteIntakeLog(_ResolverPosition):
             "SELECT position, workspace_id, batch, last, body FROM intake WHERE position > ? ORDER BY position LIMIT ?",
             (after, limit),
         ).fetchall()
-        return [Entry(p, ws, b, bool(last), orjson.loads(body)) for p, ws, b, last, body in rows]
+        return self._entries(rows)
 
     def last_position(self) -> int:
         return int(self._connection().execute("SELECT coalesce(max(position), 0) FROM intake").fetchone()[0])
@@ -213,12 +251,13 @@ class SqliteIntakeLog(_ResolverPosition):
 class PostgresIntakeLog(_ResolverPosition):
     """The intake log in the event store's PostgreSQL schema; appends serialised by the table's EXCLUSIVE lock."""
 
-    def __init__(self, conninfo: str, schema: str | None) -> None:
+    def __init__(self, conninfo: str, schema: str | None, sealer: Sealer | None = None) -> None:
         import psycopg
         from psycopg import sql
 
         self._psycopg, self._sql = psycopg, sql
         self.conninfo = conninfo
+        self.sealer = sealer
         prefix = sql.SQL("{}.").format(sql.Identifier(schema)) if schema else sql.SQL("")
         self.table = sql.SQL("{}{}").format(prefix, sql.Identifier("cdp_intake"))
         self.positions_table = sql.SQL("{}{}").format(prefix, sql.Identifier("cdp_stage_positions"))
@@ -242,6 +281,7 @@ class PostgresIntakeLog(_ResolverPosition):
 
     def append(self, batches: Sequence[Batch]) -> list[list[Appended]]:
         results, rows = _fresh(batches)
+        self._have_keys(rows)
         sql = self._sql
         try:
             conn = self._connection()
@@ -253,7 +293,7 @@ class PostgresIntakeLog(_ResolverPosition):
                     ([r[0] for r in rows], [r[1] for r in rows]),
                 )  # fmt: skip
                 known = {(ws, mid) for ws, mid in cur.fetchall()}
-                rows = _mark_last([r for r in rows if (r[0], r[1]) not in known])
+                rows = self._bodies(_mark_last([r for r in rows if (r[0], r[1]) not in known]))
                 cur.executemany(
                     sql.SQL("INSERT INTO {} (workspace_id, message_id, batch, last, body) "
                             "VALUES (%s, %s, %s, %s, %s)").format(self.table),
@@ -270,7 +310,7 @@ class PostgresIntakeLog(_ResolverPosition):
             self._sql.SQL("SELECT position, workspace_id, batch, last, body FROM {} WHERE position > %s "
                           "ORDER BY position LIMIT %s").format(self.table), (after, limit),
         ).fetchall()  # fmt: skip
-        return [Entry(p, ws, b, bool(last), orjson.loads(bytes(body))) for p, ws, b, last, body in rows]
+        return self._entries(rows)
 
     def last_position(self) -> int:
         sql = self._sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(self.table)

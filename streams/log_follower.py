@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from domain.privacy import SealingMapper, Shredded
 from streams.messages import Message, stored_event_message, to_message
 from streams.stages import STAGE_CPU, STAGE_ENTRIES
 
@@ -21,12 +22,20 @@ def read_messages(app: Any, after: int, limit: int) -> tuple[list[Message], int]
     """Messages of the log entries after `after`, and the last position read (`after` if none)."""
     started = time.thread_time()
     notifications = app.read_log(after, limit)
-    plain = app.mapper.cipher is None and app.mapper.compressor is None  # rows are JSON as written
+    mapper = app.mapper
+    sealed = isinstance(mapper, SealingMapper)
+    plain = sealed or (mapper.cipher is None and mapper.compressor is None)  # rows are JSON once opened
+    if sealed:
+        mapper.sealer.prefetch(n.state for n in notifications)
     messages: list[Message] = []
     for notification in notifications:
-        message = stored_event_message(notification) if plain else None
-        if message is None:
-            message = to_message(app.mapper.to_domain_event(notification), notification.id)
+        try:
+            state = mapper.plain_state(notification.state) if sealed else notification.state
+            message = stored_event_message(notification, state) if plain else None
+            if message is None:
+                message = to_message(mapper.to_domain_event(notification), notification.id)
+        except Shredded:  # an erased person's entry: skipped by every reader, forever
+            continue
         if message is not None:
             messages.append(message)
     STAGE_CPU.labels("log_read").inc(time.thread_time() - started)

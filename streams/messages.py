@@ -238,7 +238,7 @@ def to_message(domain_event: Any, position: int) -> Message | None:
 _RECORDED_TOPIC = get_topic(CustomerEvent.Recorded)
 
 
-def stored_event_message(notification: Any) -> EventMessage | None:
+def stored_event_message(notification: Any, state: bytes | None = None) -> EventMessage | None:
     """The message of a stored `CustomerEvent.Recorded` read straight from its row, without the domain event.
 
     Most of the log is calls: reading them page after page (rebuilds, a follower that fell behind) is then
@@ -247,7 +247,7 @@ def stored_event_message(notification: Any) -> EventMessage | None:
     plain JSON with the timestamp as its only transcoded value (a cipher, a compressor, an integer beyond
     64 bits, a call that itself holds a `_type_` key).
     """
-    state = notification.state
+    state = notification.state if state is None else state  # `state`: the row's state already opened
     if notification.topic != _RECORDED_TOPIC or state.count(b'"_type_"') != 1:
         return None
     try:

@@ -187,7 +187,9 @@ class Resolver:
     def _record_entries(self, entries: list[Any]) -> None:
         batches = [list(group) for _, group in groupby(entries, key=lambda e: e.batch)]
         try:
-            self._record([(b[0].workspace_id, [e.call for e in b]) for b in batches])
+            # An entry without its call was erased before it was resolved: nothing of it is recorded.
+            calls = [(b[0].workspace_id, [e.call for e in b if e.call is not None]) for b in batches]
+            self._record([(ws, c) for ws, c in calls if c])
             return
         except self.transient:
             raise

@@ -19,6 +19,7 @@ import httpx
 import psycopg
 
 from infra.broker import free_port
+from infra.keyring import new_master_key
 from tests.e2e.test_restart import CdpProcess
 
 
@@ -41,7 +42,8 @@ def _healthy(url: str, timeout: float = 60) -> None:
 
 def test_ingest_on_two_machines_in_front_of_postgresql(tmp_path: Path, postgres_url: str) -> None:
     core = CdpProcess(tmp_path / "core", free_port(), free_port())
-    core.env |= {"CDP_EVENT_STORE": postgres_url, "CDP_INGEST_WORKERS": "0"}
+    # Machines share the store and the master key that wraps its subject keys, never a data dir.
+    core.env |= {"CDP_EVENT_STORE": postgres_url, "CDP_INGEST_WORKERS": "0", "CDP_MASTER_KEY": new_master_key()}
     core.start()
     ports = [free_port(), free_port()]
     machines = [_ingest_command({**core.env, "CDP_DATA_DIR": str(tmp_path / f"ingest-{p}")}, p) for p in ports]
