@@ -1,13 +1,19 @@
-"""The one ClickHouse client factory: embedded chDB by default, an HTTP server by configuration."""
+"""The one ClickHouse client factory: embedded chDB by default, an HTTP server by configuration.
+
+Embedded chDB keeps its tables on an encrypted disk (infra/chdb_storage.py); a
+ClickHouse server keeps its own disk configuration (docs/privacy.md).
+"""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import clickhouse_connect
 
+from infra import chdb_storage
 from infra.config import Settings
 
 
@@ -35,6 +41,10 @@ class LockedClient:
         with self._lock:
             return self._client.insert(*args, **kwargs)
 
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._client.raw_insert(*args, **kwargs)
+
     def close(self) -> None:
         with self._lock:
             self._client.close()
@@ -53,8 +63,8 @@ def separate_client(settings: Settings) -> LockedClient:
     url = settings.clickhouse_url
     if not url or url.startswith("chdb://"):
         clickhouse_client(settings)  # the engine opens on the configured path first
-        path = urlparse(url).path if url else str(settings.chdb_path)
-        return LockedClient(clickhouse_connect.get_client(interface="chdb", path=path), f"chdb:{path}")
+        path = _chdb_path(settings)
+        return LockedClient(chdb_storage.other_client(path), f"chdb:{path}")
     return _server_client(url)
 
 
@@ -66,13 +76,26 @@ def clickhouse_client(settings: Settings) -> LockedClient:
     """
     url = settings.clickhouse_url
     if not url or url.startswith("chdb://"):
-        path = urlparse(url).path if url else str(settings.chdb_path)
+        path = _chdb_path(settings)
         with _embedded_lock:
-            if path not in _embedded:
+            if str(path) not in _embedded:
                 settings.data_dir.mkdir(parents=True, exist_ok=True)
-                _embedded[path] = LockedClient(clickhouse_connect.get_client(interface="chdb", path=path), f"chdb:{path}")
-            return _embedded[path]
+                chdb_storage.keep_inserts_in_memory()
+                client = chdb_storage.open_engine(path, settings.encryption, lambda: _disk_key(settings))
+                _embedded[str(path)] = LockedClient(client, f"chdb:{path}")
+            return _embedded[str(path)]
     return _server_client(url)
+
+
+def _chdb_path(settings: Settings) -> Path:
+    url = settings.clickhouse_url
+    return Path(urlparse(url).path if url else settings.chdb_path)
+
+
+def _disk_key(settings: Settings) -> bytes:
+    from infra.keyring import data_key  # the keyring opens the event store's key store: only when chDB needs it
+
+    return data_key(settings, "clickhouse")
 
 
 def _server_client(url: str) -> LockedClient:
