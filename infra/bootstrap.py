@@ -19,7 +19,9 @@ from domain.application import CustomerData
 from infra.broker import BundledBroker
 from infra.clickhouse import clickhouse_client, separate_client
 from infra.config import ConfigError, Settings
+from infra.data_dir import secure_data_dir
 from infra.eventstore import TRANSIENT_STORE_ERRORS, open_event_store, open_intake_log
+from infra.kafka_security import kafka_client_options
 from infra.keys import Keys, load_or_create_keys
 from infra.startup_checks import check_projections, log_fingerprint
 from ingest.committer import GroupCommitter
@@ -138,7 +140,7 @@ class Platform:
     def _start(self) -> "Platform":
         """The start order of docs/internals.md ("Start and stop"), one step per method."""
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(s)
         if s.uses_bundled_broker:
             self.broker = BundledBroker(s.kafka_port, log_path=s.data_dir / "broker.log").start()
         self._open_log()
@@ -182,8 +184,9 @@ class Platform:
         the position the relay starts from."""
         s = self.settings
         positions = self.store.positions()
-        ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC, *DERIVED_TOPICS, s.ingest_topic])
-        self.producer = kafka_producer(s.bootstrap_servers)
+        ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC, *DERIVED_TOPICS, s.ingest_topic],
+                      kafka_client_options(s))  # fmt: skip
+        self.producer = kafka_producer(s.bootstrap_servers, kafka_client_options(s))
         self.kpi_updates = KpiUpdates(self.kpis.daily_values, KafkaPublisher(
             self.producer, KPI_UPDATES_TOPIC, key=lambda m: f"{m['workspace_id']}:{m['kpi']}"
         ).publish)
@@ -213,7 +216,8 @@ class Platform:
             self.pipeline = build_pipeline(
                 self.store, self.producer, applied={}, tags=self.tags, kpi_updates=self.kpi_updates
             )
-            self.kafka_driver = KafkaDriver(s.bootstrap_servers, self.pipeline, self.store, s.data_dir)
+            self.kafka_driver = KafkaDriver(s.bootstrap_servers, self.pipeline, self.store, s.data_dir,
+                                            security=kafka_client_options(s))  # fmt: skip
             # The bundled broker forgets everything on restart: republish what the consumer has not applied.
             relay_start = min(relay_start, self.kafka_driver.applied_position())
         return relay_start
@@ -248,6 +252,7 @@ class Platform:
             s.bootstrap_servers, self.intake, self.services.access.authorise_write, self.workspace_id,
             topic=s.ingest_topic,
             drain_on_stop=5.0 if s.uses_bundled_broker else 0.0,  # the bundled broker forgets the topic on exit
+            security=kafka_client_options(s),
         ).start()
 
     async def start_async(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -41,6 +42,17 @@ class Settings:
     # Privacy (docs/privacy.md): the master key wrapping every subject key, and whether new data is sealed.
     master_key: str | None = None  # CDP_MASTER_KEY, base64 of 32 bytes; None → data_dir/master.key
     encryption: bool = True  # CDP_ENCRYPTION=off stores new data in plain text (benchmarks); sealed data stays readable
+    # In transit (docs/operations.md, "TLS"): HTTPS for the API and the ingest workers when both files are set.
+    tls_certfile: str = ""  # CDP_TLS_CERTFILE, PEM certificate (chain)
+    tls_keyfile: str = ""  # CDP_TLS_KEYFILE, its unencrypted PEM private key
+    # An external Kafka cluster's TLS and SASL (infra/kafka_security.py turns them into client arguments).
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -62,6 +74,14 @@ class Settings:
     @property
     def keys_path(self) -> Path:
         return self.data_dir / "keys.json"
+
+    @property
+    def uses_tls(self) -> bool:
+        return bool(self.tls_certfile and self.tls_keyfile)
+
+    @property
+    def http_scheme(self) -> str:
+        return "https" if self.uses_tls else "http"
 
     @property
     def uses_postgres(self) -> bool:
@@ -125,6 +145,88 @@ def _topic(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def _file(env: Mapping[str, str], name: str) -> str:
+    """A path setting: "" when unset, else a readable file (absolute, as the processes `cdp up` starts may not
+    share the working directory)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ""
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{name}={raw!r}: no such file; give the path of an existing PEM file, or unset {name}")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{name}={raw!r} is not readable by this user; fix its owner or mode, or unset {name}")
+    return str(path.resolve())
+
+
+def _tls(env: Mapping[str, str]) -> tuple[str, str]:
+    """CDP_TLS_CERTFILE and CDP_TLS_KEYFILE: both or neither, and a key that matches the certificate."""
+    cert, key = _file(env, "CDP_TLS_CERTFILE"), _file(env, "CDP_TLS_KEYFILE")
+    if bool(cert) != bool(key):
+        given, missing = ("CDP_TLS_CERTFILE", "CDP_TLS_KEYFILE") if cert else ("CDP_TLS_KEYFILE", "CDP_TLS_CERTFILE")
+        raise ConfigError(f"{given} is set but {missing} is not: HTTPS needs both the certificate and its private "
+                          f"key file; set {missing}, or unset {given} to serve plain HTTP")  # fmt: skip
+    if cert:
+        try:  # said now, in words, rather than by uvicorn's traceback in each process
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=lambda: b"")
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                f"CDP_TLS_CERTFILE={cert!r} and CDP_TLS_KEYFILE={key!r} cannot be used together ({exc}): give a PEM "
+                "certificate and the unencrypted PEM private key it was issued for"
+            ) from None
+    return cert, key
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+KAFKA_SECURITY_VARIABLES = (
+    "CDP_KAFKA_SECURITY_PROTOCOL", "CDP_KAFKA_SSL_CAFILE", "CDP_KAFKA_SSL_CERTFILE", "CDP_KAFKA_SSL_KEYFILE",
+    "CDP_KAFKA_SASL_MECHANISM", "CDP_KAFKA_SASL_USERNAME", "CDP_KAFKA_SASL_PASSWORD",
+)  # fmt: skip
+
+
+def _kafka_security(env: Mapping[str, str]) -> dict[str, str]:
+    """The external cluster's TLS/SASL settings, checked together (the fields of Settings they fill)."""
+    protocol = env.get("CDP_KAFKA_SECURITY_PROTOCOL", "").strip().upper() or "PLAINTEXT"
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise ConfigError(f"CDP_KAFKA_SECURITY_PROTOCOL={protocol!r}: use one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}")
+    given = [name for name in KAFKA_SECURITY_VARIABLES if env.get(name, "").strip()]
+    if given and not env.get("CDP_KAFKA_BOOTSTRAP", "").strip():
+        raise ConfigError(
+            f"{', '.join(given)} set without CDP_KAFKA_BOOTSTRAP: the bundled broker speaks plain Kafka on "
+            "127.0.0.1 only; set CDP_KAFKA_BOOTSTRAP to the external cluster these settings are for, or unset them"
+        )
+    mechanism = env.get("CDP_KAFKA_SASL_MECHANISM", "").strip().upper()
+    username = env.get("CDP_KAFKA_SASL_USERNAME", "")
+    password = env.get("CDP_KAFKA_SASL_PASSWORD", "")
+    sasl = protocol.startswith("SASL_")
+    if sasl:
+        if mechanism not in KAFKA_SASL_MECHANISMS:
+            raise ConfigError(f"CDP_KAFKA_SASL_MECHANISM={mechanism!r}: CDP_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                              f"one of {', '.join(KAFKA_SASL_MECHANISMS)}")  # fmt: skip
+        missing = [n for n, v in (("CDP_KAFKA_SASL_USERNAME", username), ("CDP_KAFKA_SASL_PASSWORD", password)) if not v]
+        if missing:
+            raise ConfigError(f"CDP_KAFKA_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}: set the SASL "
+                              "user's name and password")  # fmt: skip
+    elif mechanism or username or password:
+        raise ConfigError(f"CDP_KAFKA_SASL_* set with CDP_KAFKA_SECURITY_PROTOCOL={protocol}: SASL needs "
+                          "SASL_PLAINTEXT or SASL_SSL; set the protocol, or unset the CDP_KAFKA_SASL_* variables")  # fmt: skip
+    files = {name: _file(env, f"CDP_KAFKA_SSL_{name.upper()}") for name in ("cafile", "certfile", "keyfile")}
+    if any(files.values()) and not protocol.endswith("SSL"):
+        raise ConfigError(f"CDP_KAFKA_SSL_* set with CDP_KAFKA_SECURITY_PROTOCOL={protocol}: TLS needs SSL or "
+                          "SASL_SSL; set the protocol, or unset the CDP_KAFKA_SSL_* variables")  # fmt: skip
+    if files["keyfile"] and not files["certfile"]:
+        raise ConfigError("CDP_KAFKA_SSL_KEYFILE is set but CDP_KAFKA_SSL_CERTFILE is not: a client certificate "
+                          "needs both; set CDP_KAFKA_SSL_CERTFILE, or unset CDP_KAFKA_SSL_KEYFILE")  # fmt: skip
+    return {
+        "kafka_security_protocol": protocol,
+        **{f"kafka_ssl_{name}": path for name, path in files.items()},
+        "kafka_sasl_mechanism": mechanism if sasl else "",
+        "kafka_sasl_username": username,
+        "kafka_sasl_password": password,
+    }
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -143,6 +245,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     driver = env.get("CDP_PROCESSOR_DRIVER", "log")
     if driver not in ("log", "kafka"):
         raise ConfigError(f"CDP_PROCESSOR_DRIVER={driver!r}: use 'log' or 'kafka'")
+    tls_certfile, tls_keyfile = _tls(env)
     return Settings(
         data_dir=Path(env.get("CDP_DATA_DIR", "./.cdp")).resolve(),
         http_host=env.get("CDP_HTTP_HOST", "127.0.0.1"),
@@ -164,4 +267,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sql_max_memory=int(_positive(env, "CDP_SQL_MAX_MEMORY", 1 << 30)),
         master_key=env.get("CDP_MASTER_KEY") or None,
         encryption=_switch(env, "CDP_ENCRYPTION", True),
+        tls_certfile=tls_certfile,
+        tls_keyfile=tls_keyfile,
+        **_kafka_security(env),  # type: ignore[arg-type]
     )

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from domain.application import EventLog
 from infra.config import Settings
 from infra.eventstore import eventsourcing_env, open_intake_log, open_keyring, prepare_event_store
+from infra.kafka_security import kafka_client_options
 from ingest.intake_log import RELAY
 from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics, kafka_producer
 
@@ -43,8 +44,8 @@ def run_relay(settings: Settings) -> None:
     prepare_event_store(settings, env)
     events = EventLog(env, sealer=open_keyring(settings))
     intake_log = open_intake_log(settings)
-    ensure_topics(settings.bootstrap_servers, settings.kafka_partitions, [EVENTS_TOPIC])
-    producer = kafka_producer(settings.bootstrap_servers)
+    ensure_topics(settings.bootstrap_servers, settings.kafka_partitions, [EVENTS_TOPIC], kafka_client_options(settings))
+    producer = kafka_producer(settings.bootstrap_servers, kafka_client_options(settings))
     relay = Relay(events, KafkaPublisher(producer, unpublishable=_skip), start=intake_log.position(RELAY) or 0,
                   save=lambda position: intake_log.save_position(RELAY, position), idle_wait=POLL_S)  # fmt: skip
     stopping = threading.Event()

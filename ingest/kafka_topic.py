@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import orjson
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -190,8 +190,10 @@ class KafkaIngest:
         retry_pause: float = 0.5,
         max_retry_pause: float = 5.0,
         drain_on_stop: float = 0.0,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = dict(security or {})  # TLS/SASL arguments of the consumer (infra/kafka_security.py)
         self.intake = intake
         self.authorise = authorise
         self.default_workspace = default_workspace
@@ -222,6 +224,7 @@ class KafkaIngest:
 
     def _consumer(self) -> KafkaConsumer:
         return KafkaConsumer(
+            **self.security,
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
             client_id="cdp-ingest",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import faust
 
@@ -23,9 +24,29 @@ log = logging.getLogger(__name__)
 POSITIONS_NAME = "profiles@kafka"
 
 
+def broker_credentials(security: Mapping[str, Any] | None) -> Any:
+    """Faust's `broker_credentials` for kafka-python's TLS/SASL arguments (infra/kafka_security.py); None: plain."""
+    security = security or {}
+    protocol = security.get("security_protocol", "PLAINTEXT")
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=security.get("ssl_cafile"))
+        if security.get("ssl_certfile"):
+            context.load_cert_chain(security["ssl_certfile"], security.get("ssl_keyfile"))
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=security["sasl_plain_username"], password=security["sasl_plain_password"],
+            mechanism=security["sasl_mechanism"], ssl_context=context,
+        )  # fmt: skip
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
 class KafkaDriver:
     def __init__(
-        self, bootstrap: str, processor: Processor, store: Any, data_dir: Path, group: str = "cdp-processors"
+        self, bootstrap: str, processor: Processor, store: Any, data_dir: Path, group: str = "cdp-processors",
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.processor = processor
         self.store = store
@@ -34,6 +55,7 @@ class KafkaDriver:
         self.app = faust.App(
             group,
             broker=f"kafka://{bootstrap}",
+            broker_credentials=broker_credentials(security),
             web_enabled=False,
             datadir=str(data_dir / "faust"),  # Faust keeps table state here; never in the working directory
             autodiscover=False,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import orjson
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
 from streams.log_follower import LogFollower
 from streams.messages import Message, Outgoing
@@ -26,9 +26,18 @@ log = logging.getLogger(__name__)
 EVENTS_TOPIC = "cdp.events"
 
 
-def ensure_topics(bootstrap: str, partitions: int, topics: list[str]) -> list[str]:
-    """Create missing topics; returns the ones created now."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="cdp-admin", request_timeout_ms=10_000)
+def ensure_topics(
+    bootstrap: str, partitions: int, topics: list[str], security: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Create missing topics; returns the ones created now. `security`: TLS/SASL arguments (infra/kafka_security.py)."""
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="cdp-admin", request_timeout_ms=10_000, **(security or {})
+        )
+    except KafkaTimeoutError as exc:  # the first client to connect: say what was tried
+        protocol = (security or {}).get("security_protocol", "PLAINTEXT")
+        raise type(exc)(f"no Kafka broker answered at {bootstrap} over {protocol} ({exc}): check the address and "
+                        f"that the broker's listener there speaks {protocol}") from exc  # fmt: skip
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
@@ -42,9 +51,10 @@ def ensure_topics(bootstrap: str, partitions: int, topics: list[str]) -> list[st
         admin.close()
 
 
-def kafka_producer(bootstrap: str) -> KafkaProducer:
+def kafka_producer(bootstrap: str, security: Mapping[str, Any] | None = None) -> KafkaProducer:
     """One producer per process (it is thread-safe), acknowledged by all in-sync replicas."""
     return KafkaProducer(
+        **(security or {}),
         bootstrap_servers=bootstrap,
         client_id="cdp",
         acks="all",
