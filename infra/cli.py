@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ from rich.table import Table
 
 from infra.bootstrap import DERIVED_TOPICS, Platform
 from infra.config import ConfigError, Settings, load_settings
+from infra.data_dir import secure_data_dir
 from infra.server import create_app
 from infra.import_cli import import_files
 from infra.tags_cli import tags_app
@@ -32,6 +35,8 @@ app = typer.Typer(help="Event-sourced customer data platform.", no_args_is_help=
 app.add_typer(tags_app, name="tags")
 app.add_typer(webhooks_app, name="webhooks")
 app.command("import")(import_files)
+keys_app = typer.Typer(help="The default workspace's write and read keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 
@@ -44,16 +49,25 @@ def _settings():  # type: ignore[no-untyped-def]
 
 
 def _banner(platform: Platform) -> None:
+    """What runs where. Keys are shown only on the start that generated them; the master key never."""
+    from infra.keyring import master_key_generated
+
     s = platform.settings
-    base = f"http://{s.http_host}:{s.http_port}"
+    base = f"{s.http_scheme}://{s.http_host}:{s.http_port}"
     console.print(f"[bold green]cdp is up[/bold green] on {base}  (data in {s.data_dir})")
     if s.ingest_workers:
-        console.print(f"  ingest    : http://{s.http_host}:{s.ingest_port}  ({s.ingest_workers} worker processes; "
-                      "point Segment SDKs here)")  # fmt: skip
+        console.print(f"  ingest    : {s.http_scheme}://{s.http_host}:{s.ingest_port}  ({s.ingest_workers} worker "
+                      "processes; point Segment SDKs here)")  # fmt: skip
     console.print(f"  query API : {base}  (also takes ingest, through the core process)")
-    console.print(f"  write key : [bold]{platform.keys.write_key}[/bold]  (HTTP Basic username for /v1/batch …)")
-    console.print(f"  read key  : [bold]{platform.keys.read_key}[/bold]  (Authorization: Bearer for /v1/profiles …)")
-    console.print(f"  keys file : {s.keys_path}")
+    generated = platform.keys.generated
+    if "write" in generated:
+        console.print(f"  write key : [bold]{platform.keys.write_key}[/bold]  (new; HTTP Basic username for /v1/batch …)")
+    if "read" in generated:
+        console.print(f"  read key  : [bold]{platform.keys.read_key}[/bold]  (new; Authorization: Bearer for /v1/profiles …)")
+    console.print(f"  keys file : {s.keys_path}  (`cdp keys show` prints the keys)")
+    if master_key_generated(s):
+        console.print(f"  [yellow]master key: generated into {s.master_key_path}[/yellow]: back it up now, apart from "
+                      "the data dir's backups (without it sealed data cannot be read; with them, it reads it all)")  # fmt: skip
     broker = "bundled broker" if s.uses_bundled_broker else "broker"
     topics = ", ".join([EVENTS_TOPIC, *DERIVED_TOPICS]) + f"; ingest from {s.ingest_topic}"
     console.print(f"  kafka     : {broker} at {s.bootstrap_servers}, topics {topics}")
@@ -61,13 +75,39 @@ def _banner(platform: Platform) -> None:
     console.print(f"  API docs  : {base}/docs    Ctrl-C stops")
 
 
+def _tls_options(settings: Settings) -> dict[str, str]:
+    """uvicorn's HTTPS arguments when CDP_TLS_CERTFILE and CDP_TLS_KEYFILE are set (else plain HTTP)."""
+    return {"ssl_certfile": settings.tls_certfile, "ssl_keyfile": settings.tls_keyfile} if settings.uses_tls else {}
+
+
+def _verify(settings: Settings) -> ssl.SSLContext | bool:
+    """How this command line checks the API's certificate: the system's CAs, and the configured certificate
+    itself (a self-signed one); host names are checked."""
+    context = ssl.create_default_context()
+    if settings.uses_tls:
+        context.load_verify_locations(settings.tls_certfile)
+    return context
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _wait_ingest(settings: Settings, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """Until the ingest workers answer on their port (or say why not: their exit shows in the terminal)."""
-    url = f"http://{settings.http_host}:{settings.ingest_port}/healthz"
+    """Until the ingest workers answer on their port (or say why not: their exit shows in the terminal).
+
+    Over HTTPS on a loopback address the certificate is not verified: this asks its own child process, on this
+    machine, whether it listens, and sends nothing but GET /healthz (no key, no data); a certificate issued for
+    the public name would not match 127.0.0.1. On any other address it is verified as `_verify` says."""
+    url = f"{settings.http_scheme}://{settings.http_host}:{settings.ingest_port}/healthz"
+    verify = _verify(settings) if settings.uses_tls and not _is_loopback(settings.http_host) else not settings.uses_tls
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -104,6 +144,7 @@ class _Server(uvicorn.Server):
 def up() -> None:
     """Run ingest, processors and queries in the foreground (Ctrl-C or SIGTERM stops cleanly)."""
     settings = _settings()
+    secure_data_dir(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "aiokafka", "faust", "mode", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -133,6 +174,7 @@ def up() -> None:
             port=settings.http_port,
             log_level="warning",
             timeout_graceful_shutdown=10,
+            **_tls_options(settings),  # type: ignore[arg-type]
         )
     )
     # A configuration problem at start (keys, stale projections) is said plainly below, without a traceback.
@@ -161,11 +203,13 @@ def ingest(
     (docs/scaling.md). The core process (`cdp up` with CDP_INGEST_WORKERS=0) resolves what they append."""
 
     settings = _settings()
+    secure_data_dir(settings)
     if parent:
         _exit_with_parent(parent)
     uvicorn.run(
         "infra.ingest_server:create_ingest_app", factory=True, host=settings.http_host, port=settings.ingest_port,
         workers=workers or settings.ingest_workers or 1, log_level="warning", timeout_graceful_shutdown=10,
+        **_tls_options(settings),  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -177,6 +221,7 @@ def relay(
     from infra.relay_process import run_relay
 
     settings = _settings()
+    secure_data_dir(settings)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # its selector's timing notes, not ours to act on
     if parent:
@@ -202,6 +247,7 @@ def rebuild(
     from infra.eventstore import open_event_store
 
     settings = _settings()
+    secure_data_dir(settings)
     store = open_event_store(settings)
     client = clickhouse_client(settings)
     if verify:
@@ -244,12 +290,20 @@ def _key(kind: str) -> str:
     return str(key)
 
 
+@keys_app.command("show")
+def keys_show() -> None:
+    """Print the write and read keys (from CDP_WRITE_KEY / CDP_READ_KEY, else the keys file `cdp up` wrote)."""
+    console.print(f"write key: {_key('write')}", markup=False, highlight=False)
+    console.print(f"read key:  {_key('read')}", markup=False, highlight=False)
+
+
 def _call(method: str, path: str, key: str, body: Any = None) -> Any:
     """One request to the running platform; a plain message and exit 1 if it cannot answer."""
     settings = _settings()
-    url = f"http://{settings.http_host}:{settings.http_port}{path}"
+    url = f"{settings.http_scheme}://{settings.http_host}:{settings.http_port}{path}"
     try:
-        response = httpx.request(method, url, headers={"Authorization": f"Bearer {key}"}, json=body, timeout=60)
+        response = httpx.request(method, url, headers={"Authorization": f"Bearer {key}"}, json=body, timeout=60,
+                                 verify=_verify(settings))  # fmt: skip
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach {url}:[/red] {exc}. Is `cdp up` running?")
         raise typer.Exit(1) from None

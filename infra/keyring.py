@@ -257,6 +257,12 @@ def _key_store_path(settings: Settings) -> Path:
 
 _keyrings: dict[str, Keyring] = {}
 _keyrings_lock = threading.Lock()
+_generated_masters: set[str] = set()  # master.key files this process generated
+
+
+def master_key_generated(settings: Settings) -> bool:
+    """Whether this process generated the data dir's master.key (the start that should say: back it up)."""
+    return str(settings.master_key_path) in _generated_masters
 
 
 def open_keyring(settings: Settings) -> Keyring:
@@ -265,7 +271,9 @@ def open_keyring(settings: Settings) -> Keyring:
     with _keyrings_lock:
         keyring = _keyrings.get(where)
         if keyring is None:
-            master, _ = load_master_key(settings)
+            master, generated = load_master_key(settings)
+            if generated:
+                _generated_masters.add(str(settings.master_key_path))
             try:
                 keyring = Keyring(open_key_store(settings), master, sealing=settings.encryption)
             except psycopg.Error as exc:

@@ -104,9 +104,10 @@ class ThreadedServer:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         s = platform.settings
-        self.url = f"http://{s.http_host}:{s.http_port}"
+        self.url = f"{s.http_scheme}://{s.http_host}:{s.http_port}"
         self.server = uvicorn.Server(
-            uvicorn.Config(create_app(platform), host=s.http_host, port=s.http_port, log_level="warning")
+            uvicorn.Config(create_app(platform), host=s.http_host, port=s.http_port, log_level="warning",
+                           ssl_certfile=s.tls_certfile or None, ssl_keyfile=s.tls_keyfile or None)  # fmt: skip
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -196,3 +196,16 @@ def test_an_open_data_dir_is_tightened(tmp_path: Path, restore_umask: object) ->
     assert stat.S_IMODE((data / "run.sh").stat().st_mode) == 0o700  # the owner's bits are kept
     assert stat.S_IMODE((data / "clickhouse" / "store").stat().st_mode) == 0o700
     assert stat.S_IMODE(outside.stat().st_mode) == 0o644  # a link's target is left alone
+
+
+# Keys shown once ---------------------------------------------------------------------------------
+
+
+def test_the_keys_say_which_were_just_made(tmp_path: Path) -> None:
+    from infra.keys import load_or_create_keys
+
+    settings = Settings(data_dir=tmp_path / "data", read_key="rk_given")
+    first = load_or_create_keys(settings)
+    assert first.generated == {"write"} and first.read_key == "rk_given"
+    again = load_or_create_keys(settings)
+    assert again.generated == frozenset() and again == first
