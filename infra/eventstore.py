@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +16,7 @@ from eventsourcing.sqlite import SQLiteAggregateRecorder
 from psycopg import sql
 
 from domain.application import CustomerData
-from infra.config import Settings
+from infra.config import ConfigError, Settings
 from ingest.intake_log import IntakeLog, IntakeUnavailable, PostgresIntakeLog, SqliteIntakeLog
 
 # Failures of a store that say nothing about what was being written: the same work is tried again.
@@ -39,6 +40,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
         schema = parse_qs(url.query).get("schema")
         if schema:
             env["POSTGRES_SCHEMA"] = schema[0]
+        env.update({PARAMETER_PREFIX + name: value for name, value in postgres_parameters(settings.event_store).items()})
         return env
     if settings.event_store.startswith("sqlite://"):
         path = urlparse(settings.event_store).path
@@ -48,9 +50,47 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path, "SQLITE_LOCK_TIMEOUT": "30"}
 
 
+PARAMETER_PREFIX = "CDP_POSTGRES_PARAMETER_"  # in the env of eventsourcing_env: the URL's libpq parameters
+_LIBPQ_ENV: set[str] = set()  # the libpq variables prepare_event_store set in this process
+
+
+def postgres_parameters(url: str) -> dict[str, str]:
+    """The connection parameters of a postgresql:// URL's query other than `schema` (sslmode, sslrootcert, ...),
+    for every connection to the event store's PostgreSQL; ConfigError for a name libpq does not know."""
+    known = {o.keyword.decode(): o for o in psycopg.pq.Conninfo.get_defaults()}
+    parameters: dict[str, str] = {}
+    for name, values in parse_qs(urlparse(url).query, keep_blank_values=True).items():
+        if name == "schema":
+            continue
+        if name not in known or name in ("dbname", "host", "hostaddr", "port", "user", "password", "service"):
+            raise ConfigError(
+                f"CDP_EVENT_STORE: {name}={values[-1]!r} is not a connection parameter it can take; use libpq's "
+                "(sslmode, sslrootcert, sslcert, sslkey, connect_timeout, application_name, ...) and put the host, "
+                "port, user, password and database in the URL itself"
+            )
+        if known[name].envvar is None:
+            raise ConfigError(f"CDP_EVENT_STORE: {name} cannot be given to the event store's connection pool; "
+                              "remove it from the URL")  # fmt: skip
+        parameters[name] = values[-1]
+    return parameters
+
+
+def _parameters(env: dict[str, str]) -> dict[str, str]:
+    return {k[len(PARAMETER_PREFIX) :]: v for k, v in env.items() if k.startswith(PARAMETER_PREFIX)}
+
+
 def prepare_event_store(settings: Settings, env: dict[str, str]) -> None:
-    """What the store needs before eventsourcing opens it: the PostgreSQL schema, if one is named."""
+    """What the store needs before eventsourcing opens it: the PostgreSQL schema, if one is named, and the URL's
+    connection parameters where libpq reads them for the pool eventsourcing opens (which takes only the host,
+    port, database, user and password): its PG* environment variables, in this process."""
     if settings.uses_postgres:
+        known = {o.keyword.decode(): o.envvar.decode() for o in psycopg.pq.Conninfo.get_defaults() if o.envvar}
+        wanted = {known[name]: value for name, value in _parameters(env).items()}
+        for name in _LIBPQ_ENV - wanted.keys():  # set for an earlier store of this process, not this one
+            os.environ.pop(name, None)
+        os.environ.update(wanted)
+        _LIBPQ_ENV.clear()
+        _LIBPQ_ENV.update(wanted)
         _ensure_postgres_schema(env)
 
 
@@ -62,7 +102,7 @@ def _ensure_postgres_schema(env: dict[str, str]) -> None:
 
     with psycopg.connect(
         dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]),
-        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None, autocommit=True,
+        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None, autocommit=True, **_parameters(env),
     ) as conn:  # fmt: skip
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
 
@@ -114,7 +154,7 @@ def postgres_conninfo(env: dict[str, str]) -> str:
     """A psycopg connection string for the event store's PostgreSQL (the intake log and key store use it)."""
     return psycopg.conninfo.make_conninfo(
         dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
-        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None,
+        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None, **_parameters(env),
     )  # fmt: skip
 
 

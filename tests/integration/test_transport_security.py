@@ -122,3 +122,25 @@ def test_cdp_up_over_https_keeps_keys_and_data_to_itself(tmp_path: Path) -> None
     shown = up.cli("keys", "show")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert re.search(rf"write key: {keys['write_key']}\s+read key:\s+{keys['read_key']}", shown.stdout), shown.stdout
+
+
+def test_the_event_store_url_parameters_reach_postgresql(
+    postgres_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The URL's parameters on every connection to PostgreSQL: the event store's pool, the intake log's and the key
+    store's (application_name shows on the server); sslmode=require against this test server (no TLS) is refused."""
+    import psycopg
+
+    from infra.eventstore import open_event_store, open_intake_log
+
+    monkeypatch.delenv("PGAPPNAME", raising=False)  # set below for eventsourcing's pool; unset again after
+    name = f"cdp-{settings.clickhouse_database}"
+    store = replace(settings, event_store=f"{postgres_url}&application_name={name}")
+    app = open_event_store(store)
+    app.ensure_workspace("transport")
+    open_intake_log(store).save_position("transport-test", 1)
+    with psycopg.connect(postgres_url.split("?")[0]) as conn:
+        count = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [name]).fetchone()
+    assert count is not None and count[0] >= 2
+    with pytest.raises(Exception, match="server does not support SSL, but SSL was required"):
+        open_intake_log(replace(settings, event_store=f"{postgres_url}&sslmode=require")).position("x")

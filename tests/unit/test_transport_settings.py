@@ -209,3 +209,43 @@ def test_the_keys_say_which_were_just_made(tmp_path: Path) -> None:
     assert first.generated == {"write"} and first.read_key == "rk_given"
     again = load_or_create_keys(settings)
     assert again.generated == frozenset() and again == first
+
+
+# PostgreSQL connection parameters ----------------------------------------------------------------
+
+
+def test_the_event_store_url_parameters_reach_every_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psycopg
+
+    from infra.eventstore import eventsourcing_env, postgres_conninfo, prepare_event_store
+
+    for name in ("PGSSLMODE", "PGSSLROOTCERT", "PGAPPNAME"):
+        monkeypatch.delenv(name, raising=False)
+    url = "postgresql://cdp:pw@db.example:5433/cdp?schema=tenant&sslmode=verify-full&sslrootcert=/etc/ca.pem"
+    settings = Settings(data_dir=tmp_path, event_store=url)
+    env = eventsourcing_env(settings)
+    assert env["POSTGRES_SCHEMA"] == "tenant" and env["POSTGRES_HOST"] == "db.example"
+    assert psycopg.conninfo.conninfo_to_dict(postgres_conninfo(env)) == {
+        "dbname": "cdp", "host": "db.example", "port": "5433", "user": "cdp", "password": "pw",
+        "sslmode": "verify-full", "sslrootcert": "/etc/ca.pem",
+    }  # fmt: skip
+    monkeypatch.setattr("infra.eventstore._ensure_postgres_schema", lambda env: None)
+    prepare_event_store(settings, env)  # for eventsourcing's pool: libpq's variables
+    assert (os.environ["PGSSLMODE"], os.environ["PGSSLROOTCERT"]) == ("verify-full", "/etc/ca.pem")
+    plain = Settings(data_dir=tmp_path, event_store="postgresql://cdp@db.example/cdp?application_name=cdp")
+    prepare_event_store(plain, eventsourcing_env(plain))  # another store: the first one's are gone
+    assert "PGSSLMODE" not in os.environ and os.environ["PGAPPNAME"] == "cdp"
+    assert "sslmode" not in postgres_conninfo(eventsourcing_env(Settings(data_dir=tmp_path,
+                                                                         event_store="postgresql://db/cdp")))
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("sslmod=require", "sslmod='require' is not a connection parameter"),
+    ("host=other", "host='other' is not a connection parameter"),
+    ("sslpassword=x", "sslpassword cannot be given to the event store's connection pool"),
+])  # fmt: skip
+def test_unknown_event_store_parameters_are_refused(tmp_path: Path, query: str, message: str) -> None:
+    from infra.eventstore import eventsourcing_env
+
+    with pytest.raises(ConfigError, match=f"CDP_EVENT_STORE: {message}"):
+        eventsourcing_env(Settings(data_dir=tmp_path, event_store=f"postgresql://db/cdp?{query}"))
