@@ -22,6 +22,7 @@ from eventsourcing.utils import get_topic
 from domain.identity import IdentityGraph, IdentityRules, identifier, own_identifier
 from domain.model import Profile, Workspace, customer_event_id_for, recorded
 from domain.privacy import Sealer, SealingMapper, Shredded, event_subjects
+from domain.regulations import DELETES, REGULATION_TOPICS, TYPES, Regulation, Suppressions
 from domain.tags import DEFINITION_TOPICS, Definitions, RuleDefinition
 from domain.webhooks import WEBHOOK_TOPICS, WebhookMapping, WebhookMappings
 
@@ -46,6 +47,14 @@ def hash_key(key: str) -> str:
 
 class IdentityError(ValueError):
     """A split or rules change that cannot be applied; the message says what to change."""
+
+
+class RegulationError(ValueError):
+    """A regulation that cannot be applied as asked; `code` and the message say why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -126,10 +135,17 @@ class CustomerData(EventLog):
         self._rules: dict[str, IdentityRules] = {}
         self.definitions = Definitions()  # tags and saved segments (domain/tags.py)
         self.webhook_mappings = WebhookMappings()  # webhook sources' mappings (domain/webhooks.py)
-        for domain_event in self._replay(PROFILE_TOPICS + WORKSPACE_TOPICS + DEFINITION_TOPICS + WEBHOOK_TOPICS):
+        self.regulations: dict[str, Regulation] = {}  # erasures and suppressions (domain/regulations.py)
+        self.suppressions = Suppressions()
+        self.regulation_positions: dict[str, int] = {}  # regulation id → log position of its Received
+        self.erased_profiles: set[str] = set()  # their ids stay taken in the log
+        topics = PROFILE_TOPICS + WORKSPACE_TOPICS + DEFINITION_TOPICS + WEBHOOK_TOPICS + REGULATION_TOPICS
+        for position, domain_event in self._replay(topics):
+            if isinstance(domain_event, Regulation.Received):
+                self.regulation_positions[str(domain_event.originator_id)] = position
             self._apply(domain_event)
 
-    def _replay(self, topics: list[str]) -> Iterator[DomainEventProtocol[UUID]]:
+    def _replay(self, topics: list[str]) -> Iterator[tuple[int, DomainEventProtocol[UUID]]]:
         start = 1
         while True:
             page = self.recorder.select_notifications(start, LOAD_PAGE, topics=topics)
@@ -137,7 +153,7 @@ class CustomerData(EventLog):
                 self.sealer.prefetch(n.state for n in page)
             for notification in page:
                 try:
-                    yield self.mapper.to_domain_event(notification)
+                    yield notification.id, self.mapper.to_domain_event(notification)
                 except Shredded:  # an erased person's identity: as if it never was
                     continue
             if len(page) < LOAD_PAGE:
@@ -151,6 +167,12 @@ class CustomerData(EventLog):
             return
         if isinstance(e, WebhookMapping.Event):
             self.webhook_mappings.apply(e)
+            return
+        if isinstance(e, Regulation.Event):
+            self.regulations[originator] = e.mutate(self.regulations.get(originator))
+            self.suppressions.apply(e)
+            if isinstance(e, Regulation.Received) and e.type in DELETES:
+                self.erased_profiles.update(e.profile_ids)
             return
         if isinstance(e, Workspace.Created):
             self.workspaces[originator] = e.mutate(None)
@@ -297,7 +319,10 @@ class CustomerData(EventLog):
         rules = self.rules_for(workspace_id)
         resolution = self.graph.resolve(workspace_id, self.identifiers_of(workspace_id, call), rules)
         if resolution.profile_id is None:
-            target = Profile(workspace_id, resolution.new_identifiers, cause)
+            seed = cause
+            if str(Profile.create_id(workspace_id, resolution.new_identifiers, cause)) in self.erased_profiles:
+                seed = f"renewed:{cause}"  # the erased person's entries keep their id in the log: a new one
+            target = Profile(workspace_id, resolution.new_identifiers, seed)
             target_id = str(target.id)
             self.profiles[target_id] = target
             self.graph.created(workspace_id, target_id, resolution.new_identifiers, target.created_on.timestamp())
@@ -351,6 +376,71 @@ class CustomerData(EventLog):
         self.profiles[str(new.id)] = new
         self.graph.split(workspace_id, profile_id, str(new.id), wanted, new.created_on.timestamp())
         return str(new.id)
+
+    # Regulations ----------------------------------------------------------------------------
+
+    def person(self, workspace_id: str, identifiers: list[str]) -> tuple[list[str], list[str]]:
+        """(profile ids, subjects) of the person some identifiers name: the profiles that hold any of them
+        now (a merged-away profile id names its survivor), every profile merged into those, and all their
+        identifiers and own ids. An identifier no profile holds is a subject all the same (a dead letter,
+        a call not resolved yet may carry it)."""
+        found: list[str] = []
+        for ident in identifiers:
+            kind, _, value = ident.partition(":")
+            pid = value if kind == "profile_id" else self.graph.profile_of(workspace_id, ident)
+            while pid is not None and pid in self.profiles and self.profiles[pid].merged_into is not None:
+                pid = self.profiles[pid].merged_into
+            if pid is not None and pid in self.profiles and self.profiles[pid].workspace_id == workspace_id:
+                found.append(pid)
+        absorbed: dict[str, list[str]] = {}
+        for pid, profile in self.profiles.items():
+            if profile.merged_into is not None and profile.workspace_id == workspace_id:
+                absorbed.setdefault(profile.merged_into, []).append(pid)
+        profiles, pending = [], list(dict.fromkeys(found))
+        while pending:
+            pid = pending.pop()
+            if pid not in profiles:
+                profiles.append(pid)
+                pending += absorbed.get(pid, [])
+        subjects = list(identifiers)
+        for pid in profiles:
+            subjects += [own_identifier(pid), *self.graph.identifiers.get(pid, [])]
+        return profiles, list(dict.fromkeys(subjects))
+
+    def regulate(self, workspace_id: str, type: str, identifiers: list[str]) -> Regulation:
+        """Record a regulation and, for a delete, destroy the person's keys (one writer: between pages).
+
+        The regulation is recorded first: the projections erase the profiles when it reaches them, whether or
+        not the keys could be destroyed (a key store failure raises, and sending the regulation again
+        finishes it). The identity state is then loaded again from the log, which no longer shows the person.
+        """
+        if type not in TYPES:
+            raise RegulationError("bad_request", f"type must be one of {', '.join(TYPES)}, not {type!r}")
+        if self.sealer is None:
+            raise RegulationError("encryption_off", "regulations need the key store: this log has no sealer")
+        deleting = type in DELETES
+        if deleting and not self.sealer.sealing:
+            raise RegulationError(
+                "encryption_off",
+                "a delete destroys the person's keys, but CDP_ENCRYPTION=off stores new data in plain text that no "
+                "key erases: turn encryption on (the default) before taking erasure requests",
+            )
+        profiles, subjects = self.person(workspace_id, identifiers)
+        hashes = sorted({self.sealer.subject_hash(workspace_id, s) for s in subjects})
+        regulation = Regulation(workspace_id, type, hashes, profiles if deleting else [], len(identifiers))
+        received = regulation.pending_events[0]
+        recordings = self.save(regulation)
+        self.regulations[str(regulation.id)] = regulation
+        self.regulation_positions[str(regulation.id)] = recordings[0].notification.id
+        self.suppressions.apply(received)
+        if deleting:
+            try:
+                destroyed = self.sealer.destroy(workspace_id, subjects, str(regulation.id))
+                regulation.keys_were_destroyed(workspace_id, destroyed)
+                self.save(regulation)
+            finally:
+                self.load()  # the person's identity events are unreadable now: as if they never were
+        return self.regulations.get(str(regulation.id), regulation)
 
     # Reading the log -----------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Workspaces, keys and allowed origins, followed from the log: all an ingest worker knows.
+"""Workspaces, keys, allowed origins and suppressions, followed from the log: all an ingest worker knows.
 
 An ingest worker authorises write keys and answers CORS, nothing more, so it does
 not load the identity graph that `CustomerData` holds. It reads the workspace
@@ -16,6 +16,9 @@ from typing import Any
 
 from domain.application import LOAD_PAGE, WORKSPACE_TOPICS, EventLog, KeyGrant, hash_key
 from domain.model import Workspace
+from domain.regulations import REGULATION_TOPICS, Regulation, Suppressions
+
+TOPICS = WORKSPACE_TOPICS + REGULATION_TOPICS
 
 REFRESH_S = 1.0
 
@@ -25,6 +28,7 @@ class Directory(EventLog):
         super().__init__(env=env, sealer=sealer)
         self.workspaces: dict[str, Workspace] = {}
         self.keys: dict[str, KeyGrant] = {}
+        self.suppressions = Suppressions()  # what ingest drops (domain/regulations.py), at most REFRESH_S late
         self._position = 0  # the log read through; workspace events after it are not applied yet
         self._refreshed = 0.0
         self._lock = threading.Lock()
@@ -36,7 +40,7 @@ class Directory(EventLog):
             top = self.recorder.max_notification_id() or 0
             start = self._position + 1
             while start <= top:
-                page = self.recorder.select_notifications(start, LOAD_PAGE, stop=top, topics=WORKSPACE_TOPICS)
+                page = self.recorder.select_notifications(start, LOAD_PAGE, stop=top, topics=TOPICS)
                 for notification in page:
                     self._apply(self.mapper.to_domain_event(notification))
                 if len(page) < LOAD_PAGE:
@@ -47,6 +51,9 @@ class Directory(EventLog):
 
     def _apply(self, e: Any) -> None:
         originator = str(e.originator_id)
+        if isinstance(e, Regulation.Event):
+            self.suppressions.apply(e)
+            return
         if isinstance(e, Workspace.Created):
             self.workspaces[originator] = e.mutate(None)
             return

@@ -67,8 +67,9 @@ class Profile(Aggregate):
     @staticmethod
     def create_id(workspace_id: str, identifiers: list[str], cause_event_id: str) -> UUID:
         # The first identifier names the profile; a split-off profile is named by its split
-        # (its identifiers may have named a profile before), an identifier-less one by its event.
-        if cause_event_id.startswith("split:"):
+        # (its identifiers may have named a profile before), an identifier-less one by its event, and one
+        # whose natural id an erased person had is renewed by its event (the erased entries keep that id).
+        if cause_event_id.startswith(("split:", "renewed:")):
             return profile_id_for(workspace_id, cause_event_id)
         return profile_id_for(workspace_id, identifiers[0] if identifiers else f"event:{cause_event_id}")
 

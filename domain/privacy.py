@@ -56,6 +56,12 @@ class Sealer(Protocol):
     def prefetch(self, blobs: Iterable[bytes]) -> None:
         """Load the keys of many sealed blobs in one round trip (a page of the log)."""
 
+    def subject_hash(self, workspace_id: str, subject: str) -> str:
+        """What the key store knows of a subject: a keyed hash (suppressions match calls by it too)."""
+
+    def destroy(self, workspace_id: str, subjects: Iterable[str], regulation_id: str) -> int:
+        """Destroy the keys of these subjects (an erasure); returns how many were destroyed."""
+
 
 def is_sealed(data: bytes) -> bool:
     return data[:3] == MAGIC

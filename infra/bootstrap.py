@@ -16,6 +16,7 @@ import orjson
 from kafka.errors import KafkaError
 
 from domain.application import CustomerData
+from domain.regulations import suppressed_call
 from infra.broker import BundledBroker
 from infra.clickhouse import clickhouse_client, separate_client
 from infra.config import ConfigError, Settings
@@ -42,6 +43,7 @@ from services.dead_letters import DeadLetterService
 from services.kpis import KpiService
 from services.profiles import ProfileService
 from services.quarantine import QuarantineService
+from services.regulations import RegulationService
 from services.settings import SettingsService
 from services.tags import TagService
 from services.webhooks import WebhookService
@@ -246,7 +248,11 @@ class Platform:
         resolver = self.resolver
         self.committer = GroupCommitter(self.intake_log.append, on_commit=resolver.wake.set)
         self.committer.start()
-        self.intake = Intake(self.committer.submit, self.committer.record_now, self.dead_letters, s.max_event_bytes)
+        app = self.app
+        self.intake = Intake(
+            self.committer.submit, self.committer.record_now, self.dead_letters, s.max_event_bytes,
+            suppressed=lambda ws, call: suppressed_call(app.suppressions, app.sealer.subject_hash, ws, call),
+        )  # fmt: skip
         self.services = self._services()
         self.kafka_ingest = KafkaIngest(
             s.bootstrap_servers, self.intake, self.services.access.authorise_write, self.workspace_id,
@@ -311,9 +317,14 @@ class Platform:
             dead_letters=DeadLetterService(self.dead_letters, self.intake),
             settings=SettingsService(self.app, writer),
             webhooks=WebhookService(self.app, writer, self.intake, self.dead_letters),
+            regulations=RegulationService(self.app, writer, self._applied),
             intake=self.intake, analyst_sql=self.analyst_sql, status=self.status,
             max_event_bytes=self.settings.max_event_bytes, max_batch_bytes=self.settings.max_batch_bytes,
         )  # fmt: skip
+
+    def _applied(self) -> dict[str, int]:
+        """Each projection's applied log position (a regulation is done once all of them are past it)."""
+        return {name: int(p["position"]) for name, p in self.status()["projections"].items()}
 
     def status(self) -> dict[str, Any]:
         # The resolver first: once it has recorded all the intake held, the log position read next includes it.

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.errors import install_error_handlers
 from domain.directory import REFRESH_S, Directory
+from domain.regulations import suppressed_call
 from infra.config import Settings, load_settings
 from infra.eventstore import eventsourcing_env, open_intake_log, open_keyring, prepare_event_store
 from ingest import http as ingest_http
@@ -54,7 +55,11 @@ class IngestWorker:
         self.committer = GroupCommitter(self.intake_log.append)
         self.committer.start()
         dead_letters = DeadLetterStore(self.directory.recorder, self.directory.sealer)
-        intake = Intake(self.committer.submit, self.committer.record_now, dead_letters, s.max_event_bytes)
+        directory = self.directory
+        intake = Intake(
+            self.committer.submit, self.committer.record_now, dead_letters, s.max_event_bytes,
+            suppressed=lambda ws, call: suppressed_call(directory.suppressions, directory.sealer.subject_hash, ws, call),
+        )  # fmt: skip
         self.services = IngestServices(
             access=Access(self.directory), settings=SettingsService(self.directory, None), intake=intake,
             max_event_bytes=s.max_event_bytes, max_batch_bytes=s.max_batch_bytes,

@@ -18,12 +18,12 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from api.errors import install_error_handlers
 from infra.bootstrap import Platform
 from ingest import dead_letters_http, http as ingest_http, webhooks_http
-from queries import http as profiles_http, kpis, quarantine, sql, tags
+from queries import http as profiles_http, kpis, quarantine, regulations, sql, tags
 
 # The HTTP adapters; the app is their composition.
 ROUTERS = (
     ingest_http.router, ingest_http.settings_router, dead_letters_http.router, profiles_http.router, tags.router,
-    kpis.router, sql.router, quarantine.router, webhooks_http.router,
+    kpis.router, sql.router, quarantine.router, webhooks_http.router, regulations.router,
 )
 
 

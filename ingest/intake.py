@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Awaitable, Callable, Sequence
 
 import orjson
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from domain.crm import validate_properties
@@ -32,6 +33,8 @@ from ingest.dead_letters import DeadLetterStore, NewDeadLetter
 
 RecordAsync = Callable[[str, Sequence[dict[str, Any]]], Awaitable[list[Any]]]
 RecordSync = Callable[[str, Sequence[dict[str, Any]]], list[Any]]
+Suppressed = Callable[[str, dict[str, Any]], bool]  # (workspace, normalised call) → drop it (a regulation)
+SUPPRESSED = Counter("cdp_suppressed_events", "Calls dropped at ingest: they carry a suppressed identifier", ["source"])
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Prepared:
     calls: list[dict[str, Any]] = field(default_factory=list)
     indexes: list[int] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    suppressed: int = 0  # valid calls dropped because a regulation suppresses one of their identifiers
 
 
 @dataclass(frozen=True)
@@ -64,14 +68,18 @@ class Outcome:
     duplicates: int
     rejected: list[Rejection]
     refused: bool = False  # a strict request with an invalid event: nothing went into the log
+    suppressed: int = 0  # dropped by a suppression: accepted (do not send again), never stored
 
     @property
     def accepted(self) -> int:
-        return self.stored + self.duplicates
+        return self.stored + self.duplicates + self.suppressed
 
     def to_json(self) -> dict[str, Any]:
-        return {"success": True, "accepted": self.accepted, "stored": self.stored, "duplicates": self.duplicates,
-                "rejected": [r.to_json() for r in self.rejected]}  # fmt: skip
+        out = {"success": True, "accepted": self.accepted, "stored": self.stored, "duplicates": self.duplicates,
+               "rejected": [r.to_json() for r in self.rejected]}  # fmt: skip
+        if self.suppressed:  # only then: a sender whose calls no regulation drops sees the answer it always did
+            out["suppressed"] = self.suppressed
+        return out
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -176,7 +184,11 @@ class Intake:
         record_sync: RecordSync,
         dead_letters: DeadLetterStore,
         max_event_bytes: int,
+        suppressed: Suppressed | None = None,
     ) -> None:
+        """`suppressed` says which calls a regulation suppresses: they are counted and dropped, neither
+        stored nor dead-lettered (their content would be kept otherwise)."""
+        self.suppressed = suppressed
         self.record_async = record_async
         self.record_sync = record_sync
         self.dead_letters = dead_letters
@@ -202,10 +214,20 @@ class Intake:
     @staticmethod
     def _outcome(recorded: list[Any], prepared: Prepared) -> Outcome:
         stored = sum(1 for r in recorded if r.stored)
-        return Outcome(stored, len(recorded) - stored, prepared.rejections)
+        return Outcome(stored, len(recorded) - stored, prepared.rejections, suppressed=prepared.suppressed)
 
-    def _prepare(self, items: Sequence[Any], sent_at: datetime | None, received_at: datetime | None) -> Prepared:
-        return prepare(items, received_at or datetime.now(UTC), sent_at, self.max_event_bytes)
+    def _prepare(
+        self, workspace_id: str, items: Sequence[Any], sent_at: datetime | None, received_at: datetime | None,
+        source: str = "",
+    ) -> Prepared:  # fmt: skip
+        prepared = prepare(items, received_at or datetime.now(UTC), sent_at, self.max_event_bytes)
+        if self.suppressed is not None and prepared.calls:
+            kept = [(i, c) for i, c in zip(prepared.indexes, prepared.calls) if not self.suppressed(workspace_id, c)]
+            prepared.suppressed = len(prepared.calls) - len(kept)
+            if prepared.suppressed:
+                SUPPRESSED.labels(source or "replay").inc(prepared.suppressed)
+                prepared.indexes, prepared.calls = [i for i, _ in kept], [c for _, c in kept]
+        return prepared
 
     async def take(
         self,
@@ -218,7 +240,7 @@ class Intake:
     ) -> Outcome:
         """Record the valid items, dead-letter the refused ones; the store's failure raises (nothing half-done
         that a retry would not complete: valid events are deduplicated by messageId)."""
-        prepared = self._prepare(items, sent_at, received_at)
+        prepared = self._prepare(workspace_id, items, sent_at, received_at, source)
         if strict and prepared.rejections:
             await asyncio.to_thread(self.dead_letters.add, self._letters(workspace_id, source, items, prepared, True))
             return Outcome(0, 0, prepared.rejections, refused=True)
@@ -231,7 +253,7 @@ class Intake:
         self, workspace_id: str, items: Sequence[Any], source: str, sent_at: datetime | None = None
     ) -> Outcome:
         """`take` for callers on a thread of their own (the Kafka ingest consumer, replays)."""
-        prepared = self._prepare(items, sent_at, None)
+        prepared = self._prepare(workspace_id, items, sent_at, None, source)
         recorded = self.record_sync(workspace_id, prepared.calls) if prepared.calls else []
         if prepared.rejections:
             self.dead_letters.add(self._letters(workspace_id, source, items, prepared, False))
@@ -257,7 +279,7 @@ class Intake:
                 items.append(orjson.loads(letter.body))
             except orjson.JSONDecodeError:
                 items.append(None)  # refused below as not an object
-        prepared = self._prepare(items, None, None)
+        prepared = self._prepare(workspace_id, items, None, None)
         recorded = await self.record_async(workspace_id, prepared.calls) if prepared.calls else []
         results: list[dict[str, Any]] = []
         for index, outcome in zip(prepared.indexes, recorded):

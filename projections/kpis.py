@@ -23,6 +23,7 @@ from domain.errors import Invalid
 from domain.kpis import CATALOGUE, FACT_DIMENSIONS
 from domain.times import parse_day
 from domain.traits import rfm
+from projections.erasure import KPI_TABLES, erase_rows
 from projections.money import movements
 from projections.rfm import buyers, rfm_boundaries
 
@@ -143,6 +144,10 @@ class KpiStore:
     def __init__(self, client: Any, database: str) -> None:
         self.client = client
         self.db = database
+
+    def erase(self, workspace_id: str, profile_ids: list[str]) -> None:
+        """Delete the rows of erased profiles (a regulation's delete) from this store's tables."""
+        erase_rows(self.client, self.db, KPI_TABLES, workspace_id, profile_ids)
 
     # Writes ----------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from domain.crm import FEEDBACK_SUBMITTED as FEEDBACK
 from domain.crm import TICKET_OPENED, TICKET_RESOLVED, ZERO
 from domain.identity import own_identifier
 from domain.times import UTC, parse_optional, shown, utc
+from projections.erasure import PROFILE_TABLES, erase_rows
 from projections.money import movements
 from projections.rfm import rfm_boundaries
 from projections.profile_cache import cache_for
@@ -159,6 +160,11 @@ class ProjectionStore:
     def _insert(self, table: str, rows: Sequence[Sequence[Any]], columns: list[str]) -> None:
         if rows:
             self.client.insert(f"{self.db}.{table}", rows, column_names=columns)
+
+    def erase(self, workspace_id: str, profile_ids: list[str]) -> None:
+        """Delete the rows of erased profiles (a regulation's delete) from this store's tables."""
+        erase_rows(self.client, self.db, PROFILE_TABLES, workspace_id, profile_ids)
+        self.cache.clear()  # owners and documents of the erased profiles: read again from what is left
 
     # Writes --------------------------------------------------------------------------------
 

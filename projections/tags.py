@@ -35,6 +35,7 @@ from domain.tags import (
     parse_time,
 )
 from domain.times import shown, utc
+from projections.erasure import TAG_TABLES, erase_rows
 from projections.money import movements
 
 FAR = datetime(2299, 12, 31, tzinfo=timezone.utc)  # "no timer": beyond any window
@@ -308,6 +309,10 @@ class TagStore:
     def _insert(self, table: str, rows: Sequence[Sequence[Any]], columns: list[str]) -> None:
         if rows:
             self.client.insert(f"{self.db}.{table}", rows, column_names=columns)
+
+    def erase(self, workspace_id: str, profile_ids: list[str]) -> None:
+        """Delete the rows of erased profiles (a regulation's delete) from this store's tables."""
+        erase_rows(self.client, self.db, TAG_TABLES, workspace_id, profile_ids)
 
     # Evaluation ------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from services.kpis import KpiService
     from services.profiles import ProfileService
     from services.quarantine import QuarantineService
+    from services.regulations import RegulationService
     from services.settings import SettingsService
     from services.tags import TagService
     from services.webhooks import WebhookService
@@ -43,5 +44,6 @@ class Services(IngestServices):
     quarantine: QuarantineService
     dead_letters: DeadLetterService
     webhooks: WebhookService
+    regulations: RegulationService
     analyst_sql: AnalystSql
     status: Callable[[], dict[str, Any]]  # the platform's parts and their positions

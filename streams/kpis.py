@@ -22,7 +22,7 @@ from domain.kpis import KPIS_MOVED_BY
 from domain.segment import source_of
 from domain.times import parse_instant
 from projections.kpis import fact_rows
-from streams.messages import EventMessage, IdentityMessage, Message, Outgoing
+from streams.messages import ErasureMessage, EventMessage, IdentityMessage, Message, Outgoing, by_erasures
 
 log = logging.getLogger(__name__)
 KPI_UPDATES_TOPIC = "cdp.kpi-updates"
@@ -33,6 +33,7 @@ class KpiWriter(Protocol):
 
     def insert_facts(self, rows: list[list[Any]]) -> None: ...
     def insert_activity(self, rows: list[list[Any]]) -> None: ...
+    def erase(self, workspace_id: str, profile_ids: list[str]) -> None: ...
     def insert_moves(self, rows: list[list[Any]]) -> None: ...
 
 
@@ -46,6 +47,16 @@ class KpiProcessor:
         self.updates = updates
 
     def process(self, messages: list[Message]) -> int:
+        top = 0
+        for part in by_erasures(messages):
+            if isinstance(part, ErasureMessage):
+                self.writer.erase(part.workspace_id, list(part.profile_ids))  # their facts count no more
+                top = max(top, part.position)
+            else:
+                top = max(top, self._apply(part))
+        return top
+
+    def _apply(self, messages: list[Message]) -> int:
         facts: list[list[Any]] = []
         days: dict[tuple[str, str, date], list[Any]] = {}
         moved: dict[str, dict[str, set[date]]] = defaultdict(lambda: defaultdict(set))

@@ -4,7 +4,8 @@ One frozen dataclass per kind: `EventMessage` (a tracking call, with the `anchor
 identifier it belongs by), `IdentityMessage` (a profile created, identifiers
 linked, a merge, a refused merge, a split), `RulesMessage`, `DefinitionMessage`
 (a tag or saved segment defined, changed or deleted) and `ManualTagMessage` (a
-static tag added or removed). `to_message` builds one from a log entry (the log
+static tag added or removed) and `ErasureMessage` (a person erased by a
+regulation: profile ids only). `to_message` builds one from a log entry (the log
 follower, the committed tail); `decode` reads one from the bytes on
 `cdp.events` (the Kafka driver); `encode` writes the JSON published there
 (docs/streams.md). Every message carries its log `position` and an `event_id`,
@@ -22,6 +23,7 @@ import orjson
 from eventsourcing.utils import get_topic
 
 from domain.model import CustomerEvent, Profile, Workspace
+from domain.regulations import Regulation
 from domain.tags import ManualTagChange, RuleDefinition
 from domain.times import parse_instant, stored
 
@@ -176,11 +178,32 @@ class ManualTagMessage(_Entry):
         return cls(**_common(d), tag_id=d["tag_id"], action=d["action"], reason=d["reason"])
 
 
-Message = Union[EventMessage, IdentityMessage, RulesMessage, DefinitionMessage, ManualTagMessage]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErasureMessage(_Entry):
+    """A person erased by a regulation (domain/regulations.py): every projection deletes the rows of
+    `profile_ids`, and says so downstream. It carries no identifier, only profile ids."""
+
+    kind: ClassVar[str] = "erasure"
+    regulation_id: str
+    profile_ids: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "event_id": self.event_id, "position": self.position,
+                "workspace_id": self.workspace_id, "recorded_at": stored(self.recorded_at),
+                "profile_id": self.profile_id, "regulation_id": self.regulation_id,
+                "profile_ids": list(self.profile_ids)}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ErasureMessage:
+        return cls(**_common(d), regulation_id=d["regulation_id"], profile_ids=tuple(d["profile_ids"]))
+
+
+Message = Union[EventMessage, IdentityMessage, RulesMessage, DefinitionMessage, ManualTagMessage, ErasureMessage]
 Outgoing = dict[str, Any]  # what processors publish on their own topics (profile, tag changes, KPI updates)
 
 _KINDS: dict[str, Any] = {
-    cls.kind: cls for cls in (EventMessage, IdentityMessage, RulesMessage, DefinitionMessage, ManualTagMessage)
+    cls.kind: cls
+    for cls in (EventMessage, IdentityMessage, RulesMessage, DefinitionMessage, ManualTagMessage, ErasureMessage)
 }
 
 
@@ -217,6 +240,12 @@ def to_message(domain_event: Any, position: int) -> Message | None:
             position=position, event_id=_entry_id(domain_event), workspace_id=domain_event.workspace_id,
             profile_id=str(domain_event.originator_id), recorded_at=at, change=change, **fields,
         )  # fmt: skip
+    if isinstance(domain_event, Regulation.Received) and domain_event.profile_ids:
+        return ErasureMessage(
+            position=position, event_id=_entry_id(domain_event), workspace_id=domain_event.workspace_id,
+            profile_id="", recorded_at=at, regulation_id=str(domain_event.originator_id),
+            profile_ids=tuple(domain_event.profile_ids),
+        )  # fmt: skip
     if isinstance(domain_event, ManualTagChange.Recorded):
         return ManualTagMessage(
             position=position, event_id=_entry_id(domain_event), workspace_id=domain_event.workspace_id,
@@ -233,6 +262,18 @@ def to_message(domain_event: Any, position: int) -> Message | None:
             rule=None if deleted else domain_event.rule, deleted=deleted,
         )  # fmt: skip
     return None
+
+
+def by_erasures(messages: list[Message]) -> list[list[Message] | ErasureMessage]:
+    """The messages in log order, cut at each erasure: a processor applies what came before an erasure,
+    then the erasure, then the rest (so an erased person's rows of the same page are deleted too)."""
+    parts: list[list[Message] | ErasureMessage] = [[]]
+    for m in sorted(messages, key=lambda m: m.position):
+        if isinstance(m, ErasureMessage):
+            parts += [m, []]
+        else:
+            parts[-1].append(m)  # type: ignore[union-attr]
+    return [p for p in parts if p != []]
 
 
 _RECORDED_TOPIC = get_topic(CustomerEvent.Recorded)

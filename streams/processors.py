@@ -22,7 +22,8 @@ from domain.identity import IdentityRules, normalise_email
 from domain.segment import source_of
 from domain.times import parse_instant, parse_optional
 from streams.messages import (
-    DefinitionMessage, EventMessage, IdentityMessage, ManualTagMessage, Message, Outgoing, RulesMessage,
+    DefinitionMessage, ErasureMessage, EventMessage, IdentityMessage, ManualTagMessage, Message, Outgoing,
+    RulesMessage, by_erasures,
 )  # fmt: skip
 
 DEFAULT_RULES = IdentityRules()
@@ -44,6 +45,7 @@ class ProjectionWriter(Protocol):
         self, workspace_id: str, profile_ids: Iterable[str], as_of: Any = None, trait_sources: Any = None
     ) -> dict[str, Any]: ...
     def write_profiles(self, workspace_id: str, views: Iterable[Any], gone: Iterable[str], top: int) -> None: ...
+    def erase(self, workspace_id: str, profile_ids: list[str]) -> None: ...
 
 
 def _json(value: Any) -> str:
@@ -133,6 +135,24 @@ class ProfileProcessor:
 
     def process(self, messages: list[Message]) -> int:
         """Apply a batch of messages; returns the highest position in it (0 for none)."""
+        top = 0
+        for part in by_erasures(messages):
+            if isinstance(part, ErasureMessage):
+                self._erase(part)
+                top = max(top, part.position)
+            else:
+                top = max(top, self._apply(part))
+        return top
+
+    def _erase(self, m: ErasureMessage) -> None:
+        """A regulation erased these profiles: say `deleted` downstream (before: a failure retries it), then
+        delete their rows from every table of this processor."""
+        if self.publish is not None:
+            self.publish([{"workspace_id": m.workspace_id, "profile_id": pid, "change": "deleted", "position": m.position,
+                           "reason": "erased", "regulation_id": m.regulation_id} for pid in m.profile_ids])  # fmt: skip
+        self.writer.erase(m.workspace_id, list(m.profile_ids))
+
+    def _apply(self, messages: list[Message]) -> int:
         if not messages:
             return 0
         rows = _Rows()

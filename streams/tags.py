@@ -42,7 +42,8 @@ from domain.tags import ConsentCondition, consent_purposes, parse_rule, purpose_
 from domain.times import UTC, shown
 from projections.tags import EPOCH, Step, TagStore
 from streams.messages import (
-    DefinitionMessage, EventMessage, IdentityMessage, ManualTagMessage, Message, Outgoing, RulesMessage,
+    DefinitionMessage, ErasureMessage, EventMessage, IdentityMessage, ManualTagMessage, Message, Outgoing,
+    RulesMessage,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -291,6 +292,20 @@ class TagEngine:
         out.changes.append([ws, slug, UUID(pid), change, kind, now, version, position, cause, reason])
         out.membership.append([ws, slug, UUID(pid), kind, version, now, position, 1 if change == "exited" else 0])
 
+    def erase(self, workspace_id: str, profile_ids: list[str], position: int) -> None:
+        """A regulation erased these profiles: they leave every tag (`exited`, cause `erasure`, published
+        first), then their membership, changes and timers are deleted."""
+        with self.lock:
+            now = self.now()
+            out = _Batch([], [], [], [])
+            for pid, tags in self.store.members_of(workspace_id, profile_ids).items():
+                for slug, m in tags.items():
+                    self._change(out, workspace_id, pid, slug, m["kind"], "exited", m["rule_version"], position, now,
+                                 "erasure")  # fmt: skip
+            if self.publish is not None and out.messages:
+                self.publish(out.messages)
+            self.store.erase(workspace_id, profile_ids)
+
     def _write(self, out: _Batch) -> None:
         if self.publish is not None and out.messages:
             self.publish(out.messages)  # before writing: a failure retries the whole batch
@@ -518,6 +533,9 @@ class TagProcessor:
                         page.touch(ws, pid, "manual")  # rules may refer to the manual tag
                     case DefinitionMessage():
                         self._definition(m, page)
+                    case ErasureMessage():
+                        page.flush()  # what came before is evaluated first: the erasure then removes it all
+                        engine.erase(ws, list(m.profile_ids), m.position)
             page.flush()
             engine.position = max(engine.position, top)
             if own:
