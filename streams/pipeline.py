@@ -102,9 +102,11 @@ class Pipeline:
             raise
         except Exception as exc:
             message = messages[0]
+            # The error's type only: its text can quote the entry's values (a ClickHouse parse error, a trait);
+            # the whole reason is kept with the entry, for `cdp quarantine` (the read key) to show.
             log.warning(
-                "%s could not apply log position %s (%s: %s); quarantined, the rest moves on",
-                processor.name, message.position, type(exc).__name__, exc,
+                "%s could not apply log position %s (%s); quarantined, the rest moves on; `cdp quarantine` says why",
+                processor.name, message.position, type(exc).__name__,
             )  # fmt: skip
             self.quarantine.record(processor.name, message, exc)
             QUARANTINED.labels(processor.name).inc()

@@ -249,3 +249,24 @@ def test_unknown_event_store_parameters_are_refused(tmp_path: Path, query: str, 
 
     with pytest.raises(ConfigError, match=f"CDP_EVENT_STORE: {message}"):
         eventsourcing_env(Settings(data_dir=tmp_path, event_store=f"postgresql://db/cdp?{query}"))
+
+
+# No personal data in log lines -------------------------------------------------------------------
+
+
+def test_a_quarantined_entry_is_logged_without_the_error_text(caplog: pytest.LogCaptureFixture) -> None:
+    from streams.pipeline import Pipeline
+    from tests.unit.test_pipeline import Picky, Quarantine, page
+
+    class Quoting(Picky):  # a store's error quoting the value it could not take, as ClickHouse's do
+        def process(self, messages: list) -> int:  # type: ignore[type-arg]
+            if any(m.position in self.bad for m in messages):
+                raise ValueError("Cannot parse 'jane@example.com' as Int64")
+            return super().process(messages)
+
+    quarantine = Quarantine()
+    pipeline = Pipeline([Quoting(bad={2})], {}, save=lambda n, p: None, quarantine=quarantine, retry_pause=0)
+    with caplog.at_level("WARNING"):
+        assert pipeline.process(page(1, 2, 3)) == 3
+    assert "log position 2 (ValueError)" in caplog.text and "jane@example.com" not in caplog.text
+    assert quarantine.entries == [("picky", 2, "Cannot parse 'jane@example.com' as Int64")]  # kept for the read key
