@@ -16,7 +16,7 @@ from typing import Any
 
 from domain.application import LOAD_PAGE, WORKSPACE_TOPICS, EventLog, KeyGrant, hash_key
 from domain.model import Workspace
-from domain.regulations import REGULATION_TOPICS, Regulation, Suppressions
+from domain.regulations import DELETES, REGULATION_TOPICS, Regulation, Suppressions
 
 TOPICS = WORKSPACE_TOPICS + REGULATION_TOPICS
 
@@ -29,6 +29,7 @@ class Directory(EventLog):
         self.workspaces: dict[str, Workspace] = {}
         self.keys: dict[str, KeyGrant] = {}
         self.suppressions = Suppressions()  # what ingest drops (domain/regulations.py), at most REFRESH_S late
+        self._erasing: dict[str, tuple[str, list[str]]] = {}  # delete regulation → (workspace, subject hashes)
         self._position = 0  # the log read through; workspace events after it are not applied yet
         self._refreshed = 0.0
         self._lock = threading.Lock()
@@ -53,6 +54,10 @@ class Directory(EventLog):
         originator = str(e.originator_id)
         if isinstance(e, Regulation.Event):
             self.suppressions.apply(e)
+            if isinstance(e, Regulation.Received) and e.type in DELETES:
+                self._erasing[originator] = (e.workspace_id, list(e.subject_hashes))
+            if originator in self._erasing and self.sealer is not None:  # on Received, and again once destroyed
+                self.sealer.forget(*self._erasing[originator])  # keys the core destroys: never seal with them
             return
         if isinstance(e, Workspace.Created):
             self.workspaces[originator] = e.mutate(None)

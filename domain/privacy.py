@@ -62,6 +62,9 @@ class Sealer(Protocol):
     def destroy(self, workspace_id: str, subjects: Iterable[str], regulation_id: str) -> int:
         """Destroy the keys of these subjects (an erasure); returns how many were destroyed."""
 
+    def forget(self, workspace_id: str, hashes: Iterable[str]) -> None:
+        """Drop the cached keys of subjects (by hash) another process erased."""
+
 
 def is_sealed(data: bytes) -> bool:
     return data[:3] == MAGIC

@@ -209,6 +209,9 @@ def ingest(
     uvicorn.run(
         "infra.ingest_server:create_ingest_app", factory=True, host=settings.http_host, port=settings.ingest_port,
         workers=workers or settings.ingest_workers or 1, log_level="warning", timeout_graceful_shutdown=10,
+        # uvicorn kills a worker that does not answer its supervisor within this many seconds, and starts another:
+        # its default (5 s) is less than a worker's start on a busy 2-core machine, which then never comes up.
+        timeout_worker_healthcheck=60,
         **_tls_options(settings),  # type: ignore[arg-type]
     )  # fmt: skip
 

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 
 TAG_CHANGES_TOPIC = "cdp.tag-changes"
 # When several causes touch a profile in one batch, the strongest names the change.
-_CAUSE_RANK = {"event": 0, "time": 1, "consent": 2, "split": 3, "merge": 4, "rule": 5, "manual": 6, "deleted": 7}
+_CAUSE_RANK = {"event": 0, "time": 1, "consent": 2, "split": 3, "merge": 4, "rule": 5, "manual": 6, "deleted": 7,
+               "erasure": 8}
 # What changed a profile's consent for a purpose in a step: its own decision, or the workspace's default.
 ConsentNews = Mapping[str, Mapping[str, str]]  # profile → purpose → "event" | "default"
 

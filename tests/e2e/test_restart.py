@@ -56,7 +56,9 @@ class CdpProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise AssertionError("cdp up did not become healthy")
+        self.process.kill()  # not left running behind the test
+        output, _ = self.process.communicate(timeout=30)
+        raise AssertionError(f"cdp up did not become healthy in 90 s:\n{output.decode()[-3000:]}")
 
     def stop(self) -> str:
         assert self.process is not None
@@ -78,10 +80,17 @@ class CdpProcess:
         return response.json()
 
     def wait_caught_up(self, timeout: float = 30) -> dict[str, Any]:
+        return self._wait(lambda status: status["caught_up"] and status["relay"]["lag"] == 0, timeout)
+
+    def wait_recorded(self, timeout: float = 60) -> dict[str, Any]:
+        """Until the resolver has recorded in the log everything the intake accepted (projections may lag)."""
+        return self._wait(lambda status: status["resolver"]["lag"] == 0, timeout)
+
+    def _wait(self, done: Any, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             status = self.get("/v1/status")
-            if status["caught_up"] and status["relay"]["lag"] == 0:
+            if done(status):
                 return status
             assert time.monotonic() < deadline, status
             time.sleep(0.05)
@@ -89,7 +98,7 @@ class CdpProcess:
     def stored_events(self) -> int:
         """Customer events in the log; with the platform running, once the resolver has recorded what was accepted."""
         if self.process is not None and self.process.poll() is None:
-            self.wait_caught_up()
+            self.wait_recorded()
         with sqlite3.connect(self.data_dir / "events.sqlite3") as db:
             return db.execute("SELECT count(*) FROM stored_events WHERE topic = ?", (RECORDED_TOPIC,)).fetchone()[0]
 
