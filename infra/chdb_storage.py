@@ -99,7 +99,7 @@ def _key_in_environment(key: bytes) -> Iterator[None]:
         os.environ.pop(KEY_ENV, None)
 
 
-def _in_use(path: Path) -> bool:
+def in_use(path: Path) -> bool:
     """Whether another process holds the engine (ClickHouse locks `status`)."""
     try:
         fd = os.open(path / "status", os.O_RDONLY)
@@ -140,7 +140,7 @@ def open_engine(path: Path, encrypt_new: bool, key: Callable[[], bytes]) -> Any:
                 interface="chdb", path=str(path), chdb_options={"config-file": str(config)}, settings=NO_SPILL
             )
     except ProgrammingError as exc:
-        if _in_use(path):
+        if in_use(path):
             raise ConfigError(
                 f"the embedded ClickHouse in {path} is open in another process (one process per chDB directory): "
                 "stop the other cdp (`cdp up`, `cdp rebuild`) first"

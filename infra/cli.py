@@ -300,6 +300,34 @@ def keys_show() -> None:
     console.print(f"read key:  {_key('read')}", markup=False, highlight=False)
 
 
+@keys_app.command("rotate-master")
+def keys_rotate_master() -> None:
+    """Re-wrap every key of the key store with a new master key; the log is not rewritten.
+
+    Stop the platform first (every process that opens this data dir or event store): a process still running
+    keeps the old master key. With master.key the new key is generated and replaces it; with CDP_MASTER_KEY
+    give the new one as CDP_NEW_MASTER_KEY, then set CDP_MASTER_KEY to it."""
+    from infra.chdb_storage import in_use
+    from infra.keyring import rotate_master_key
+
+    settings = _settings()
+    secure_data_dir(settings)
+    health = f"{settings.http_scheme}://{settings.http_host}:{settings.http_port}/healthz"
+    with contextlib.suppress(httpx.HTTPError):
+        if httpx.get(health, timeout=2, verify=False).status_code == 200:
+            console.print(f"[red]cdp is running[/red] ({health} answers): stop it first, then rotate")
+            raise typer.Exit(1)
+    if in_use(settings.chdb_path):
+        console.print(f"[red]cdp is running[/red] (the embedded ClickHouse in {settings.chdb_path} is open): stop it first")
+        raise typer.Exit(1)
+    try:
+        count, where = rotate_master_key(settings, os.environ.get("CDP_NEW_MASTER_KEY"))
+    except ConfigError as exc:
+        console.print(f"[red]cannot rotate:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"re-wrapped {count} keys with the new master key; it is in {where}", markup=False)
+
+
 def _call(method: str, path: str, key: str, body: Any = None) -> Any:
     """One request to the running platform; a plain message and exit 1 if it cannot answer."""
     settings = _settings()

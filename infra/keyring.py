@@ -285,3 +285,36 @@ def open_keyring(settings: Settings) -> Keyring:
 def data_key(settings: Settings, name: str) -> bytes:
     """A named 32-byte data key of this data dir (e.g. "clickhouse", the encrypted disk's)."""
     return open_keyring(settings).data_key(name)
+
+
+def rotate_master_key(settings: Settings, new_key: str | None) -> tuple[int, str]:
+    """Re-wrap every key of the key store with a new master key; returns (keys re-wrapped, where the key is now).
+
+    Nothing else is rewritten: the log, the intake and the dead letters stay sealed with the same subject keys.
+    With `master.key` (no CDP_MASTER_KEY), the new key is written beside it first (`master.key.new`, so that a
+    failure between the two steps leaves it on disk), the key store re-wrapped in one transaction, then the
+    file replaced. With CDP_MASTER_KEY, the new one must be given (CDP_NEW_MASTER_KEY): the environment is the
+    operator's to change, and a key printed only once could be lost.
+    """
+    keyring = open_keyring(settings)
+    if settings.master_key:
+        if not new_key:
+            raise ConfigError(
+                "CDP_MASTER_KEY is set: make the new key first and give it as CDP_NEW_MASTER_KEY, e.g. "
+                "`export CDP_NEW_MASTER_KEY=$(python -c \"import base64, secrets; "
+                "print(base64.b64encode(secrets.token_bytes(32)).decode())\")`; afterwards set CDP_MASTER_KEY to it"
+            )
+        count = keyring.rotate(_decode_master(new_key, "CDP_NEW_MASTER_KEY"))
+        return count, "CDP_MASTER_KEY: set it to the value of CDP_NEW_MASTER_KEY now, in every process's environment"
+    path = settings.master_key_path
+    fresh = new_key or new_master_key()
+    master = _decode_master(fresh, "CDP_NEW_MASTER_KEY" if new_key else "the new master key")
+    pending = path.with_name(path.name + ".new")
+    fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(fresh.strip() + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    count = keyring.rotate(master)
+    pending.replace(path)
+    return count, f"{path} (replaced; back the new one up, apart from the data, and destroy copies of the old)"

@@ -101,7 +101,11 @@ def test_a_regulation_sent_to_the_core_reaches_the_ingest_workers(tmp_path: Path
         assert _profile(cdp, "user_id:rs-1").status_code == 404
         status = httpx.get(f"{cdp.url}/v1/regulations/{deleted.json()['id']}", headers=headers).json()
         assert status["status"] == "done", status
+        running = cdp.cli("keys", "rotate-master")
+        assert running.returncode == 1 and "stop it first" in running.stdout, running.stdout + running.stderr
     finally:
         cdp.stop()
-    rebuilt = cdp.cli("rebuild", "--verify", timeout=300)
+    rotated = cdp.cli("keys", "rotate-master")
+    assert rotated.returncode == 0 and "re-wrapped" in rotated.stdout, rotated.stdout + rotated.stderr
+    rebuilt = cdp.cli("rebuild", "--verify", timeout=300)  # the log read back with the new master key
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
