@@ -5,14 +5,19 @@ rebuild brings nothing back; a suppression drops the person's later calls at ing
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jsonschema_rs
 import orjson
 import pytest
 
+from fastapi.testclient import TestClient
+
 from infra.bootstrap import Platform, verify_rebuild
+from infra.config import Settings
+from infra.server import create_app
 from projections.erasure import KPI_TABLES, PROFILE_TABLES, TAG_TABLES
 from streams.log_follower import read_messages
 from streams.messages import ErasureMessage, encode
@@ -20,6 +25,16 @@ from tests.conftest import Running, read_topic
 
 EMAIL = "ottoline.vandersnoot@example.net"
 PHONE = "+15557654321"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def running(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Running]:
+    """The platform on the embedded default, and with the PostgreSQL event store (its key store there too)."""
+    if request.param == "postgres":
+        settings = replace(settings, event_store=request.getfixturevalue("postgres_url"))
+    platform = Platform(settings)
+    with TestClient(create_app(platform)) as client:
+        yield Running(platform, client)
 
 
 def schema(topic: str) -> Any:
