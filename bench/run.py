@@ -21,7 +21,10 @@ generator in other processes. The figures:
   freshness p99 over 1 s, or the sender achieving under 95% of the offered rate);
   the highest that passes, and profile lookups while that rate runs;
 - peak RSS of the core alone and of all the platform's processes together;
-- a rebuild of the projections from the log, against raw chDB inserts.
+- a rebuild of the projections from the log, against raw chDB inserts;
+- encryption at rest on vs off: the ingest, catch-up and rebuild again with `CDP_ENCRYPTION=off` on a fresh
+  data dir (the same workload, the log topped up to as many events as the main run's before its rebuild), side
+  by side with the main run's (encryption on) and their ratio on/off (`--no-compare-encryption` skips it).
 
 Results print as tables and are written to bench/results/<timestamp>.json with the
 machine's description.
@@ -220,9 +223,11 @@ def _vm_hwm_gib(pid: int) -> float:
 
 
 class Server:
-    """`cdp up` in its own process, on the embedded defaults: the core on `url`, its ingest workers on `ingest_url`."""
+    """`cdp up` in its own process, on the embedded defaults: the core on `url`, its ingest workers on `ingest_url`.
 
-    def __init__(self, data_dir: Path, ingest_workers: int, log: Path) -> None:
+    `encryption` sets CDP_ENCRYPTION whatever this shell has set: on (the default) or off (new data in plain text)."""
+
+    def __init__(self, data_dir: Path, ingest_workers: int, log: Path, encryption: bool = True) -> None:
         self.port = free_port()
         self.ingest_port = free_port()
         while self.ingest_port == self.port:
@@ -231,7 +236,7 @@ class Server:
         self.ingest_url = f"http://127.0.0.1:{self.ingest_port}"  # the ingest workers
         self.env = {**os.environ, "CDP_DATA_DIR": str(data_dir), "CDP_HTTP_PORT": str(self.port),
                     "CDP_INGEST_PORT": str(self.ingest_port), "CDP_INGEST_WORKERS": str(ingest_workers),
-                    "CDP_KAFKA_PORT": str(free_port())}  # fmt: skip
+                    "CDP_KAFKA_PORT": str(free_port()), "CDP_ENCRYPTION": "on" if encryption else "off"}  # fmt: skip
         for name in ("CDP_EVENT_STORE", "CDP_CLICKHOUSE_URL", "CDP_KAFKA_BOOTSTRAP", "CDP_WRITE_KEY", "CDP_READ_KEY"):
             self.env.pop(name, None)  # the embedded defaults, whatever this shell has set
         self.data_dir = data_dir
@@ -370,11 +375,77 @@ def _cpu_profile(
     return rows
 
 
+def _ingest_burst(server: Server, events: int, clients: int) -> dict[str, Any]:
+    """The workload through the ingest workers as fast as they acknowledge, then the wait for `caught_up`.
+
+    The load client's result, with `catch_up_s` (last acknowledgement → caught up), `end_to_end_events_per_s`
+    (events over both) and `cpu_per_event` (the CPU of both, per event sent)."""
+    before = server.stage_counters(), server.cpu_times()
+    ingest = _client("ingest", server.ingest_url, server.write_key, "--events", str(events),
+                     "--clients", str(clients))  # fmt: skip
+    acked = time.perf_counter()
+    server.wait_caught_up()
+    catch_up_s = time.perf_counter() - acked
+    after = server.stage_counters(), server.cpu_times()
+    return {**ingest, "catch_up_s": catch_up_s,
+            "end_to_end_events_per_s": ingest["events_sent"] / (ingest["seconds"] + catch_up_s),
+            "cpu_per_event": _cpu_profile(before, after, ingest["events_sent"], ingest["cpu_s"])}  # fmt: skip
+
+
+def _rebuild_s(server: Server) -> float:
+    """`cdp rebuild` on the stopped server's data dir, with its environment: the seconds it took."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "infra.cli", "rebuild"], env=server.env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return time.perf_counter() - started
+
+
+# The figures compared with encryption at rest on and off, and the name of each one's ratio on/off.
+ENCRYPTION_FIGURES = {
+    "ingest_events_per_s": "ingest_encryption_cost",
+    "catch_up_after_ingest_s": "catch_up_encryption_cost",
+    "end_to_end_events_per_s": "end_to_end_encryption_cost",
+    "rebuild_events_per_s": "rebuild_encryption_cost",
+    "rebuild_log_entries_per_s": "rebuild_log_entries_encryption_cost",
+}
+
+
+def encryption_off(work: Path, events: int, clients: int, ingest_workers: int, stored: int) -> dict[str, Any]:
+    """The ingest and rebuild figures again with CDP_ENCRYPTION=off, on a fresh data dir.
+
+    The same workload as the main run's ingest, timed the same way; then, untimed, the log topped up with other
+    events (another seed) to `stored`, the events the main run's log held when it was rebuilt, so that both
+    rebuilds replay as many events; then `cdp rebuild`."""
+    server = Server(work / "data-encryption-off", ingest_workers, work / "cdp-up-encryption-off.log",
+                    encryption=False).start()  # fmt: skip
+    try:
+        burst = _ingest_burst(server, events, clients)
+        top_up = max(0, stored - burst["unique_events"])
+        if top_up:
+            _client("ingest", server.ingest_url, server.write_key, "--events", str(top_up), "--clients", str(clients),
+                    "--seed", "300")  # fmt: skip
+            server.wait_caught_up()
+        log_position = server.status()["log_position"]
+    finally:
+        server.stop()
+    rebuild_s = _rebuild_s(server)
+    off_stored = burst["unique_events"] + top_up
+    return {"ingest_events_per_s": burst["events_per_s"], "catch_up_after_ingest_s": burst["catch_up_s"],
+            "end_to_end_events_per_s": burst["end_to_end_events_per_s"], "events_topped_up": top_up,
+            "events_stored": off_stored, "log_position": log_position,
+            "rebuild_events_per_s": off_stored / rebuild_s, "rebuild_log_entries_per_s": log_position / rebuild_s,
+            "cpu_per_event": burst["cpu_per_event"]}  # fmt: skip
+
+
 def main(
     events: int = typer.Option(1_000_000, help="events for the ingest, lookup and rebuild figures"),
     clients: int = typer.Option(8, help="concurrent HTTP clients of the ingest load"),
     ingest_workers: int = typer.Option(os.cpu_count() or 1, help="ingest worker processes (CDP_INGEST_WORKERS)"),
     quick: bool = typer.Option(False, help="a smoke run: 20,000 events, steps of 1,000 and 2,000 events/s for 5 s"),
+    compare_encryption: bool = typer.Option(
+        True, "--compare-encryption/--no-compare-encryption",
+        help="then the ingest and rebuild again with CDP_ENCRYPTION=off on a fresh data dir, side by side",
+    ),
     results: Path = typer.Option(Path("bench/results")),
 ) -> None:
     steps, step_seconds, lookups = STEPS, 15.0, 2000
@@ -396,18 +467,12 @@ def main(
     stored = 0  # distinct events sent, for the rebuild figure
     try:
         console.print("ingest through the ingest workers, then catch-up …")
-        before = server.stage_counters(), server.cpu_times()
-        ingest = _client("ingest", server.ingest_url, server.write_key, "--events", str(events),
-                         "--clients", str(clients))  # fmt: skip
-        acked = time.perf_counter()
-        server.wait_caught_up()
-        catch_up_s = time.perf_counter() - acked
-        after = server.stage_counters(), server.cpu_times()
-        stored += ingest["unique_events"]
-        figures["ingest_events_per_s"] = ingest["events_per_s"]
-        figures["catch_up_after_ingest_s"] = catch_up_s
-        figures["end_to_end_events_per_s"] = ingest["events_sent"] / (ingest["seconds"] + catch_up_s)
-        figures["cpu_per_event"] = _cpu_profile(before, after, ingest["events_sent"], ingest["cpu_s"])
+        burst = _ingest_burst(server, events, clients)
+        stored += burst["unique_events"]
+        figures["ingest_events_per_s"] = burst["events_per_s"]
+        figures["catch_up_after_ingest_s"] = burst["catch_up_s"]
+        figures["end_to_end_events_per_s"] = burst["end_to_end_events_per_s"]
+        figures["cpu_per_event"] = burst["cpu_per_event"]
 
         console.print("profile lookups …")
         lookup = _client("lookups", server.url, server.read_key, str(customers), "--count", str(lookups))
@@ -471,13 +536,17 @@ def main(
         server.stop()
 
     console.print("rebuild from the log …")
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "infra.cli", "rebuild"], env=server.env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    rebuild_s = time.perf_counter() - started
+    rebuild_s = _rebuild_s(server)
     figures["events_stored"] = stored
     figures["rebuild_log_entries_per_s"] = figures["log_position"] / rebuild_s
     figures["rebuild_events_per_s"] = stored / rebuild_s
+
+    if compare_encryption:
+        console.print(f"encryption at rest off (CDP_ENCRYPTION=off, a fresh data dir): ingest, catch-up, the log "
+                      f"topped up to {stored:,} events, rebuild …")  # fmt: skip
+        off = figures["encryption_off"] = encryption_off(work, events, clients, ingest_workers, stored)
+        for name, cost in ENCRYPTION_FIGURES.items():
+            figures[cost] = figures[name] / off[name] if off[name] else None
 
     figures["ingest_over_http_ceiling"] = figures["ingest_events_per_s"] / figures[HTTP_CEILING]
     figures["rebuild_over_raw_clickhouse"] = figures["rebuild_events_per_s"] / figures[RAW_CLICKHOUSE]
@@ -544,11 +613,38 @@ def _report(figures: dict[str, Any], results: Path) -> None:
                     f"{row['us_per_event']:,.1f}" if row["us_per_event"] is not None else "")  # fmt: skip
     console.print(cpu)
     console.print(f"slowest KPI queries (median ms): {figures['kpi_slowest_median_ms']}")
+    if "encryption_off" in figures:
+        _report_encryption(figures)
     results.mkdir(parents=True, exist_ok=True)
     out = results / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     targets = {name: {"target": t[0], "comparison": t[1]} for name, t in TARGETS.items()}
     out.write_text(json.dumps({"machine": machine, "targets": targets, "figures": figures}, indent=2))
     console.print(f"written to {out}")
+
+
+def _report_encryption(figures: dict[str, Any]) -> None:
+    off = figures["encryption_off"]
+    table = Table(title="encryption at rest: on vs off")
+    for column in ("figure", "encryption on", "encryption off", "on/off"):
+        table.add_column(column, justify="left" if column == "figure" else "right")
+    for name, cost in ENCRYPTION_FIGURES.items():
+        ratio = figures.get(cost)
+        table.add_row(name, _number(figures.get(name)), _number(off.get(name)),
+                      f"{ratio:.2f}" if ratio is not None else "n/a")  # fmt: skip
+    table.add_row("events rebuilt", f"{figures['events_stored']:,}", f"{off['events_stored']:,}", "")
+    console.print(table)
+    on_cpu = {row["part"]: row for row in figures["cpu_per_event"]}
+    cpu = Table(title="CPU per event of the ingest and catch-up (µs, user + system): encryption on vs off")
+    for column in ("part", "encryption on", "encryption off", "on − off"):
+        cpu.add_column(column, justify="left" if column == "part" else "right")
+    for row in off["cpu_per_event"]:
+        on, off_us = on_cpu.get(row["part"], {}).get("us_per_event"), row["us_per_event"]
+        if on is None or off_us is None:
+            continue
+        cpu.add_row(row["part"], f"{on:,.1f}", f"{off_us:,.1f}", f"{on - off_us:+,.1f}")
+    console.print(cpu)
+    console.print("on/off: a rate's ratio under 1, or a time's over 1, is what encryption costs; the rebuilds replay "
+                  "logs of as many events (the one with encryption off topped up, untimed, with other events)")
 
 
 if __name__ == "__main__":
