@@ -65,8 +65,10 @@ COMPARED_TABLES: dict[str, Compared] = {
         left_out="version: write counter; rows due at the epoch are cleared timers, the same as no row",
     ),  # fmt: skip
     "tag_backfills": Compared(
-        "workspace_id, tag_id, rule_version, state, done, total, started_at", "workspace_id, tag_id, rule_version",
-        left_out="updated_at: wall-clock time of the progress write (it also orders the rows, FINAL used it)",
+        "workspace_id, tag_id, rule_version, state, started_at", "workspace_id, tag_id, rule_version",
+        left_out="updated_at: wall-clock time of the progress write (it also orders the rows, FINAL used it); "
+        "done, total: how many profiles the backfill went through, which counted a person erased since (the members "
+        "it left are compared in tag_membership and tag_changes)",
     ),  # fmt: skip
     "tag_steps": Compared("*", "seq"),  # the replay records the steps it followed again, as they were
     # Entries still set aside: a rebuild quarantines the same ones (a retried entry that applied is no longer).

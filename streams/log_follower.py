@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable
 
 from domain.privacy import SealingMapper, Shredded
-from streams.messages import Message, stored_event_message, to_message
+from streams.messages import Message, erased_entry, stored_event_message, to_message
 from streams.stages import STAGE_CPU, STAGE_ENTRIES
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ def read_messages(app: Any, after: int, limit: int) -> tuple[list[Message], int]
             message = stored_event_message(notification, state) if plain else None
             if message is None:
                 message = to_message(mapper.to_domain_event(notification), notification.id)
-        except Shredded:  # an erased person's entry: skipped by every reader, forever
-            continue
+        except Shredded:  # an erased person's entry: applied by no reader, ever; its position still counts
+            message = erased_entry(notification)
         if message is not None:
             messages.append(message)
     STAGE_CPU.labels("log_read").inc(time.thread_time() - started)

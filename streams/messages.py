@@ -15,7 +15,7 @@ so consumers can discard redeliveries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, ClassVar, Union
 from uuid import UUID, uuid5
 
@@ -198,7 +198,20 @@ class ErasureMessage(_Entry):
         return cls(**_common(d), regulation_id=d["regulation_id"], profile_ids=tuple(d["profile_ids"]))
 
 
-Message = Union[EventMessage, IdentityMessage, RulesMessage, DefinitionMessage, ManualTagMessage, ErasureMessage]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErasedEntry(_Entry):
+    """A log entry whose subject was erased (it cannot be read): only its position, so that a rebuild cuts
+    its pages where the live run did (tag steps). Processors apply nothing for it; it is never published."""
+
+    kind: ClassVar[str] = "erased"
+
+    def to_json(self) -> dict[str, Any]:
+        raise TypeError("an erased entry is never published")
+
+
+Message = Union[
+    EventMessage, IdentityMessage, RulesMessage, DefinitionMessage, ManualTagMessage, ErasureMessage, ErasedEntry
+]
 Outgoing = dict[str, Any]  # what processors publish on their own topics (profile, tag changes, KPI updates)
 
 _KINDS: dict[str, Any] = {
@@ -274,6 +287,14 @@ def by_erasures(messages: list[Message]) -> list[list[Message] | ErasureMessage]
         else:
             parts[-1].append(m)  # type: ignore[union-attr]
     return [p for p in parts if p != []]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def erased_entry(notification: Any) -> ErasedEntry:
+    return ErasedEntry(position=notification.id, event_id=str(notification.originator_id), workspace_id="",
+                       profile_id="", recorded_at=_EPOCH)  # fmt: skip
 
 
 _RECORDED_TOPIC = get_topic(CustomerEvent.Recorded)

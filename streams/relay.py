@@ -18,7 +18,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
 from streams.log_follower import LogFollower
-from streams.messages import Message, Outgoing
+from streams.messages import ErasedEntry, Message, Outgoing
 from streams.stages import measured
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ class KafkaPublisher:
     def publish(self, messages: Sequence[Message | Outgoing]) -> None:
         futures = []
         for m in messages:
+            if isinstance(m, ErasedEntry):
+                continue  # an erased person's entry: nothing to say of it downstream
             body = m if isinstance(m, dict) else m.to_json()
             try:
                 value = orjson.dumps(body)

@@ -78,6 +78,8 @@ SKIP: list[tuple[str, str]] = [
                         "`cdp rebuild --verify` runs in test_rebuild_verify_after_the_walk_through"),
     (r"^kcat\b", "kcat -C follows the topic until stopped and needs a build on a recent librdkafka "
                  "(see docs/operations.md); the kafka-python examples read the same topics"),
+    (r"^cdp keys rotate-master\b", "needs the platform stopped; tests/e2e/test_privacy.py runs it after `cdp up` "
+                                    "stopped, and checks it is refused while it runs"),
     (r"^export CDP_TLS_", "configures HTTPS with certificate files of the reader's own for `cdp up`; HTTPS is tested "
                           "with a generated certificate in tests/integration/test_transport_security.py"),
     (r"^export CDP_", "configures external PostgreSQL, ClickHouse and Kafka servers (example.internal) for `cdp up`"),

@@ -145,11 +145,16 @@ def test_delete_erases_a_person_everywhere_and_a_rebuild_brings_nothing_back(run
 
 def test_a_rebuild_after_a_delete_gives_the_same_answers(running: Running) -> None:
     r = running
+    tag = {"name": "Buyers", "rule": {"event": "Order Completed", "measure": "exists"}}  # tag steps recorded
+    assert r.http.put("/v1/tags/rb-buyers", json=tag, headers=write(r)).status_code == 200
     send(r, {"type": "identify", "userId": "rb-gone", "traits": {"email": "rb.gone@example.org"}},
          {"type": "track", "userId": "rb-gone", "event": "Order Completed", "properties": {"revenue": 5, "currency": "EUR"}},
          {"type": "identify", "userId": "rb-stays", "traits": {"email": "rb.stays@example.org"}})  # fmt: skip
+    send(r, {"type": "identify", "userId": "rb-stays", "traits": {"plan": "pro"}})  # a page after the erased ones
     regulate(r, "delete", "email:RB.Gone@example.org")  # as the person wrote it: normalised like ingest does
     assert r.profile("user_id:rb-gone").status_code == 404
+    send(r, {"type": "track", "userId": "rb-stays", "event": "Order Completed",
+             "properties": {"revenue": 1, "currency": "EUR"}})  # fmt: skip
     p: Platform = r.platform
     assert verify_rebuild(p.app, p.store.client, p.settings.clickhouse_database) == []
 
