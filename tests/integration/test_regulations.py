@@ -208,3 +208,19 @@ def test_regulations_need_the_read_key_never_the_public_write_key(running: Runni
     assert running.http.post("/v1/regulations", json=body, headers=write(running)).status_code == 401
     missing = running.http.get(f"/v1/regulations/{uuid.uuid4()}", headers=running.read_headers)
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+
+
+def test_a_delete_is_refused_while_encryption_is_off(settings: Settings) -> None:
+    """Plain data cannot be erased by destroying keys: the delete says so rather than pretend."""
+    platform = Platform(replace(settings, encryption=False))
+    with TestClient(create_app(platform)) as client:
+        r = Running(platform, client)
+        send(r, {"type": "identify", "userId": "plain-1", "traits": {"email": "plain@example.org"}})
+        refused = r.http.post("/v1/regulations", json={"type": "delete", "identifiers": ["user_id:plain-1"]},
+                              headers=r.read_headers)  # fmt: skip
+        assert refused.status_code == 409 and refused.json()["code"] == "encryption_off", refused.text
+        assert "CDP_ENCRYPTION" in refused.json()["message"]
+        assert r.profile("user_id:plain-1").status_code == 200  # nothing half-done
+        suppressed = r.http.post("/v1/regulations", json={"type": "suppress", "identifiers": ["user_id:plain-1"]},
+                                 headers=r.read_headers)  # fmt: skip
+        assert suppressed.status_code == 202  # a suppression needs no key to destroy
