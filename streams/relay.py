@@ -18,7 +18,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
 from streams.log_follower import LogFollower
-from streams.messages import ErasedEntry, Message, Outgoing
+from streams.messages import ErasedEntry, ErasureMessage, Message, Outgoing
 from streams.stages import measured
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,11 @@ class KafkaPublisher:
                 self.unpublishable(m, exc)
                 continue
             headers = [(name, str(body[name]).encode()) for name in ("position", "event_id") if name in body]
-            futures.append((body, self.producer.send(self.topic, key=self.key(body).encode(), value=value,
-                                                     headers=headers)))  # fmt: skip
+            # An erasure goes to the partition of each erased profile, after that profile's earlier entries there:
+            # a consumer of one partition (the Kafka driver's processors) never projects them after it.
+            keys = list(m.profile_ids) if isinstance(m, ErasureMessage) else [self.key(body)]
+            for key in keys:
+                futures.append((body, self.producer.send(self.topic, key=key.encode(), value=value, headers=headers)))
         self.producer.flush()
         for body, future in futures:
             metadata = future.get(timeout=30)  # raises if the broker refused a message: the page is retried

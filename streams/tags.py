@@ -319,10 +319,13 @@ class TagEngine:
     def manual(self, workspace_id: str, ops: list[tuple[str, str, str, str]], position: int) -> None:
         """Apply ("added" | "removed" | "moved", profile, tag or survivor, reason) in order."""
         with self.lock:
-            self.recording = True  # from this step on, what the engine decides depends on the paging
             pids = {op[1] for op in ops} | {op[2] for op in ops if op[0] == "moved"}
             current = self.store.members_of(workspace_id, pids)
             manual = {pid: {s for s, m in tags.items() if m["kind"] == "manual"} for pid, tags in current.items()}
+            if any(op[0] != "moved" for op in ops) or any(manual.values()):
+                # From this step on, what the engine decides depends on the paging. A merge of profiles without
+                # manual tags decides nothing (and may later be erased: a rebuild would not see it start here).
+                self.recording = True
             now = self.now()
             out = _Batch([], [], [], [])
             for action, pid, arg, reason in ops:

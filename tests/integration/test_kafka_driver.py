@@ -72,3 +72,30 @@ def test_faust_driver_quarantines_a_poison_event_and_projects_the_rest(kafka_run
     assert _revenue(kafka_running) == 5.0
     entries = kafka_running.http.get("/v1/quarantine", headers=kafka_running.read_headers).json()["entries"]
     assert {e["projection"] for e in entries} == {"kpis"} and len(entries) == 1
+
+
+def test_faust_driver_erases_a_merged_person_on_every_partition(kafka_running: Running) -> None:
+    """The person's profiles' entries sit on the partitions of their profile ids: the erasure is sent to each,
+    after them, so no partition projects the person again after it."""
+    r = kafka_running
+    calls = [{"type": "identify", "anonymousId": f"era-{i}", "traits": {"n": i}, "messageId": f"era-{i}"} for i in range(6)]
+    assert r.send("/v1/batch", {"batch": calls}).status_code == 200
+    r.wait_caught_up(timeout=60)
+    merges = [{"type": "alias", "previousId": f"era-{i}", "userId": "era-user", "messageId": f"era-m{i}"} for i in range(6)]
+    assert r.send("/v1/batch", {"batch": merges}).status_code == 200
+    r.wait_caught_up(timeout=60)
+    person = r.profile("user_id:era-user").json()
+    assert len(person["merged_profiles"]) >= 2
+    done = r.http.post("/v1/regulations", json={"type": "delete", "identifiers": ["anonymous_id:era-3"]},
+                       headers=r.read_headers)  # fmt: skip
+    assert done.status_code == 202, done.text
+    r.wait_caught_up(timeout=60)
+    erased = [person["profile_id"], *person["merged_profiles"]]
+    store = r.platform.store
+    for table in ("events", "profiles", "profile_identifiers", "identity_history"):
+        (n,) = store.client.query(f"SELECT count() FROM {store.db}.{table} WHERE toString(profile_id) IN {{ids:Array(String)}}",
+                                  parameters={"ids": erased}).result_rows[0]  # fmt: skip
+        assert n == 0, table
+    assert r.profile("user_id:era-user").status_code == 404
+    platform = r.platform
+    assert verify_rebuild(platform.app, platform.store.client, platform.settings.clickhouse_database) == []
