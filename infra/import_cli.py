@@ -261,11 +261,12 @@ class Checkpoint:
             return "its checkpoint could not be read"
 
     def save(self, position: Position, tally: Tally, complete: bool) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # in the data dir: owner-only, as all of it
         data = {"identity": self.identity, "position": list(position), "tally": asdict(tally), "complete": complete,
                 "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
         temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(data, indent=1))
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            out.write(json.dumps(data, indent=1))
         os.replace(temporary, self.path)
 
     def forget(self) -> None:

@@ -1,5 +1,5 @@
 """Privacy as a user of `cdp up` meets it, with the embedded defaults: personal data sent through every way
-in is nowhere on disk in plain text (event store, WAL, intake log, key store, dead letters, ClickHouse, the
+in (ingest workers, the core, the Kafka ingest topic, a webhook, `cdp import`, a refused call) is nowhere on disk in plain text (event store, WAL, intake log, key store, dead letters, ClickHouse, the
 platform's own output), and a regulation sent to the core reaches the ingest worker processes."""
 
 from __future__ import annotations
@@ -57,6 +57,17 @@ def test_personal_data_from_every_source_is_nowhere_on_disk_in_plain_text(tmp_pa
         producer.send("cdp.ingest", json.dumps(call).encode(), key=b"wt-7781",
                       headers=[("write_key", cdp.keys["write_key"].encode())]).get(timeout=30)  # fmt: skip
         producer.close()
+        assert cdp.cli("webhooks", "apply", "stripe").returncode == 0
+        customer = {"id": "evt_wt_1", "type": "customer.created", "created": 1700000000,
+                    "data": {"object": {"id": "cus_wt", "object": "customer", "email": EMAIL, "name": NAME,
+                                        "phone": PHONE}}}  # fmt: skip
+        hook = httpx.post(f"{cdp.url}/v1/webhooks/stripe", json=customer, auth=(cdp.keys["write_key"], ""), timeout=30)
+        assert hook.status_code == 200 and hook.json()["stored"] == 1, hook.text
+        history = tmp_path / "history.jsonl"
+        history.write_text(json.dumps({"type": "track", "userId": "wt-7781", "event": "Viewed", "messageId": "h-1",
+                                       "properties": {"who": NAME, "mail": EMAIL}}) + "\n")  # fmt: skip
+        imported = cdp.cli("import", str(history))
+        assert imported.returncode == 0, imported.stdout + imported.stderr
         refused = _send_worker(cdp, [{"type": "identify", "userId": "wt-7781", "timestamp": "not a time",
                                       "traits": {"email": EMAIL, "name": NAME}}])  # fmt: skip
         assert len(refused["rejected"]) == 1  # kept in the dead letters, sealed
