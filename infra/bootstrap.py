@@ -257,7 +257,8 @@ class Platform:
         self.kafka_ingest = KafkaIngest(
             s.bootstrap_servers, self.intake, self.services.access.authorise_write, self.workspace_id,
             topic=s.ingest_topic,
-            drain_on_stop=5.0 if s.uses_bundled_broker else 0.0,  # the bundled broker forgets the topic on exit
+            # The bundled broker forgets the topic on exit; joining its group takes seconds on a busy machine.
+            drain_on_stop=10.0 if s.uses_bundled_broker else 0.0,
             security=kafka_client_options(s),
         ).start()
 

@@ -22,6 +22,8 @@ import psutil
 import pytest
 
 from infra.broker import free_port
+from infra.config import Settings
+from infra.keyring import Keyring, load_master_key, open_key_store
 from tests.e2e.test_restart import RECORDED_TOPIC, CdpProcess
 
 KILL_POINTS = int(os.environ.get("CDP_TEST_KILL_POINTS", "10"))
@@ -64,7 +66,9 @@ def _stored_message_ids(data_dir: Path) -> list[str]:
         rows = db.execute("SELECT state FROM stored_events WHERE topic = ?", (RECORDED_TOPIC,)).fetchall()
     finally:
         db.close()
-    return [orjson.loads(state)["call"]["messageId"] for (state,) in rows]
+    settings = Settings(data_dir=data_dir)  # the calls are sealed: opened with this data dir's keys
+    keyring = Keyring(open_key_store(settings), load_master_key(settings)[0])
+    return [orjson.loads(keyring.open(state))["call"]["messageId"] for (state,) in rows]
 
 
 @pytest.fixture
