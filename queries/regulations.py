@@ -32,7 +32,8 @@ def regulations(built: Services = Depends(services)) -> RegulationService:
 
 
 @router.post(
-    "/v1/regulations", status_code=202, summary="Erase or suppress a person: delete, suppress, unsuppress, suppress_with_delete",
+    "/v1/regulations", status_code=202,
+    summary="Erase or suppress a person: delete, suppress, unsuppress, suppress_with_delete",
     description="`identifiers`: any of the person's identifiers (type:value) or profile ids; each finds the profile. "
     "`delete` destroys the keys of all the person's identifiers (their events in the log become unreadable) and "
     "deletes their rows from every projection, with `deleted` on cdp.profile-changes and `exited` on "

@@ -42,7 +42,10 @@ class RegulationService:
             kind, value = split_identifier(text.strip(), types)
             if not value.strip():
                 raise Invalid(f"identifiers: an identifier has no value after {kind!r}", code="bad_request")
-            out.append(f"profile_id:{value.strip().lower()}" if kind == "profile_id" else normalise_identifier(f"{kind}:{value}"))
+            if kind == "profile_id":
+                out.append(f"profile_id:{value.strip().lower()}")
+            else:
+                out.append(normalise_identifier(f"{kind}:{value}"))
         return list(dict.fromkeys(out))
 
     async def request(self, c: RequestRegulation) -> dict[str, Any]:
