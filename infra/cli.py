@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from infra.api_client import api_verify
 from infra.bootstrap import DERIVED_TOPICS, Platform
 from infra.config import ConfigError, Settings, load_settings
 from infra.data_dir import secure_data_dir
@@ -80,15 +80,6 @@ def _tls_options(settings: Settings) -> dict[str, str]:
     return {"ssl_certfile": settings.tls_certfile, "ssl_keyfile": settings.tls_keyfile} if settings.uses_tls else {}
 
 
-def _verify(settings: Settings) -> ssl.SSLContext | bool:
-    """How this command line checks the API's certificate: the system's CAs, and the configured certificate
-    itself (a self-signed one); host names are checked."""
-    context = ssl.create_default_context()
-    if settings.uses_tls:
-        context.load_verify_locations(settings.tls_certfile)
-    return context
-
-
 def _is_loopback(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -103,7 +94,7 @@ def _wait_ingest(settings: Settings, process: subprocess.Popen[bytes], timeout: 
     machine, whether it listens, and sends nothing but GET /healthz (no key, no data); a certificate issued for
     the public name would not match 127.0.0.1. On any other address it is verified as `_verify` says."""
     url = f"{settings.http_scheme}://{settings.http_host}:{settings.ingest_port}/healthz"
-    verify = _verify(settings) if settings.uses_tls and not _is_loopback(settings.http_host) else not settings.uses_tls
+    verify = api_verify(settings) if settings.uses_tls and not _is_loopback(settings.http_host) else not settings.uses_tls
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
@@ -334,7 +325,7 @@ def _call(method: str, path: str, key: str, body: Any = None) -> Any:
     url = f"{settings.http_scheme}://{settings.http_host}:{settings.http_port}{path}"
     try:
         response = httpx.request(method, url, headers={"Authorization": f"Bearer {key}"}, json=body, timeout=60,
-                                 verify=_verify(settings))  # fmt: skip
+                                 verify=api_verify(settings))  # fmt: skip
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach {url}:[/red] {exc}. Is `cdp up` running?")
         raise typer.Exit(1) from None

@@ -21,6 +21,7 @@ import json
 import os
 import random
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from infra.api_client import api_base, api_verify
 from infra.config import ConfigError, Settings, load_settings
 from ingest.importer import Defaults, ImportFileError, Position, Source, dumps, load_mapping, parse_map_option
 
@@ -123,10 +125,11 @@ class Sender:
 
     def __init__(
         self, base_url: str, write_key: str, compress: bool, stop: threading.Event,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | None = None, verify: ssl.SSLContext | bool = True,
     ) -> None:  # fmt: skip
         self.url = f"{base_url}/v1/batch"
         self.transport = transport
+        self.verify = verify
         self.auth = (write_key, "")
         self.compress = compress
         self.stop = stop
@@ -138,7 +141,8 @@ class Sender:
     def _client(self) -> httpx.Client:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = httpx.Client(auth=self.auth, timeout=httpx.Timeout(120.0, connect=5.0), transport=self.transport)
+            client = httpx.Client(auth=self.auth, timeout=httpx.Timeout(120.0, connect=5.0), transport=self.transport,
+                                  verify=self.verify)  # fmt: skip
             self._local.client = client
             with self._lock:
                 self._clients.append(client)
@@ -531,9 +535,9 @@ def import_files(
         out.print(f"[red]cannot import:[/red] {exc}", markup=True)
         raise typer.Exit(2) from None
     write_key = _write_key(settings)
-    base_url = f"http://{settings.http_host}:{settings.http_port}"
+    base_url = api_base(settings)
     try:
-        httpx.get(f"{base_url}/healthz", timeout=5).raise_for_status()
+        httpx.get(f"{base_url}/healthz", timeout=5, verify=api_verify(settings)).raise_for_status()
     except httpx.HTTPError as exc:
         out.print(f"[red]cannot reach {base_url}:[/red] {exc}. Is `cdp up` running?")
         raise typer.Exit(1) from None
@@ -571,7 +575,7 @@ def _import_one(
         if complete:
             return Outcome(str(source.path), True, tally, None, 0, 0.0, None,
                            ["imported before; nothing to send (--from-start reads it again)"])  # fmt: skip
-    sender = Sender(base_url, write_key, compress, threading.Event())
+    sender = Sender(base_url, write_key, compress, threading.Event(), verify=api_verify(settings))
     columns = [
         TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         TextColumn("{task.fields[events]:>11,} events  {task.fields[rate]:>7,.0f}/s"), TimeRemainingColumn(),

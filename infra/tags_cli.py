@@ -13,6 +13,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from infra.api_client import api_base, api_verify
 from infra.config import ConfigError, Settings, load_settings
 
 tags_app = typer.Typer(help="Dynamic tags: define them from files and follow their backfill.", no_args_is_help=True)
@@ -59,9 +60,9 @@ def apply(
         console.print(f"[red]{file}:[/red] {exc}")
         raise typer.Exit(2) from None
     write_key, read_key = _keys(settings)
-    base = f"http://{settings.http_host}:{settings.http_port}"
+    base = api_base(settings)
     applied: list[tuple[str, int]] = []
-    with httpx.Client(base_url=base, timeout=30) as http:
+    with httpx.Client(base_url=base, timeout=30, verify=api_verify(settings)) as http:
         try:
             before = _versions(http, read_key)
         except httpx.HTTPError as exc:

@@ -16,6 +16,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from infra.api_client import api_base, api_verify
 from infra.config import ConfigError, Settings, load_settings
 
 SHIPPED = Path(__file__).resolve().parent / "webhook_mappings"
@@ -68,10 +69,10 @@ def _source(path: Path, text: str, given: str | None) -> str:
 
 def _request(method: str, path: str, key: str, **kwargs: object) -> httpx.Response:
     s = _settings()
-    base = f"http://{s.http_host}:{s.http_port}"
+    base = api_base(s)
     try:
         return httpx.request(method, base + path, headers={"Authorization": f"Bearer {key}",
-                             **kwargs.pop("headers", {})}, timeout=30, **kwargs)  # type: ignore[arg-type]  # fmt: skip
+                             **kwargs.pop("headers", {})}, timeout=30, verify=api_verify(s), **kwargs)  # type: ignore[arg-type]  # fmt: skip
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach {base}:[/red] {exc}. Is `cdp up` running?")
         raise typer.Exit(1) from None
@@ -101,7 +102,7 @@ def apply(
     state = "" if body["changed"] else " (unchanged)"
     console.print(f"[green]{name} mapping is at version {body['version']}{state}[/green]: "
                   f"{', '.join(body['event_types'])}")  # fmt: skip
-    base = f"http://{settings.http_host}:{settings.http_port}"
+    base = api_base(settings)
     console.print(f"  the tool posts to {base}/v1/webhooks/{name}?key=<write key> (keep that URL secret, like the "
                   "key), or sends the key as HTTP Basic username")  # fmt: skip
 

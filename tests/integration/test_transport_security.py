@@ -109,9 +109,17 @@ def test_cdp_up_over_https_keeps_keys_and_data_to_itself(tmp_path: Path) -> None
     assert master not in first
     assert _open_entries(data) == [], "open to group or others after a start on a fresh data dir"
 
+    history = tmp_path / "history.jsonl"
+    history.write_text(json.dumps({"type": "track", "userId": "tls-1", "event": "Viewed", "messageId": "tls-1"}) + "\n")
+    tags = tmp_path / "tags.yaml"
+    tags.write_text("id: tls-viewers\nname: Viewers\nrule: {event: Viewed, measure: exists}\n")
+
     def cli_over_https() -> None:  # the command line reaches the API over HTTPS, trusting the configured certificate
-        status = up.cli("status")
-        assert status.returncode == 0 and "log position" in status.stdout, status.stdout + status.stderr
+        for command in (["status"], ["import", str(history)], ["webhooks", "apply", "stripe"], ["webhooks", "list"],
+                        ["tags", "apply", str(tags)]):  # fmt: skip
+            done = up.cli(*command)
+            assert done.returncode == 0, f"cdp {' '.join(command)}: {done.stdout}{done.stderr}"
+            assert "https://" in done.stdout or command[0] != "webhooks" or command[1] != "apply", done.stdout
 
     second = up.run(cli_over_https)
     assert keys["write_key"] not in second and keys["read_key"] not in second, second
