@@ -21,7 +21,7 @@ from infra.broker import BundledBroker
 from infra.clickhouse import clickhouse_client, separate_client
 from infra.config import ConfigError, Settings
 from infra.data_dir import secure_data_dir
-from infra.eventstore import TRANSIENT_STORE_ERRORS, open_event_store, open_intake_log
+from infra.eventstore import TRANSIENT_STORE_ERRORS, open_event_store, open_intake_log, opening_stores
 from infra.kafka_security import kafka_client_options
 from infra.keys import Keys, load_or_create_keys
 from infra.startup_checks import check_projections, log_fingerprint
@@ -155,14 +155,16 @@ class Platform:
     def _open_log(self) -> None:
         """The event store, replayed into memory; the default workspace and its keys."""
         s = self.settings
-        self.app = open_event_store(s)
+        with opening_stores(s):  # ingest workers and the relay open the same PostgreSQL schema as it starts
+            self.app = open_event_store(s)
+            self.intake_log = open_intake_log(s)  # also where the resolver and the relay keep their positions
+            self.dead_letters = DeadLetterStore(self.app.recorder, self.app.sealer)
         self.workspace_id = self.app.ensure_workspace(DEFAULT_WORKSPACE)
         self.keys = load_or_create_keys(s)
         if self.keys.write_key == self.keys.read_key:
             raise ConfigError("CDP_WRITE_KEY and CDP_READ_KEY must differ: a read key must not be able to write")
         self.app.grant_key(self.workspace_id, "write", self.keys.write_key)
         self.app.grant_key(self.workspace_id, "read", self.keys.read_key)
-        self.intake_log = open_intake_log(s)  # also where the resolver and the relay keep their positions
 
     def _open_projections(self) -> Any:
         """ClickHouse, migrated and checked against the log, and the stores over it; returns the client."""
@@ -237,10 +239,9 @@ class Platform:
         self.relay.start()
 
     def _start_intake(self) -> None:
-        """The resolver, the group committer, the dead-letter store, the intake, the services and the ingest
+        """The resolver, the group committer, the intake, the services and the ingest
         topic's consumer."""
         s = self.settings
-        self.dead_letters = DeadLetterStore(self.app.recorder, self.app.sealer)
         self.resolver = Resolver(
             self.intake_log, self.app.record, self._unresolvable, transient=TRANSIENT_STORE_ERRORS,
             on_commit=self._committed,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
@@ -94,6 +97,42 @@ def prepare_event_store(settings: Settings, env: dict[str, str]) -> None:
         _ensure_postgres_schema(env)
 
 
+_opening = threading.RLock()
+_opening_depth = 0  # how deep this process is inside opening_stores (the advisory lock is taken once)
+
+
+@contextmanager
+def opening_stores(settings: Settings) -> Iterator[None]:
+    """Open the stores inside this: on PostgreSQL, one process at a time per schema, across machines.
+
+    Opening runs DDL (eventsourcing's CREATE TABLE IF NOT EXISTS and CREATE OR REPLACE FUNCTION, the intake
+    log's, key store's and dead-letter store's tables), which PostgreSQL does not serialise: two processes
+    starting at once (the workers of `cdp ingest`, two ingest machines, the core) fail with "tuple
+    concurrently updated" or a duplicate pg_type key. A session advisory lock makes them take turns."""
+    global _opening_depth
+    if not settings.uses_postgres:
+        yield
+        return
+    with _opening:
+        if _opening_depth:  # nested in this process: the lock is already held
+            _opening_depth += 1
+            try:
+                yield
+            finally:
+                _opening_depth -= 1
+            return
+        env = eventsourcing_env(settings)
+        lock_id = int.from_bytes(hashlib.sha256(f"cdp:{env.get('POSTGRES_SCHEMA', '')}".encode()).digest()[:8],
+                                 "big", signed=True)  # fmt: skip
+        with psycopg.connect(postgres_conninfo(env), autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (lock_id,))  # released when the connection closes
+            _opening_depth = 1
+            try:
+                yield
+            finally:
+                _opening_depth = 0
+
+
 def _ensure_postgres_schema(env: dict[str, str]) -> None:
     schema = env.get("POSTGRES_SCHEMA")
     if not schema:
@@ -144,8 +183,9 @@ def existing_ids_query(recorder: Any) -> Callable[[list[UUID]], set[UUID]] | Non
 def open_event_store(settings: Settings) -> CustomerData:
     """The write model on the configured store, with its identity state loaded from the log."""
     env = eventsourcing_env(settings)
-    prepare_event_store(settings, env)
-    app = CustomerData(env=env, sealer=open_keyring(settings))
+    with opening_stores(settings):
+        prepare_event_store(settings, env)
+        app = CustomerData(env=env, sealer=open_keyring(settings))
     app.existing_ids = existing_ids_query(app.recorder) or app.existing_ids
     return app
 
@@ -169,8 +209,9 @@ def open_intake_log(settings: Settings) -> IntakeLog:
     event store's PostgreSQL schema."""
     if settings.uses_postgres:
         env = eventsourcing_env(settings)
-        _ensure_postgres_schema(env)
-        return PostgresIntakeLog(postgres_conninfo(env), env.get("POSTGRES_SCHEMA"), open_keyring(settings))
+        with opening_stores(settings):
+            _ensure_postgres_schema(env)
+            return PostgresIntakeLog(postgres_conninfo(env), env.get("POSTGRES_SCHEMA"), open_keyring(settings))
     store = eventsourcing_env(settings)["SQLITE_DBNAME"]
     return SqliteIntakeLog(settings.data_dir / "intake.sqlite3" if store == str(settings.sqlite_path)
                            else Path(f"{store}.intake"), open_keyring(settings))  # fmt: skip

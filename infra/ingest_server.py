@@ -26,7 +26,7 @@ from api.errors import install_error_handlers
 from domain.directory import REFRESH_S, Directory
 from domain.regulations import suppressed_call
 from infra.config import Settings, load_settings
-from infra.eventstore import eventsourcing_env, open_intake_log, open_keyring, prepare_event_store
+from infra.eventstore import eventsourcing_env, open_intake_log, open_keyring, opening_stores, prepare_event_store
 from ingest import http as ingest_http
 from ingest.committer import GroupCommitter
 from ingest.dead_letters import DeadLetterStore
@@ -49,12 +49,13 @@ class IngestWorker:
     def start(self) -> "IngestWorker":
         s = self.settings
         env = eventsourcing_env(s)
-        prepare_event_store(s, env)
-        self.directory = Directory(env, sealer=open_keyring(s))
-        self.intake_log = open_intake_log(s)
+        with opening_stores(s):  # other workers and machines open the same PostgreSQL schema at the same time
+            prepare_event_store(s, env)
+            self.directory = Directory(env, sealer=open_keyring(s))
+            self.intake_log = open_intake_log(s)
+            dead_letters = DeadLetterStore(self.directory.recorder, self.directory.sealer)
         self.committer = GroupCommitter(self.intake_log.append)
         self.committer.start()
-        dead_letters = DeadLetterStore(self.directory.recorder, self.directory.sealer)
         directory = self.directory
         intake = Intake(
             self.committer.submit, self.committer.record_now, dead_letters, s.max_event_bytes,

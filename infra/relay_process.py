@@ -22,7 +22,7 @@ from prometheus_client import Counter
 
 from domain.application import EventLog
 from infra.config import Settings
-from infra.eventstore import eventsourcing_env, open_intake_log, open_keyring, prepare_event_store
+from infra.eventstore import eventsourcing_env, open_intake_log, open_keyring, opening_stores, prepare_event_store
 from infra.kafka_security import kafka_client_options
 from ingest.intake_log import RELAY
 from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics, kafka_producer
@@ -41,9 +41,10 @@ def _skip(message: Any, exc: BaseException) -> None:
 def run_relay(settings: Settings) -> None:
     """Publish the event log to cdp.events until SIGTERM or SIGINT."""
     env = eventsourcing_env(settings)
-    prepare_event_store(settings, env)
-    events = EventLog(env, sealer=open_keyring(settings))
-    intake_log = open_intake_log(settings)
+    with opening_stores(settings):  # the core and the ingest workers open the same schema as it starts
+        prepare_event_store(settings, env)
+        events = EventLog(env, sealer=open_keyring(settings))
+        intake_log = open_intake_log(settings)
     ensure_topics(settings.bootstrap_servers, settings.kafka_partitions, [EVENTS_TOPIC], kafka_client_options(settings))
     producer = kafka_producer(settings.bootstrap_servers, kafka_client_options(settings))
     relay = Relay(events, KafkaPublisher(producer, unpublishable=_skip), start=intake_log.position(RELAY) or 0,
