@@ -7,11 +7,13 @@ import ipaddress
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlencode
 
@@ -269,6 +271,144 @@ def rebuild(
 
     open_intake_log(settings).save_position(RELAY, 0)  # fresh projections: cdp.events is published again too
     console.print(f"rebuilt {settings.clickhouse_database} up to log position {reached}")
+
+
+def _say(text: str, markup: bool = True) -> None:
+    """A line of its own whatever the terminal's width: paths and commands in it stay whole for copying."""
+    console.print(text, markup=markup, highlight=False, soft_wrap=True)
+
+
+def _backup_refused(exc: ConfigError, command: str) -> typer.Exit:
+    """A backup or restore that cannot be done: its code and the fix, on one line, no traceback."""
+    from infra.backup import BackupError
+
+    code = f"{exc.code}: " if isinstance(exc, BackupError) else ""
+    _say(f"[red]{command} refused[/red] ({code.rstrip(': ') or 'configuration'}): {exc}")
+    return typer.Exit(exc.exit_code if isinstance(exc, BackupError) else 2)
+
+
+def _master_key_note(settings: Settings, master: dict[str, Any]) -> None:
+    if master.get("source") == "CDP_MASTER_KEY":
+        _say("  [yellow]master key[/yellow]: CDP_MASTER_KEY, not in the backup. Keep it, apart from the backups: a "
+             "restore needs it (set CDP_MASTER_KEY to it), and without it the backup cannot be read")
+    elif master.get("included"):
+        _say("  [yellow]master key[/yellow]: included (master.key): whoever holds this backup can read all of it; "
+             "keep it as you would keep the key itself")
+    else:
+        _say(f"  [yellow]master key[/yellow]: NOT in the backup. It is {settings.master_key_path}: back it up "
+             "separately, not next to this backup (or move it to CDP_MASTER_KEY); without it the backup cannot be "
+             "read. `cdp restore DIR --master-key-file FILE` takes it back (--include-master-key puts it in the "
+             "backup instead)")
+
+
+@contextlib.contextmanager
+def _file_progress() -> Iterator[Any]:
+    """A Rich progress bar per file copied; yields the step callback of infra/backup.py."""
+    from rich.progress import Progress
+
+    with Progress(console=console) as progress:
+        tasks: dict[str, Any] = {}
+
+        def step(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(f"copying {name}", total=max(total, 1))
+            progress.update(tasks[name], completed=done, total=max(total, 1))
+
+        yield step
+
+
+@app.command()
+def backup(
+    directory: Path = typer.Argument(..., help="A new (or empty) directory for this backup; it is made owner-only "
+                                     "(0700, its files 0600). Not inside the data dir.", show_default=False),
+    include_master_key: bool = typer.Option(False, "--include-master-key", help="Copy the data dir's master.key into "
+                                            "the backup too: whoever holds the backup can then read all of it."),
+    pg_dump: bool = typer.Option(False, "--pg-dump", help="PostgreSQL event store: run pg_dump of its schema (one "
+                                 "snapshot) into the backup, with keys.json and a manifest."),
+) -> None:  # fmt: skip
+    """Back up, while the platform runs, what cannot be rebuilt: the event store (log and dead letters), the
+    intake log, the key store and keys.json, with a manifest. Projections are not backed up: `cdp restore`
+    rebuilds them. The generated master.key is not copied unless --include-master-key: back it up apart."""
+    from infra.backup import pg_dump_command, take_backup, take_pg_backup
+
+    settings = _settings()
+    if settings.uses_postgres and not pg_dump:
+        shown = pg_dump_command(settings, directory.resolve()).shown
+        _say("[red]cdp backup refused[/red] (postgresql_event_store): the event store is PostgreSQL "
+             "(CDP_EVENT_STORE), and `cdp backup` copies SQLite files. Its schema holds the event log, the dead "
+             "letters, the intake log and the key store: dump it with pg_dump, or run `cdp backup DIR --pg-dump`, "
+             "which runs it in one snapshot and adds keys.json and a manifest:")
+        _say(f"  mkdir -m 700 {shlex.quote(str(directory.resolve()))} && {shown}", markup=False)
+        _say(f"  Then copy {settings.keys_path} beside the dump, and keep the master key (CDP_MASTER_KEY, or "
+             f"{settings.master_key_path}) apart from both.", markup=False)
+        raise typer.Exit(2)
+    if pg_dump and not settings.uses_postgres:
+        _say("[red]cdp backup refused[/red] (not_postgresql): --pg-dump is for a PostgreSQL event store "
+             "(CDP_EVENT_STORE=postgresql://...); leave it out to back up the SQLite files")
+        raise typer.Exit(2)
+    try:
+        with _file_progress() as step:
+            taken = (take_pg_backup if pg_dump else take_backup)(settings, directory, include_master_key, step)
+    except ConfigError as exc:
+        raise _backup_refused(exc, "cdp backup") from None
+    m = taken.manifest
+    held = [f"event log to position {m['log_position']}"]
+    if m["event_store"] == "sqlite":
+        held[0] += f" ({m['dead_letters']} dead letters)"
+        held += [f"intake log to position {m['intake_position']}", f"key store ({m['subject_keys']} subject keys)"]
+    held += ["keys.json"] if "keys.json" in m["files"] else []
+    _say(f"backed up to {taken.path}: {', '.join(held)}; manifest {taken.path / 'manifest.json'}")
+    _say("  not backed up: the projections (`cdp restore` rebuilds them from the log)")
+    _master_key_note(settings, m["master_key"])
+
+
+@app.command()
+def restore(
+    directory: Path = typer.Argument(..., help="A directory `cdp backup` wrote.", show_default=False),
+    master_key_file: Path | None = typer.Option(None, "--master-key-file", help="The master.key the backup was taken "
+                                                "with (kept apart from it); copied into the data dir."),
+    pg_restore: bool = typer.Option(False, "--pg-restore", help="A --pg-dump backup: run pg_restore into "
+                                    "CDP_EVENT_STORE's database (its schema must not exist yet)."),
+) -> None:  # fmt: skip
+    """Restore a backup into an empty data dir (CDP_DATA_DIR) and rebuild the projections from its log.
+
+    Refused when the data dir already holds an event store or projections. The master key comes from
+    --master-key-file, CDP_MASTER_KEY, the backup (if taken with --include-master-key) or a master.key put in the
+    data dir beforehand; it is checked against the restored key store before anything is rebuilt."""
+    from rich.progress import Progress
+
+    from infra.backup import pg_restore_command, read_manifest, rebuild_projections, restore_files, restore_pg
+
+    settings = _settings()
+    try:
+        if not pg_restore:
+            manifest = read_manifest(directory.resolve())
+            if manifest.get("event_store") == "postgresql":
+                shown = pg_restore_command(settings, directory.resolve()).shown
+                _say(f"[red]cdp restore refused[/red] (postgresql_backup): {directory} is a pg_dump of schema "
+                     f"{manifest.get('schema')!r}: run `cdp restore {directory} --pg-restore` with CDP_EVENT_STORE set "
+                     "to the database to restore into (it runs the command below, then restores keys.json and "
+                     "rebuilds the projections), or run it yourself and then `cdp rebuild`:")
+                _say(f"  {shown}", markup=False)
+                raise typer.Exit(2)
+            with _file_progress() as step:
+                restored = restore_files(settings, directory, master_key_file, step)
+        else:
+            restored = restore_pg(settings, directory, master_key_file)
+        m = restored.manifest
+        with Progress(console=console) as progress:
+            task = progress.add_task("rebuilding the projections", total=max(int(m["log_position"]), 1))
+            total, reached = rebuild_projections(settings, lambda p: progress.update(task, completed=p))
+            progress.update(task, completed=max(total, 1))
+    except ConfigError as exc:
+        raise _backup_refused(exc, "cdp restore") from None
+    _say(f"restored {directory.resolve()} (taken {m['created_at']}, cdp {m['cdp_version']}) into "
+         f"{settings.data_dir}: event log to position {total}, projections rebuilt in {settings.clickhouse_database} "
+         f"up to {reached}; master key from {restored.master_key_from}. Start it with `cdp up` (cdp.events is "
+         "published again from position 1).")
+    if total != m["log_position"]:
+        _say(f"[red]the restored log ends at {total}, the manifest says {m['log_position']}[/red]")
+        raise typer.Exit(1)
 
 
 def _key(kind: str) -> str:

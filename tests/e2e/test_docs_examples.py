@@ -76,6 +76,11 @@ SKIP: list[tuple[str, str]] = [
     (r"^make clean\b", "deletes .venv and .cdp, that is, all recorded data"),
     (r"^cdp rebuild\b", "needs the platform stopped (embedded ClickHouse allows one process per data directory); "
                         "`cdp rebuild --verify` runs in test_rebuild_verify_after_the_walk_through"),
+    (r"^(\S+=\S+ )*cdp (backup|restore)\b.*--pg-(dump|restore)\b", "needs the PostgreSQL server of its URL; "
+     "tests/e2e/test_backup.py::test_postgresql_backups_go_through_pg_dump_and_pg_restore runs both on a real one"),
+    (r"^CDP_DATA_DIR=\S+ cdp (restore|up)\b", "restores into, and starts on, a new data dir (its own embedded "
+     "ClickHouse and ports); tests/e2e/test_backup.py::test_a_backup_taken_during_ingest_restores_the_same_answers "
+     "restores a backup taken during ingest, starts `cdp up` on it and compares its answers with the original's"),
     (r"^kcat\b", "kcat -C follows the topic until stopped and needs a build on a recent librdkafka "
                  "(see docs/operations.md); the kafka-python examples read the same topics"),
     (r"^cdp keys rotate-master\b", "needs the platform stopped; tests/e2e/test_privacy.py runs it after `cdp up` "
