@@ -89,12 +89,20 @@ def _sql(cdp: CdpProcess, query: str) -> list[Any]:
     return list(body["rows"])
 
 
+def _profile(cdp: CdpProcess, identifier: str) -> dict[str, Any]:
+    """A profile, without its RFM scores: they grade the days since the last order against quintiles taken when
+    asked (cached a while), so two platforms asked seconds apart may grade the same history differently."""
+    profile = dict(cdp.get(f"/v1/profiles/{identifier}"))
+    assert profile["computed_traits"].pop("rfm")["frequency"] == 1
+    return profile
+
+
 def _answers(cdp: CdpProcess, up_to: int) -> dict[str, Any]:
     """What the platform answers about the events up to log position `up_to` (the backup's)."""
     return {
-        "ada": cdp.get(f"/v1/profiles/email:{EMAIL}"),
-        "ada by user id": cdp.get("/v1/profiles/user_id:ada"),
-        "bob": cdp.get("/v1/profiles/user_id:bob"),
+        "ada": _profile(cdp, f"email:{EMAIL}"),
+        "ada by user id": _profile(cdp, "user_id:ada"),
+        "bob": _profile(cdp, "user_id:bob"),
         "revenue": cdp.get(f"/v1/kpis/revenue?{SPAN}"),
         "orders": cdp.get(f"/v1/kpis/orders?{SPAN}"),
         "events": _sql(cdp, f"SELECT position, message_id, type, event, anchor, profile_id, email, timestamp "
