@@ -27,7 +27,9 @@ from infra.api_client import api_verify
 from infra.bootstrap import DERIVED_TOPICS, Platform
 from infra.config import ConfigError, Settings, load_settings
 from infra.data_dir import secure_data_dir
+from infra.instance_lock import NAMES, AlreadyRunning, Holder, InstanceLock
 from infra.server import create_app
+from infra.startup_checks import PortUnavailable, check_ports
 from infra.import_cli import import_files
 from infra.tags_cli import tags_app
 from infra.webhooks_cli import webhooks_app
@@ -133,11 +135,110 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def _secure(settings: Settings) -> None:
+    """The data dir, created owner-only; a data dir that cannot be is said in one line (exit 2)."""
+    try:
+        secure_data_dir(settings)
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _addresses(settings: Settings, role: str) -> list[str]:
+    """What a lock file says the process serves (for the message a second one gets)."""
+    base = f"{settings.http_scheme}://{settings.http_host}"
+    ingest = f"ingest {base}:{settings.ingest_port}"
+    if role == "ingest":
+        return [ingest]
+    if role == "relay":
+        return [f"kafka {settings.bootstrap_servers}"]
+    return [f"API {base}:{settings.http_port}", *([ingest] if settings.ingest_workers else []),
+            f"kafka {settings.bootstrap_servers}"]  # fmt: skip
+
+
+def _stop_hint(holder: Holder) -> str:
+    return f"Ctrl-C in its terminal, or `kill {holder.pid}`" if holder.pid else "Ctrl-C in its terminal"
+
+
+def _hold(settings: Settings, role: str, command: str, parent: int | None = None) -> InstanceLock:
+    """Take the data dir's lock of `role` for this command, or say who has it and exit 1 (nothing opened yet).
+
+    Held until `release` (a `with` block), at the latest until the process exits. A relay or ingest worker that
+    a `cdp up` starts (`parent`) waits for one that a `cdp up` killed before left behind: it stops by itself."""
+    lock = InstanceLock(settings.data_dir, role)
+    try:
+        try:
+            return lock.acquire(command, _addresses(settings, role), parent)
+        except AlreadyRunning as exc:
+            if not (parent and exc.holder.parent and exc.holder.parent != parent):
+                raise
+            lock.wait_released(60)
+            return lock.acquire(command, _addresses(settings, role), parent)
+    except AlreadyRunning as exc:
+        holder, where = exc.holder, settings.data_dir
+        if role != "up":
+            said = (f"[red]{NAMES[role]} already runs[/red] on the data dir {where}: {holder.describe()}. Stop it "
+                    f"first ({_stop_hint(holder)}), or give this one another CDP_DATA_DIR")  # fmt: skip
+        elif holder.command in ("", "cdp up") and command == "cdp up":
+            said = (f"[red]cdp is already running[/red] on the data dir {where}: {holder.describe()}. Stop it first "
+                    f"({_stop_hint(holder)}), or give this one another CDP_DATA_DIR")  # fmt: skip
+        elif holder.command in ("", "cdp up"):
+            said = (f"[red]cdp is running[/red] on the data dir {where}: {holder.describe()}. `{command}` needs it "
+                    f"stopped: stop it first ({_stop_hint(holder)})")  # fmt: skip
+        else:
+            said = (f"[red]the data dir {where} is in use[/red] by {holder.describe()}: wait until it has finished, "
+                    "or give this one another CDP_DATA_DIR")  # fmt: skip
+        console.print(said, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _no_other_parts(settings: Settings) -> None:
+    """Before `cdp up` starts its relay and ingest workers: none already runs on its data dir.
+
+    One that a `cdp up` started is left by a `cdp up` that is gone (this one holds the data dir now), killed
+    before it could stop them: they stop by themselves within seconds, and are waited for. One started on its
+    own is refused while `cdp up` would start another (CDP_INGEST_WORKERS=0 runs the core beside ingest workers)."""
+    for role in ("ingest", "relay"):
+        lock = InstanceLock(settings.data_dir, role)
+        holder = lock.holder()
+        if holder is not None and holder.parent:
+            holder = lock.wait_released(60)
+            if holder is not None:
+                console.print(f"[red]cdp cannot start:[/red] {holder.describe()}, left by a cdp up that was killed, "
+                              f"still runs on the data dir {settings.data_dir}: stop it (`kill {holder.pid}`), then "
+                              "start cdp up again", highlight=False, soft_wrap=True)  # fmt: skip
+                raise typer.Exit(1)
+        needed = settings.ingest_workers if role == "ingest" else settings.processor_driver == "log"
+        if holder is not None and needed:
+            hint = ("or set CDP_INGEST_WORKERS=0 to run the core beside them" if role == "ingest"
+                    else "cdp up starts its own")  # fmt: skip
+            console.print(f"[red]cdp cannot start:[/red] {NAMES[role]} already runs on the data dir "
+                          f"{settings.data_dir}: {holder.describe()}. Stop it first ({_stop_hint(holder)}), {hint}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
+            raise typer.Exit(1)
+
+
+def _ports_free(settings: Settings, command: str, ingest_only: bool = False) -> None:
+    try:
+        check_ports(settings, ingest_only=ingest_only, command=command)
+    except PortUnavailable as exc:
+        console.print(f"[red]{command} cannot start:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def up() -> None:
-    """Run ingest, processors and queries in the foreground (Ctrl-C or SIGTERM stops cleanly)."""
+    """Run ingest, processors and queries in the foreground (Ctrl-C or SIGTERM stops cleanly).
+
+    Refused, before anything is opened, while another `cdp up` (or `cdp restore`, `cdp rebuild`) has the data
+    dir, and when a port it would listen on is taken."""
+    from infra.broker import BrokerError
+
     settings = _settings()
-    secure_data_dir(settings)
+    _secure(settings)
+    _hold(settings, "up", "cdp up")
+    _no_other_parts(settings)
+    _ports_free(settings, "cdp up")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "aiokafka", "faust", "mode", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -171,7 +272,8 @@ def up() -> None:
         )
     )
     # A configuration problem at start (keys, stale projections) is said plainly below, without a traceback.
-    logging.getLogger("uvicorn.error").addFilter(lambda _: not isinstance(platform.start_error, ConfigError))
+    plain = (ConfigError, BrokerError)
+    logging.getLogger("uvicorn.error").addFilter(lambda _: not isinstance(platform.start_error, plain))
     try:
         server.run()
     except SystemExit:  # uvicorn exits when the app's start failed; say why below
@@ -179,8 +281,8 @@ def up() -> None:
     finally:
         stopping()  # also when the start failed after the children were started
     if not server.started:
-        if isinstance(platform.start_error, ConfigError):
-            console.print(f"[red]cdp cannot start:[/red] {platform.start_error}")
+        if isinstance(platform.start_error, plain):
+            console.print(f"[red]cdp cannot start:[/red] {platform.start_error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print("cdp stopped cleanly")
 
@@ -196,7 +298,11 @@ def ingest(
     (docs/scaling.md). The core process (`cdp up` with CDP_INGEST_WORKERS=0) resolves what they append."""
 
     settings = _settings()
-    secure_data_dir(settings)
+    _secure(settings)
+    if parent and os.getppid() != parent:
+        return  # the cdp up that started it is gone already
+    _hold(settings, "ingest", "cdp ingest", parent or None)
+    _ports_free(settings, "cdp ingest", ingest_only=True)
     if parent:
         _exit_with_parent(parent)
     uvicorn.run(
@@ -217,7 +323,10 @@ def relay(
     from infra.relay_process import run_relay
 
     settings = _settings()
-    secure_data_dir(settings)
+    _secure(settings)
+    if parent and os.getppid() != parent:
+        return  # the cdp up that started it is gone already
+    _hold(settings, "relay", "cdp relay", parent or None)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)  # its selector's timing notes, not ours to act on
     if parent:
@@ -243,34 +352,35 @@ def rebuild(
     from infra.eventstore import open_event_store
 
     settings = _settings()
-    secure_data_dir(settings)
-    store = open_event_store(settings)
-    client = clickhouse_client(settings)
-    if verify:
-        from projections.verify import COMPARED_TABLES
+    _secure(settings)
+    with _hold(settings, "up", "cdp rebuild"):  # not beside a cdp up (its chDB), and no cdp up starts meanwhile
+        store = open_event_store(settings)
+        client = clickhouse_client(settings)
+        if verify:
+            from projections.verify import COMPARED_TABLES
 
-        found = verify_rebuild(store, client, settings.clickhouse_database)
-        if found:
-            console.print(f"[red]live projections differ from a rebuild in {len(found)} of "
-                          f"{len(COMPARED_TABLES)} tables:[/red]")  # fmt: skip
-            for line in found:
-                console.print(f"  {line}", markup=False, highlight=False)
-            raise typer.Exit(1)
-        console.print(f"[green]live projections equal a rebuild from position 0 "
-                      f"({len(COMPARED_TABLES)} tables compared)[/green]")  # fmt: skip
-        return
-    total = store.last_position()
-    with Progress(console=console) as progress:
-        task = progress.add_task("replaying the log", total=total or 1)
-        reached = rebuild_projections(
-            store, client, settings.clickhouse_database, progress=lambda p: progress.update(task, completed=p)
-        )
-        progress.update(task, completed=total or 1)
-    from infra.eventstore import open_intake_log
-    from ingest.intake_log import RELAY
+            found = verify_rebuild(store, client, settings.clickhouse_database)
+            if found:
+                console.print(f"[red]live projections differ from a rebuild in {len(found)} of "
+                              f"{len(COMPARED_TABLES)} tables:[/red]")  # fmt: skip
+                for line in found:
+                    console.print(f"  {line}", markup=False, highlight=False)
+                raise typer.Exit(1)
+            console.print(f"[green]live projections equal a rebuild from position 0 "
+                          f"({len(COMPARED_TABLES)} tables compared)[/green]")  # fmt: skip
+            return
+        total = store.last_position()
+        with Progress(console=console) as progress:
+            task = progress.add_task("replaying the log", total=total or 1)
+            reached = rebuild_projections(
+                store, client, settings.clickhouse_database, progress=lambda p: progress.update(task, completed=p)
+            )
+            progress.update(task, completed=total or 1)
+        from infra.eventstore import open_intake_log
+        from ingest.intake_log import RELAY
 
-    open_intake_log(settings).save_position(RELAY, 0)  # fresh projections: cdp.events is published again too
-    console.print(f"rebuilt {settings.clickhouse_database} up to log position {reached}")
+        open_intake_log(settings).save_position(RELAY, 0)  # fresh projections: cdp.events is published again too
+        console.print(f"rebuilt {settings.clickhouse_database} up to log position {reached}")
 
 
 def _say(text: str, markup: bool = True) -> None:
@@ -380,35 +490,37 @@ def restore(
     from infra.backup import pg_restore_command, read_manifest, rebuild_projections, restore_files, restore_pg
 
     settings = _settings()
-    try:
-        if not pg_restore:
-            manifest = read_manifest(directory.resolve())
-            if manifest.get("event_store") == "postgresql":
-                shown = pg_restore_command(settings, directory.resolve()).shown
-                _say(f"[red]cdp restore refused[/red] (postgresql_backup): {directory} is a pg_dump of schema "
-                     f"{manifest.get('schema')!r}: run `cdp restore {directory} --pg-restore` with CDP_EVENT_STORE set "
-                     "to the database to restore into (it runs the command below, then restores keys.json and "
-                     "rebuilds the projections), or run it yourself and then `cdp rebuild`:")
-                _say(f"  {shown}", markup=False)
-                raise typer.Exit(2)
-            with _file_progress() as step:
-                restored = restore_files(settings, directory, master_key_file, step)
-        else:
-            restored = restore_pg(settings, directory, master_key_file)
-        m = restored.manifest
-        with Progress(console=console) as progress:
-            task = progress.add_task("rebuilding the projections", total=max(int(m["log_position"]), 1))
-            total, reached = rebuild_projections(settings, lambda p: progress.update(task, completed=p))
-            progress.update(task, completed=max(total, 1))
-    except ConfigError as exc:
-        raise _backup_refused(exc, "cdp restore") from None
-    _say(f"restored {directory.resolve()} (taken {m['created_at']}, cdp {m['cdp_version']}) into "
-         f"{settings.data_dir}: event log to position {total}, projections rebuilt in {settings.clickhouse_database} "
-         f"up to {reached}; master key from {restored.master_key_from}. Start it with `cdp up` (cdp.events is "
-         "published again from position 1).")
-    if total != m["log_position"]:
-        _say(f"[red]the restored log ends at {total}, the manifest says {m['log_position']}[/red]")
-        raise typer.Exit(1)
+    _secure(settings)
+    with _hold(settings, "up", "cdp restore"):  # no cdp up starts on the data dir while it is restored
+        try:
+            if not pg_restore:
+                manifest = read_manifest(directory.resolve())
+                if manifest.get("event_store") == "postgresql":
+                    shown = pg_restore_command(settings, directory.resolve()).shown
+                    _say(f"[red]cdp restore refused[/red] (postgresql_backup): {directory} is a pg_dump of schema "
+                         f"{manifest.get('schema')!r}: run `cdp restore {directory} --pg-restore` with CDP_EVENT_STORE set "
+                         "to the database to restore into (it runs the command below, then restores keys.json and "
+                         "rebuilds the projections), or run it yourself and then `cdp rebuild`:")
+                    _say(f"  {shown}", markup=False)
+                    raise typer.Exit(2)
+                with _file_progress() as step:
+                    restored = restore_files(settings, directory, master_key_file, step)
+            else:
+                restored = restore_pg(settings, directory, master_key_file)
+            m = restored.manifest
+            with Progress(console=console) as progress:
+                task = progress.add_task("rebuilding the projections", total=max(int(m["log_position"]), 1))
+                total, reached = rebuild_projections(settings, lambda p: progress.update(task, completed=p))
+                progress.update(task, completed=max(total, 1))
+        except ConfigError as exc:
+            raise _backup_refused(exc, "cdp restore") from None
+        _say(f"restored {directory.resolve()} (taken {m['created_at']}, cdp {m['cdp_version']}) into "
+             f"{settings.data_dir}: event log to position {total}, projections rebuilt in {settings.clickhouse_database} "
+             f"up to {reached}; master key from {restored.master_key_from}. Start it with `cdp up` (cdp.events is "
+             "published again from position 1).")
+        if total != m["log_position"]:
+            _say(f"[red]the restored log ends at {total}, the manifest says {m['log_position']}[/red]")
+            raise typer.Exit(1)
 
 
 def _key(kind: str) -> str:

@@ -5,12 +5,17 @@ Only infra/ reads the environment; every other layer receives a `Settings`.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import ipaddress
 import os
 import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlparse
 
 
 class ConfigError(ValueError):
@@ -227,47 +232,217 @@ def _kafka_security(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    """A TCP port: a whole number from 1 to 65535."""
+    port = _int(env, name, default)
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name}={port} is not a TCP port; set it to a port from 1 to 65535, such as {default}")
+    return port
+
+
+def _count(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    """A whole number of at least `minimum` (rows, bytes, partitions)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip().replace("_", ""))
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} is not a whole number of {minimum} or more; set it to a number such as "
+                          f"{default}")  # fmt: skip
+    return value
+
+
+def _host(env: Mapping[str, str]) -> str:
+    """CDP_HTTP_HOST: an address or host name to listen on, without a scheme, port or path."""
+    raw = env.get("CDP_HTTP_HOST")
+    if raw is None:
+        return "127.0.0.1"
+    host = raw.strip()
+    fix = "set it to an address of this machine, such as 127.0.0.1 (this machine only) or 0.0.0.0 (every address)"
+    if not host:
+        raise ConfigError(f"CDP_HTTP_HOST is empty; {fix}, or unset it")
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return host
+    if "://" in host or "/" in host or ":" in host or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", host):
+        raise ConfigError(f"CDP_HTTP_HOST={raw!r} is not an address or host name (the ports are CDP_HTTP_PORT and "
+                          f"CDP_INGEST_PORT); {fix}")  # fmt: skip
+    return host
+
+
+def _url_port(name: str, raw: str, example: str) -> None:
+    """A URL's port, if it has one, must be a number (urlparse raises later, in the middle of a start)."""
+    try:
+        urlparse(raw).port
+    except ValueError:
+        raise ConfigError(f"{name}={_shown(raw)}: its port is not a number from 1 to 65535; write it as "
+                          f"{example}") from None  # fmt: skip
+
+
+def _shown(url: str) -> str:
+    """A URL as it may be printed: without its password."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return repr(url)
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
+    return repr(parsed._replace(netloc=netloc).geturl())
+
+
+def _event_store(env: Mapping[str, str]) -> str:
+    event_store = env.get("CDP_EVENT_STORE", "").strip()
+    if not event_store:
+        return ""
+    if event_store.startswith("sqlite://"):
+        if not urlparse(event_store).path.strip("/"):
+            raise ConfigError(f"CDP_EVENT_STORE={event_store!r} names no file: write sqlite:///path/to/events.sqlite3 "
+                              "(three slashes and an absolute path), or unset it for the file in CDP_DATA_DIR")  # fmt: skip
+        return event_store
+    if not event_store.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"CDP_EVENT_STORE={_shown(event_store)}: use a postgresql://user@host:port/db URL, "
+            "sqlite:///path/to/file, or leave it unset for the SQLite file in CDP_DATA_DIR"
+        )
+    _url_port("CDP_EVENT_STORE", event_store, "postgresql://user:password@host:5432/db")
+    return event_store
+
+
+def _clickhouse_url(env: Mapping[str, str]) -> str:
+    url = env.get("CDP_CLICKHOUSE_URL", "").strip()
+    if not url:
+        return ""
+    if url.startswith("chdb://"):
+        if not urlparse(url).path.strip("/"):
+            raise ConfigError(f"CDP_CLICKHOUSE_URL={url!r} names no directory: write chdb:///path/to/dir, or unset "
+                              "it for embedded ClickHouse in CDP_DATA_DIR")  # fmt: skip
+        return url
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"CDP_CLICKHOUSE_URL={_shown(url)}: use http(s)://user:password@host:8123, "
+            "chdb:///path, or leave it unset for embedded ClickHouse in CDP_DATA_DIR"
+        )
+    if not urlparse(url).hostname:
+        raise ConfigError(f"CDP_CLICKHOUSE_URL={_shown(url)} names no host: write http(s)://user:password@host:8123")
+    _url_port("CDP_CLICKHOUSE_URL", url, "http(s)://user:password@host:8123")
+    return url
+
+
+def _database(env: Mapping[str, str]) -> str:
+    name = env.get("CDP_CLICKHOUSE_DATABASE", "").strip() or "cdp"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
+        raise ConfigError(f"CDP_CLICKHOUSE_DATABASE={name!r} is not a database name this platform uses; use letters, "
+                          "digits and '_', starting with a letter, such as cdp")  # fmt: skip
+    return name
+
+
+def _bootstrap(env: Mapping[str, str]) -> str:
+    """CDP_KAFKA_BOOTSTRAP: host:port[,host:port...] of an existing cluster."""
+    raw = env.get("CDP_KAFKA_BOOTSTRAP", "").strip()
+    if not raw:
+        return ""
+    for server in raw.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+            raise ConfigError(f"CDP_KAFKA_BOOTSTRAP={raw!r}: {server.strip()!r} is not host:port; write the "
+                              "cluster's brokers as host:port[,host:port...], such as kafka-1:9092,kafka-2:9092 "
+                              "(no scheme), or unset it to start the bundled broker")  # fmt: skip
+    return raw
+
+
+def _data_dir(env: Mapping[str, str]) -> Path:
+    raw = env.get("CDP_DATA_DIR", "").strip()
+    path = Path(raw or "./.cdp").expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"CDP_DATA_DIR={raw!r} is a file, not a directory; set it to a directory (it is created "
+                          "if missing), such as ./.cdp")  # fmt: skip
+    return path
+
+
+def _workspace_key(env: Mapping[str, str], name: str) -> str | None:
+    """CDP_WRITE_KEY / CDP_READ_KEY: sent as a bearer token or an HTTP Basic user name, so neither blanks nor ':'."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    if re.search(r"[\s:]", raw) or not raw.isprintable():
+        raise ConfigError(f"{name} holds a blank, a ':' or a control character, which HTTP Basic and bearer "
+                          f"tokens cannot carry; set it to letters, digits and '-', '_', '.', '~' only, or unset it "
+                          f"to have one generated")  # fmt: skip
+    return raw
+
+
+def _master_key(env: Mapping[str, str]) -> str | None:
+    """CDP_MASTER_KEY, checked here for its form (infra/keyring.py checks it opens the key store); never shown."""
+    raw = env.get("CDP_MASTER_KEY")
+    if not raw:
+        return None
+    try:
+        key = base64.b64decode(raw.strip(), altchars=b"-_" if ("-" in raw or "_" in raw) else None, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(
+            "CDP_MASTER_KEY is not a master key (base64 of 32 bytes): set it to the key the data was sealed with; "
+            "a new one is made with `python -c \"import base64, secrets; "
+            "print(base64.b64encode(secrets.token_bytes(32)).decode())\"`, or unset it to use the data dir's master.key"
+        )
+    return raw
+
+
+def _driver(env: Mapping[str, str]) -> str:
+    driver = env.get("CDP_PROCESSOR_DRIVER", "").strip().lower() or "log"
+    if driver not in ("log", "kafka"):
+        raise ConfigError(f"CDP_PROCESSOR_DRIVER={env.get('CDP_PROCESSOR_DRIVER')!r}: use 'log' (the default) or "
+                          "'kafka'")  # fmt: skip
+    return driver
+
+
+def _distinct_ports(settings: Settings) -> None:
+    """The ports this machine's processes listen on must differ."""
+    used = [("CDP_HTTP_PORT", settings.http_port)]
+    if settings.ingest_workers:
+        used.append(("CDP_INGEST_PORT", settings.ingest_port))
+    if settings.uses_bundled_broker:
+        used.append(("CDP_KAFKA_PORT", settings.kafka_port))
+    for i, (name, port) in enumerate(used):
+        for other, other_port in used[:i]:
+            if port == other_port:
+                raise ConfigError(f"{name}={port} is also {other}: each needs a port of its own; set {name} to "
+                                  "another port")  # fmt: skip
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
-    event_store = env.get("CDP_EVENT_STORE", "")
-    if event_store and not event_store.startswith(("postgresql://", "postgres://", "sqlite://")):
-        raise ConfigError(
-            f"CDP_EVENT_STORE={event_store!r}: use a postgresql://user@host:port/db URL, "
-            "sqlite:///path/to/file, or leave it unset for the SQLite file in CDP_DATA_DIR"
-        )
-    clickhouse_url = env.get("CDP_CLICKHOUSE_URL", "")
-    if clickhouse_url and not clickhouse_url.startswith(("http://", "https://", "chdb://")):
-        raise ConfigError(
-            f"CDP_CLICKHOUSE_URL={clickhouse_url!r}: use http(s)://user:password@host:8123, "
-            "chdb:///path, or leave it unset for embedded ClickHouse in CDP_DATA_DIR"
-        )
-    driver = env.get("CDP_PROCESSOR_DRIVER", "log")
-    if driver not in ("log", "kafka"):
-        raise ConfigError(f"CDP_PROCESSOR_DRIVER={driver!r}: use 'log' or 'kafka'")
+    event_store = _event_store(env)
+    clickhouse_url = _clickhouse_url(env)
+    driver = _driver(env)
     tls_certfile, tls_keyfile = _tls(env)
-    return Settings(
-        data_dir=Path(env.get("CDP_DATA_DIR", "./.cdp")).resolve(),
-        http_host=env.get("CDP_HTTP_HOST", "127.0.0.1"),
-        http_port=_int(env, "CDP_HTTP_PORT", 8000),
-        ingest_port=_int(env, "CDP_INGEST_PORT", 8001),
+    settings = Settings(
+        data_dir=_data_dir(env),
+        http_host=_host(env),
+        http_port=_port(env, "CDP_HTTP_PORT", 8000),
+        ingest_port=_port(env, "CDP_INGEST_PORT", 8001),
         ingest_workers=_workers(env),
         event_store=event_store,
         clickhouse_url=clickhouse_url,
-        clickhouse_database=env.get("CDP_CLICKHOUSE_DATABASE", "cdp"),
-        kafka_bootstrap=env.get("CDP_KAFKA_BOOTSTRAP", ""),
-        kafka_port=_int(env, "CDP_KAFKA_PORT", 9092),
-        kafka_partitions=_int(env, "CDP_KAFKA_PARTITIONS", 4),
+        clickhouse_database=_database(env),
+        kafka_bootstrap=_bootstrap(env),
+        kafka_port=_port(env, "CDP_KAFKA_PORT", 9092),
+        kafka_partitions=_count(env, "CDP_KAFKA_PARTITIONS", 4),
         ingest_topic=_topic(env, "CDP_INGEST_TOPIC", "cdp.ingest"),
-        write_key=env.get("CDP_WRITE_KEY") or None,
-        read_key=env.get("CDP_READ_KEY") or None,
+        write_key=_workspace_key(env, "CDP_WRITE_KEY"),
+        read_key=_workspace_key(env, "CDP_READ_KEY"),
         processor_driver=driver,
-        sql_max_rows=int(_positive(env, "CDP_SQL_MAX_ROWS", 10_000)),
+        sql_max_rows=_count(env, "CDP_SQL_MAX_ROWS", 10_000),
         sql_timeout_s=_positive(env, "CDP_SQL_TIMEOUT_S", 10.0),
-        sql_max_memory=int(_positive(env, "CDP_SQL_MAX_MEMORY", 1 << 30)),
-        master_key=env.get("CDP_MASTER_KEY") or None,
+        sql_max_memory=_count(env, "CDP_SQL_MAX_MEMORY", 1 << 30),
+        master_key=_master_key(env),
         encryption=_switch(env, "CDP_ENCRYPTION", True),
         tls_certfile=tls_certfile,
         tls_keyfile=tls_keyfile,
         **_kafka_security(env),  # type: ignore[arg-type]
     )
+    _distinct_ports(settings)
+    return settings

@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from infra.config import Settings
+from infra.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,29 @@ def secure_data_dir(settings: Settings) -> Path:
     """
     os.umask(0o077)
     path = settings.data_dir
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"CDP_DATA_DIR={str(path)!r}: a file is in the way of that directory; set CDP_DATA_DIR to "
+                          "a directory (it is created if missing)") from None  # fmt: skip
+    except PermissionError:
+        raise ConfigError(f"CDP_DATA_DIR={str(path)!r} cannot be created: this user may not write its parent; set "
+                          "CDP_DATA_DIR to a directory it may write, or make the parent writable") from None  # fmt: skip
+    except OSError as exc:
+        raise ConfigError(f"CDP_DATA_DIR={str(path)!r} cannot be created ({exc.strerror}); set CDP_DATA_DIR to a "
+                          "directory on a writable file system") from None  # fmt: skip
     mode = stat.S_IMODE(path.stat().st_mode)
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise ConfigError(f"CDP_DATA_DIR={str(path)!r} is not readable and writable by this user (mode "
+                          f"{mode:o}, owner uid {path.stat().st_uid}); run cdp as its owner, or set CDP_DATA_DIR to "
+                          "a directory of this user's")  # fmt: skip
     if mode & OPEN_BITS or mode & 0o700 != 0o700:
-        os.chmod(path, 0o700)
+        try:
+            os.chmod(path, 0o700)
+        except PermissionError:
+            raise ConfigError(f"CDP_DATA_DIR={str(path)!r} is open to other users (mode {mode:o}) and belongs to "
+                              "another user, so it cannot be made owner-only; run cdp as its owner, or set "
+                              "CDP_DATA_DIR to a directory of this user's") from None  # fmt: skip
         tightened = _tighten(path)
         if tightened:
             log.warning("made %d entries under %s owner-only (they were open to group or others)", tightened, path)

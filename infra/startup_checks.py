@@ -15,10 +15,13 @@ was created), recorded when projections are first built on it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import socket
+from pathlib import Path
 from typing import Any
 
-from infra.config import ConfigError
+from infra.config import ConfigError, Settings
 
 
 class StaleProjections(ConfigError):
@@ -63,3 +66,68 @@ def check_projections(app: Any, store: Any, elsewhere: dict[str, int] | None = N
         )
     if recorded is None and fingerprint is not None:
         store.record_log_origin(fingerprint)
+
+
+class PortUnavailable(ConfigError):
+    """A port the platform is configured to listen on cannot be listened on."""
+
+
+def _free_port(host: str, family: int) -> int | None:
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError:
+            return None
+        return int(sock.getsockname()[1])
+
+
+def port_problem(host: str, port: int, variable: str, command: str = "cdp up") -> str | None:
+    """Why nothing here could listen on host:port (as uvicorn binds: SO_REUSEADDR), or None when it could."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            return None
+        except socket.gaierror:
+            return (f"CDP_HTTP_HOST={host!r} is not a name this machine resolves; set it to an address, such as "
+                    "127.0.0.1 (this machine only) or 0.0.0.0 (every address)")  # fmt: skip
+        except OSError as exc:
+            code = exc.errno
+    if code == errno.EADDRINUSE:
+        free = _free_port(host, family)
+        other = f", e.g. `{variable}={free} {command}`" if free else ""
+        return (f"{variable}={port}: port {port} on {host} is taken (another program listens there; `ss -ltnp "
+                f"'sport = :{port}'` shows which): stop it, or choose another port with {variable}{other}")  # fmt: skip
+    if code == errno.EADDRNOTAVAIL:
+        return (f"CDP_HTTP_HOST={host!r} is not an address of this machine; set it to one of its addresses, such "
+                "as 127.0.0.1 (this machine only) or 0.0.0.0 (every address)")  # fmt: skip
+    if code == errno.EACCES:
+        return (f"{variable}={port}: this user may not listen on port {port} (below 1024 needs privileges); "
+                f"choose a port from 1024 up with {variable}")  # fmt: skip
+    said = errno.errorcode.get(code or 0, code)
+    return f"{variable}={port}: cannot listen on {host}:{port} ({said}); choose another port with {variable}"
+
+
+def _stale_broker(data_dir: Path, port: int) -> bool:
+    """Whether a bundled broker a killed platform left behind holds the port (the next start stops it)."""
+    try:
+        pid = int((data_dir / "broker.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (ValueError, OSError):
+        return False
+    return b"tansu" in cmdline and f"127.0.0.1:{port}".encode() in cmdline
+
+
+def check_ports(settings: Settings, ingest_only: bool = False, command: str = "cdp up") -> None:
+    """Raise `PortUnavailable` for the first configured port nothing here could listen on: the API's, the ingest
+    workers' (when there are any) and the bundled broker's (unless it is one this data dir's last run left)."""
+    wanted = [] if ingest_only else [(settings.http_host, settings.http_port, "CDP_HTTP_PORT")]
+    if ingest_only or settings.ingest_workers:
+        wanted.append((settings.http_host, settings.ingest_port, "CDP_INGEST_PORT"))
+    if not ingest_only and settings.uses_bundled_broker and not _stale_broker(settings.data_dir, settings.kafka_port):
+        wanted.append(("127.0.0.1", settings.kafka_port, "CDP_KAFKA_PORT"))
+    for host, port, variable in wanted:
+        problem = port_problem(host, port, variable, command)
+        if problem:
+            raise PortUnavailable(problem)
