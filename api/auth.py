@@ -1,8 +1,9 @@
 """Keys in requests, read one way for every adapter, and the dependencies that turn them into a workspace.
 
 A key comes as `Authorization: Bearer <key>`, as the HTTP Basic username (what
-Segment's libraries send), or, for webhook receivers only, as `?key=`. A key
-the access service does not know is a 401 in the one error shape.
+Segment's libraries send: write keys only), or, for webhook receivers only, as
+`?key=`. A key the access service does not know is a 401 in the one error shape,
+one that does not open the route a 403 (services/access.py).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBearer
 
 from api.errors import ApiError
+from domain.access import needs
 from services import Services
 from services.access import Access
 
@@ -59,45 +62,86 @@ def access(built: Services = Depends(services)) -> Access:
     return built.access
 
 
-class ReadKey:
-    """Dependency: the workspace of the read key sent as Bearer, 401 otherwise."""
-
-    def __init__(
-        self,
-        missing: str = "missing read key: send it as 'Authorization: Bearer <read key>'",
-        unknown: str = "unknown read key; use a read key of your workspace (see `cdp up` output)",
-    ) -> None:
-        self.missing, self.unknown = missing, unknown
-
-    def __call__(self, request: Request, keys: Access = Depends(access)) -> str:
-        token = bearer(request)
-        if not token:
-            raise ApiError(401, "unauthorized", self.missing)
-        workspace_id = keys.authorise_read(token)
-        if workspace_id is None:
-            raise ApiError(401, "unauthorized", self.unknown)
-        return workspace_id
+PERSONAL = {"profiles", "events", "segments", "sql"}  # read scopes whose reads the audit log records
+# The schemes the OpenAPI document names (so /docs has an Authorize button); the keys are read below, not by them.
+BEARER = HTTPBearer(auto_error=False, scheme_name="key", description="a read, admin or platform key (docs/access.md)")
 
 
-class WriteKey:
-    """Dependency: the workspace of the write key sent as Bearer or HTTP Basic username, 401 otherwise."""
+class _DocumentedBasic(HTTPBasic):
+    """HTTP Basic as the OpenAPI document shows it, reading nothing: the ingest routes read the key themselves and
+    answer unreadable credentials in their own words (HTTPBasic raises on them even with auto_error off)."""
 
-    def __init__(
-        self,
-        unknown: str,
-        missing: str = "missing write key: this changes data; send 'Authorization: Bearer <write key>'",
-        basic: bool = True,
-    ) -> None:
-        self.unknown, self.missing, self.basic = unknown, missing, basic
-
-    def __call__(self, request: Request, keys: Access = Depends(access)) -> str:
-        key = key_of(request) if self.basic else bearer(request)
-        if not key:
-            raise ApiError(401, "unauthorized", self.missing)
-        workspace_id = keys.authorise_write(key)
-        if workspace_id is None:
-            raise ApiError(401, "unauthorized", self.unknown)
-        return workspace_id
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        return None
 
 
-read_key = ReadKey()
+BASIC = _DocumentedBasic(auto_error=False, scheme_name="writeKey", description="the write key as the username, no "
+                         "password")  # fmt: skip
+
+
+class Requires:
+    """Dependency: the workspace of a key that meets `requirement` (domain/access.py), sent as Bearer.
+
+    401 without a live key, 403 for a key of another kind or without the scope, 429 over
+    the key's rate. Admin actions and reads of personal data are noted for the audit log
+    (api/audit.py records them once answered), also when refused for a known key."""
+
+    def __init__(self, requirement: str, what: str, audit: bool | None = None) -> None:
+        kind, scope = needs(requirement)
+        self.requirement, self.what = requirement, what
+        self.audit = audit if audit is not None else (kind == "admin" or scope in PERSONAL)
+        self.action = "admin" if kind == "admin" else "read"
+
+    def __call__(
+        self, request: Request, keys: Access = Depends(access),
+        _: HTTPAuthorizationCredentials | None = Security(BEARER),
+    ) -> str:  # fmt: skip
+        key = bearer(request)
+        known = keys.grant(key)
+        if self.audit and known is not None:
+            note(request, known.workspace_id, known.key_id, known.kind, self.action)
+        return keys.check(key, self.requirement, self.what).workspace_id
+
+
+class PlatformKey:
+    """Dependency: the platform key (it manages workspaces), sent as Bearer; 401 otherwise."""
+
+    def __call__(
+        self, request: Request, keys: Access = Depends(access),
+        _: HTTPAuthorizationCredentials | None = Security(BEARER),
+    ) -> None:  # fmt: skip
+        keys.check_platform(bearer(request))
+
+
+def note(request: Request, workspace_id: str, key_id: str, key_kind: str, action: str) -> None:
+    """What the audit log records of this request once answered (api/audit.py)."""
+    request.state.audit = {"workspace_id": workspace_id, "key_id": key_id, "key_kind": key_kind, "action": action,
+                           "target": getattr(request.state, "audit", {}).get("target")}  # fmt: skip
+
+
+def audit_target(request: Request, target: str | None) -> None:
+    """The profile id read, or the slug or key id changed, for the audit entry (never an identifier's value)."""
+    noted = getattr(request.state, "audit", None)
+    if noted is not None:
+        noted["target"] = target
+
+
+platform_key = PlatformKey()
+
+
+def write_key_scheme(_: None = Security(BASIC)) -> None:
+    """Names the write key's scheme in the OpenAPI document of the ingest routes (which read the key themselves)."""
+
+
+def described(dependency: object) -> str | None:
+    """A key dependency in words, for the OpenAPI document (api/openapi.document_keys)."""
+    if isinstance(dependency, PlatformKey):
+        return "the platform key"
+    if dependency is write_key_scheme:
+        return "a write key (HTTP Basic username, `writeKey` in the body, or Bearer)"
+    if not isinstance(dependency, Requires):
+        return None
+    kind, scope = needs(dependency.requirement)
+    if kind == "read":
+        return f"a read key with the `{scope}` scope, or an admin key" if scope else "any read key, or an admin key"
+    return "an admin key" if kind == "admin" else "a write key"

@@ -13,6 +13,7 @@ shape from the handlers installed here.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,7 +42,8 @@ CODES = {
 }
 
 # The status of each kind of domain.errors.CdpError.
-STATUS = {"invalid": 400, "not_found": 404, "conflict": 409, "unavailable": 503}
+STATUS = {"invalid": 400, "unauthorised": 401, "forbidden": 403, "not_found": 404, "conflict": 409, "too_many": 429,
+          "unavailable": 503}
 
 
 def error_body(code: str, message: str, errors: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
@@ -90,7 +92,9 @@ def _code(exc: CdpError) -> str:
 def from_domain(exc: CdpError) -> ApiError:
     """The answer to an error of the layers below: status from its kind, its code, message and errors."""
     extra = getattr(exc, "extra", None) or {}
-    return ApiError(STATUS.get(exc.kind, 400), _code(exc), exc.message, exc.errors, **extra)
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return ApiError(STATUS.get(exc.kind, 400), _code(exc), exc.message, exc.errors, headers, **extra)
 
 
 def from_sql(refused: SqlRefused) -> ApiError:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterable
 
 
 def inline_schema(schema: dict[str, Any], family: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -34,3 +34,28 @@ def inline_schema(schema: dict[str, Any], family: tuple[str, ...] = ()) -> dict[
         }
 
     return resolve(schema, frozenset())  # type: ignore[no-any-return]
+
+
+def document_keys(schema: dict[str, Any], routes: Iterable[Any], describe: Callable[[Any], str | None]) -> None:
+    """Say in each operation which key it needs: `describe` turns a route's key dependency (api/auth.Requires,
+    PlatformKey) into words, written first in the description and as `x-cdp-key`."""
+
+    def needed(dependant: Any) -> str | None:
+        for dependency in dependant.dependencies:
+            said = describe(dependency.call) or needed(dependency)
+            if said:
+                return said
+        return None
+
+    for route in routes:
+        included = getattr(route, "original_router", None)  # a router included in one of them (FastAPI ≥ 0.160)
+        if not hasattr(route, "dependant") and included is not None:
+            document_keys(schema, included.routes, describe)
+            continue
+        said = needed(route.dependant) if hasattr(route, "dependant") else None
+        operations = schema.get("paths", {}).get(getattr(route, "path", ""), {})
+        for method in getattr(route, "methods", ()):
+            operation = operations.get(method.lower())
+            if said and operation is not None:
+                operation["x-cdp-key"] = said
+                operation["description"] = f"**Key:** {said}.\n\n" + operation.get("description", "")

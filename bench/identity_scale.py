@@ -83,7 +83,7 @@ def main(
         profiles, events = 10_000, 100_000
     data_dir = reuse or Path(tempfile.mkdtemp(prefix="cdp-bench-"))
     settings = load_settings({"CDP_DATA_DIR": str(data_dir), "CDP_HTTP_PORT": str(free_port()),
-                              "CDP_KAFKA_PORT": str(free_port())})  # fmt: skip
+                              "CDP_KAFKA_PORT": str(free_port()), "CDP_RATE_LIMIT": "0"})  # fmt: skip
     platform = Platform(settings)
     server = ThreadedServer(platform).start()
     received = datetime.now(timezone.utc)

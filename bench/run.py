@@ -236,8 +236,10 @@ class Server:
         self.ingest_url = f"http://127.0.0.1:{self.ingest_port}"  # the ingest workers
         self.env = {**os.environ, "CDP_DATA_DIR": str(data_dir), "CDP_HTTP_PORT": str(self.port),
                     "CDP_INGEST_PORT": str(self.ingest_port), "CDP_INGEST_WORKERS": str(ingest_workers),
-                    "CDP_KAFKA_PORT": str(free_port()), "CDP_ENCRYPTION": "on" if encryption else "off"}  # fmt: skip
-        for name in ("CDP_EVENT_STORE", "CDP_CLICKHOUSE_URL", "CDP_KAFKA_BOOTSTRAP", "CDP_WRITE_KEY", "CDP_READ_KEY"):
+                    "CDP_KAFKA_PORT": str(free_port()), "CDP_ENCRYPTION": "on" if encryption else "off",
+                    "CDP_RATE_LIMIT": "0"}  # fmt: skip  # the benchmark measures capacity: no per-key limit
+        for name in ("CDP_EVENT_STORE", "CDP_CLICKHOUSE_URL", "CDP_KAFKA_BOOTSTRAP", "CDP_WRITE_KEY", "CDP_READ_KEY",
+                     "CDP_ADMIN_KEY", "CDP_PLATFORM_KEY"):
             self.env.pop(name, None)  # the embedded defaults, whatever this shell has set
         self.data_dir = data_dir
         self.log_path = log
@@ -251,7 +253,7 @@ class Server:
         _wait_http(f"{self.url}/healthz", process=self.process)
         _wait_http(f"{self.ingest_url}/healthz", process=self.process)  # the workers start after the core
         keys = json.loads((self.data_dir / "keys.json").read_text())
-        self.write_key, self.read_key = keys["write_key"], keys["read_key"]
+        self.write_key, self.read_key, self.platform_key = keys["write_key"], keys["read_key"], keys["platform_key"]
         return self
 
     def status(self) -> dict[str, Any]:
@@ -270,7 +272,8 @@ class Server:
         """The core's per-stage counters from /metrics: {stage: {"cpu_s": …, "entries": …}}."""
         counters: dict[str, dict[str, float]] = {stage: {"cpu_s": 0.0, "entries": 0.0} for stage in STAGES}
         pattern = re.compile(r'^cdp_stage_(cpu_seconds|entries)_total\{stage="([^"]+)"\} (\S+)$')
-        for line in httpx.get(f"{self.url}/metrics", timeout=30).text.splitlines():
+        metrics = httpx.get(f"{self.url}/metrics", headers={"Authorization": f"Bearer {self.platform_key}"}, timeout=30)
+        for line in metrics.text.splitlines():
             if match := pattern.match(line):
                 kind, stage, value = match.groups()
                 counters.setdefault(stage, {"cpu_s": 0.0, "entries": 0.0})

@@ -77,7 +77,7 @@ def backfill_rate(events: int, directory: Path) -> dict[str, Any]:
 
 
 def enter_latency(samples: int, directory: Path) -> dict[str, Any]:
-    settings = Settings(data_dir=directory / "data", http_port=free_port(), kafka_port=free_port(),
+    settings = Settings(data_dir=directory / "data", http_port=free_port(), kafka_port=free_port(), rate_limit=0,
                         kafka_partitions=2, clickhouse_url=f"chdb://{directory / 'ch'}")  # fmt: skip
     platform = Platform(settings)
     server = ThreadedServer(platform).start()
@@ -85,7 +85,7 @@ def enter_latency(samples: int, directory: Path) -> dict[str, Any]:
     latencies = []
     try:
         with httpx.Client(base_url=base, timeout=30) as http:
-            auth = {"Authorization": f"Bearer {platform.keys.write_key}"}
+            auth = {"Authorization": f"Bearer {platform.keys.admin_key}"}
             assert http.put("/v1/tags/vip", json={"name": "VIP", "rule": VIP}, headers=auth).status_code == 200
             consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, consumer_timeout_ms=100)
             parts = [TopicPartition("cdp.tag-changes", p) for p in consumer.partitions_for_topic("cdp.tag-changes")]

@@ -8,8 +8,8 @@ ever changed by one thread, and is rebuilt from the log when a save fails.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 from uuid import UUID
@@ -19,6 +19,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
+from domain.access import KINDS, KeyGrant, KeyTable, checked_scopes, hash_key, new_key_id
 from domain.identity import IdentityGraph, IdentityRules, identifier, own_identifier
 from domain.model import Profile, Workspace, customer_event_id_for, recorded
 from domain.privacy import Sealer, SealingMapper, Shredded, event_subjects
@@ -35,14 +36,11 @@ PROFILE_TOPICS = [
 ]  # fmt: skip
 WORKSPACE_TOPICS = [
     get_topic(Workspace.Created), get_topic(Workspace.KeyIssued), get_topic(Workspace.RulesChanged),
-    get_topic(Workspace.OriginsAllowed),
+    get_topic(Workspace.OriginsAllowed), get_topic(Workspace.KeyCreated), get_topic(Workspace.KeyRevoked),
+    get_topic(Workspace.Renamed),
 ]  # fmt: skip
 LOAD_PAGE = 10_000
 log = logging.getLogger(__name__)
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 class IdentityError(ValueError):
@@ -62,12 +60,6 @@ class Recorded:
     event_id: str
     profile_id: str | None  # None for a retry of an event stored by an earlier request
     stored: bool  # False: the messageId was already stored (a retry); nothing new was written
-
-
-@dataclass(frozen=True)
-class KeyGrant:
-    workspace_id: str
-    kind: str  # "write" | "read"
 
 
 LOG_NAME = "CustomerData"  # eventsourcing names the log's tables (and reads its settings) after the application
@@ -131,7 +123,7 @@ class CustomerData(EventLog):
         self.graph = IdentityGraph()
         self.profiles: dict[str, Profile] = {}
         self.workspaces: dict[str, Workspace] = {}
-        self.keys: dict[str, KeyGrant] = {}
+        self.keys = KeyTable()  # every live key (domain/access.py)
         self._rules: dict[str, IdentityRules] = {}
         self.definitions = Definitions()  # tags and saved segments (domain/tags.py)
         self.webhook_mappings = WebhookMappings()  # webhook sources' mappings (domain/webhooks.py)
@@ -177,11 +169,10 @@ class CustomerData(EventLog):
         if isinstance(e, Workspace.Created):
             self.workspaces[originator] = e.mutate(None)
             return
-        if isinstance(e, (Workspace.KeyIssued, Workspace.RulesChanged, Workspace.OriginsAllowed)):
+        if isinstance(e, Workspace.Event):
             e.mutate(self.workspaces[originator])
-            if isinstance(e, Workspace.KeyIssued):
-                self.keys[e.key_hash] = KeyGrant(originator, e.kind)
-            elif isinstance(e, Workspace.RulesChanged):
+            self.keys.apply(originator, e)
+            if isinstance(e, Workspace.RulesChanged):
                 self._rules.pop(originator, None)
             return
         if isinstance(e, Profile.Created):
@@ -208,23 +199,68 @@ class CustomerData(EventLog):
             self.workspaces[workspace_id] = workspace
         return workspace_id
 
-    def grant_key(self, workspace_id: str, kind: str, key: str) -> None:
-        if kind not in ("write", "read"):
-            raise ValueError(f"key kind must be 'write' or 'read', not {kind!r}")
-        key_hash = hash_key(key)
-        if key_hash in self.keys:
-            if self.keys[key_hash] != KeyGrant(workspace_id, kind):
-                raise ValueError("this key is already granted elsewhere; generate a new one")
-            return
-        workspace = self.workspaces[workspace_id]
-        workspace.issue_key(kind, key_hash)
-        self.save(workspace)
-        self.keys[key_hash] = KeyGrant(workspace_id, kind)
+    def create_workspace(self, name: str) -> str:
+        """A new workspace; ValueError when the name is taken, or was the first name of one (its id)."""
+        if str(Workspace.create_id(name)) in self.workspaces or any(w.name == name for w in self.workspaces.values()):
+            raise ValueError(f"a workspace named {name!r} exists already; choose another name")
+        return self.ensure_workspace(name)
 
-    def authorise(self, key: str, kind: str) -> str | None:
-        """The workspace id a key of `kind` belongs to, or None."""
-        grant = self.keys.get(hash_key(key))
-        return grant.workspace_id if grant is not None and grant.kind == kind else None
+    def rename_workspace(self, workspace_id: str, name: str) -> None:
+        if any(w.name == name for i, w in self.workspaces.items() if i != workspace_id):
+            raise ValueError(f"a workspace named {name!r} exists already; choose another name")
+        workspace = self.workspaces[workspace_id]
+        workspace.rename(name)
+        self.save(workspace)
+
+    def grant_key(self, workspace_id: str, kind: str, key: str) -> None:
+        """A key configured at start (CDP_* or the data dir's keys.json): made once, then found again. The start
+        keys of this kind it replaces are revoked, so a key taken out of the configuration stops working."""
+        key_hash = hash_key(key)
+        existing = self.keys.by_hash.get(key_hash)
+        if existing is not None and (existing.workspace_id, existing.kind) != (workspace_id, kind):
+            raise ValueError("this key is already granted elsewhere; generate a new one")
+        for grant in self.keys.of_workspace(workspace_id):
+            if grant.kind == kind and grant.origin == "start" and self.keys.hash_of[grant.key_id] != key_hash:
+                self.revoke_key(workspace_id, grant.key_id, "no longer configured at start")
+        if existing is None:
+            self.create_key(workspace_id, kind, key, origin="start", name=f"{kind} key set at start")
+
+    def create_key(
+        self, workspace_id: str, kind: str, key: str, scopes: list[str] | None = None, name: str = "",
+        expires_at: float | None = None, origin: str = "api",
+    ) -> KeyGrant:
+        """Record a new key (its hash); ValueError for a kind, scope or expiry that cannot be."""
+        if kind not in KINDS:
+            raise ValueError(f"key kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        granted = checked_scopes(kind, scopes)
+        if expires_at is not None and expires_at <= time.time():
+            raise ValueError("expires_at is in the past; give a time to come (ISO 8601) or none")
+        key_hash = hash_key(key)
+        if key_hash in self.keys.by_hash or key_hash in self.keys.revoked:
+            raise ValueError("this key is already granted, or was revoked; generate a new one")
+        workspace = self.workspaces[workspace_id]
+        key_id = new_key_id()
+        workspace.create_key(key_id, kind, sorted(granted), key_hash, name, expires_at, origin)
+        self.save(workspace)
+        grant = KeyGrant(workspace_id, kind, key_id, granted, name, expires_at, origin, time.time())
+        self.keys.add(key_hash, grant)
+        return grant
+
+    def revoke_key(self, workspace_id: str, key_id: str, reason: str = "revoked") -> bool:
+        """Revoke a live key of this workspace; False when it has none of that id (unknown or revoked)."""
+        key_hash = self.keys.hash_of.get(key_id)
+        if key_hash is None or self.keys.by_hash[key_hash].workspace_id != workspace_id:
+            return False
+        workspace = self.workspaces[workspace_id]
+        workspace.revoke_key(key_id, key_hash, reason)
+        self.save(workspace)
+        self.keys.revoke(key_id)
+        return True
+
+    def authorise(self, key: str) -> KeyGrant | None:
+        """What a key opens, or None (unknown, revoked or expired)."""
+        grant = self.keys.grant(key)
+        return None if grant is None or grant.expired(time.time()) else grant
 
     def rules_for(self, workspace_id: str) -> IdentityRules:
         if workspace_id not in self._rules:

@@ -14,7 +14,8 @@ import threading
 import time
 from typing import Any
 
-from domain.application import LOAD_PAGE, WORKSPACE_TOPICS, EventLog, KeyGrant, hash_key
+from domain.access import KeyGrant, KeyTable
+from domain.application import LOAD_PAGE, WORKSPACE_TOPICS, EventLog
 from domain.model import Workspace
 from domain.regulations import DELETES, REGULATION_TOPICS, Regulation, Suppressions
 
@@ -27,7 +28,7 @@ class Directory(EventLog):
     def __init__(self, env: dict[str, str] | None = None, sealer: Any = None) -> None:
         super().__init__(env=env, sealer=sealer)
         self.workspaces: dict[str, Workspace] = {}
-        self.keys: dict[str, KeyGrant] = {}
+        self.keys = KeyTable()
         self.suppressions = Suppressions()  # what ingest drops (domain/regulations.py), at most REFRESH_S late
         self._erasing: dict[str, tuple[str, list[str]]] = {}  # delete regulation → (workspace, subject hashes)
         self._position = 0  # the log read through; workspace events after it are not applied yet
@@ -63,20 +64,20 @@ class Directory(EventLog):
             self.workspaces[originator] = e.mutate(None)
             return
         e.mutate(self.workspaces[originator])
-        if isinstance(e, Workspace.KeyIssued):
-            self.keys[e.key_hash] = KeyGrant(originator, e.kind)
+        self.keys.apply(originator, e)
 
     def refresh_if_stale(self, age: float = REFRESH_S) -> None:
         if time.monotonic() - self._refreshed >= age:
             self.refresh()
 
-    def authorise(self, key: str, kind: str) -> str | None:
-        """The workspace id a key of `kind` belongs to, or None (after a refresh, at most one a second)."""
-        grant = self.keys.get(hash_key(key))
+    def authorise(self, key: str) -> KeyGrant | None:
+        """What a key opens, or None (after a refresh, at most one a second). A key revoked in the core stops
+        here at the next refresh, at most REFRESH_S later."""
+        grant = self.keys.grant(key)
         if grant is None:
             self.refresh_if_stale()
-            grant = self.keys.get(hash_key(key))
-        return grant.workspace_id if grant is not None and grant.kind == kind else None
+            grant = self.keys.grant(key)
+        return None if grant is None or grant.expired(time.time()) else grant
 
     def allowed_origins(self, workspace_id: str) -> list[str]:
         return list(self.workspaces[workspace_id].allowed_origins) if workspace_id in self.workspaces else []

@@ -1,7 +1,8 @@
 """Errors that carry their meaning: a stable `code` and a kind the edges map to a status.
 
 The layers below the HTTP adapters raise these; the adapters turn `kind` into a
-status code (invalid → 400, not_found → 404, conflict → 409, unavailable → 503)
+status code (invalid → 400, unauthorised → 401, forbidden → 403, not_found → 404, conflict → 409,
+too_many → 429, unavailable → 503)
 and never read the message to decide. Messages say what to change in words and
 name no HTTP route: the same error reaches a CLI user too.
 """
@@ -51,3 +52,28 @@ class Unavailable(CdpError):
 
     kind = "unavailable"
     code = "unavailable"
+
+
+class Unauthorised(CdpError):
+    """No key, or one that is unknown, revoked or expired."""
+
+    kind = "unauthorised"
+    code = "unauthorized"
+
+
+class Forbidden(CdpError):
+    """A live key that does not open what was asked (another kind, or a read key without the scope)."""
+
+    kind = "forbidden"
+    code = "forbidden"
+
+
+class TooMany(CdpError):
+    """A key sent more requests than its rate allows; `retry_after` seconds until the next is taken."""
+
+    kind = "too_many"
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -48,7 +48,24 @@ class Workspace(Aggregate):
 
     @event("KeyIssued")
     def issue_key(self, kind: str, key_hash: str) -> None:
+        """A key of an earlier version: a write key, or a read key of every scope (domain/access.py)."""
         self.key_hashes[key_hash] = kind
+
+    @event("KeyCreated")
+    def create_key(
+        self, key_id: str, kind: str, scopes: list[str], key_hash: str, name: str, expires_at: float | None,
+        origin: str,
+    ) -> None:
+        self.key_hashes[key_hash] = kind
+
+    @event("KeyRevoked")
+    def revoke_key(self, key_id: str, key_hash: str, reason: str) -> None:
+        self.key_hashes.pop(key_hash, None)
+
+    @event("Renamed")
+    def rename(self, name: str) -> None:
+        """The name shown; the id stays the one the first name gave."""
+        self.name = name
 
     @event("RulesChanged")
     def change_rules(self, version: int, rules: dict[str, Any]) -> None:

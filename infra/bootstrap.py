@@ -17,13 +17,14 @@ from kafka.errors import KafkaError
 
 from domain.application import CustomerData
 from domain.regulations import suppressed_call
+from infra.audit_log import AUDIT_TOPIC, AuditWriter
 from infra.broker import BundledBroker
 from infra.clickhouse import clickhouse_client, separate_client
 from infra.config import ConfigError, Settings
 from infra.data_dir import secure_data_dir
 from infra.eventstore import TRANSIENT_STORE_ERRORS, open_event_store, open_intake_log, opening_stores
 from infra.kafka_security import kafka_client_options
-from infra.keys import Keys, load_or_create_keys
+from infra.keys import Keys, load_or_create_keys, renew_key
 from infra.startup_checks import check_projections, log_fingerprint
 from ingest.committer import GroupCommitter
 from ingest.dead_letters import DeadLetterStore, NewDeadLetter
@@ -39,10 +40,13 @@ from projections.tags import EPOCH, TagStore
 from projections.verify import differences
 from services import Services
 from services.access import Access
+from services.audit import AuditLog
 from services.dead_letters import DeadLetterService
+from services.keys import KeyService, WorkspaceService
 from services.kpis import KpiService
 from services.profiles import ProfileService
 from services.quarantine import QuarantineService
+from services.rate_limit import RateLimit
 from services.regulations import RegulationService
 from services.settings import SettingsService
 from services.tags import TagService
@@ -60,7 +64,7 @@ from streams.tail import CommittedTail
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKSPACE = "default"
-DERIVED_TOPICS = [PROFILE_CHANGES_TOPIC, TAG_CHANGES_TOPIC, KPI_UPDATES_TOPIC]
+DERIVED_TOPICS = [PROFILE_CHANGES_TOPIC, TAG_CHANGES_TOPIC, KPI_UPDATES_TOPIC, AUDIT_TOPIC]
 # Failures that say nothing about the entry being applied: the page is retried whole, never quarantined.
 TRANSIENT = (*TRANSIENT_ERRORS, KafkaError)
 
@@ -161,10 +165,17 @@ class Platform:
             self.dead_letters = DeadLetterStore(self.app.recorder, self.app.sealer)
         self.workspace_id = self.app.ensure_workspace(DEFAULT_WORKSPACE)
         self.keys = load_or_create_keys(s)
-        if self.keys.write_key == self.keys.read_key:
-            raise ConfigError("CDP_WRITE_KEY and CDP_READ_KEY must differ: a read key must not be able to write")
-        self.app.grant_key(self.workspace_id, "write", self.keys.write_key)
-        self.app.grant_key(self.workspace_id, "read", self.keys.read_key)
+        chosen = self.keys.as_json()
+        if len(set(chosen.values())) < len(chosen):
+            raise ConfigError("CDP_WRITE_KEY, CDP_READ_KEY, CDP_ADMIN_KEY and CDP_PLATFORM_KEY must all differ: each "
+                              "kind of key opens something the others must not")  # fmt: skip
+        for kind in ("write", "read", "admin"):
+            if self.app.keys.was_revoked(chosen[f"{kind}_key"]):
+                if getattr(s, f"{kind}_key"):
+                    raise ConfigError(f"CDP_{kind.upper()}_KEY was revoked; set it to a new key (or unset it to have "
+                                      "one generated into the data dir)")  # fmt: skip
+                self.keys = renew_key(s, kind)  # the generated one was revoked: a new one, printed at start
+            self.app.grant_key(self.workspace_id, kind, getattr(self.keys, f"{kind}_key"))
 
     def _open_projections(self) -> Any:
         """ClickHouse, migrated and checked against the log, and the stores over it; returns the client."""
@@ -254,6 +265,9 @@ class Platform:
             self.committer.submit, self.committer.record_now, self.dead_letters, s.max_event_bytes,
             suppressed=lambda ws, call: suppressed_call(app.suppressions, app.sealer.subject_hash, ws, call),
         )  # fmt: skip
+        with opening_stores(s):
+            self.audit = AuditWriter(self.app.recorder, KafkaPublisher(
+                self.producer, AUDIT_TOPIC, key=lambda m: m["workspace_id"]).publish, self.intake_log).start()
         self.services = self._services()
         self.kafka_ingest = KafkaIngest(
             s.bootstrap_servers, self.intake, self.services.access.authorise_write, self.workspace_id,
@@ -276,7 +290,7 @@ class Platform:
         parts = (
             self.kafka_ingest,  # first: it writes through the committer
             getattr(self, "committer", None), self.resolver, self.relay, self.follower, self.tag_timer, self.tags,
-            self.kpi_updates,
+            self.kpi_updates, getattr(self, "audit", None),
         )  # fmt: skip
         for part in parts:
             if part is not None:
@@ -314,7 +328,9 @@ class Platform:
         tags = TagService(self.app, self.tags.store, writer, profiles.resolve, self.clock.now)
         profiles.extras = tags.profile_tags  # a current profile shows its tags
         return Services(
-            access=Access(self.app), profiles=profiles, tags=tags, kpis=KpiService(self.kpis),
+            access=Access(self.app, self.keys.platform_key, RateLimit(self.settings.rate_limit, self.settings.rate_burst)),
+            keys=KeyService(self.app, writer), workspaces=WorkspaceService(self.app, writer), audit=AuditLog(self.audit),
+            profiles=profiles, tags=tags, kpis=KpiService(self.kpis),
             quarantine=QuarantineService(self.app, self.quarantine, self._retry),
             dead_letters=DeadLetterService(self.dead_letters, self.intake),
             settings=SettingsService(self.app, writer),

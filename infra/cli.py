@@ -30,6 +30,7 @@ from infra.data_dir import secure_data_dir
 from infra.instance_lock import NAMES, AlreadyRunning, Holder, InstanceLock
 from infra.server import create_app
 from infra.startup_checks import PortUnavailable, check_ports
+from infra.access_cli import audit, register_key_commands, workspaces_app
 from infra.import_cli import import_files
 from infra.tags_cli import tags_app
 from infra.webhooks_cli import webhooks_app
@@ -39,8 +40,11 @@ app = typer.Typer(help="Event-sourced customer data platform.", no_args_is_help=
 app.add_typer(tags_app, name="tags")
 app.add_typer(webhooks_app, name="webhooks")
 app.command("import")(import_files)
-keys_app = typer.Typer(help="The default workspace's write and read keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Keys: the start keys, a workspace's keys, the master key.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+register_key_commands(keys_app)
+app.add_typer(workspaces_app, name="workspaces")
+app.command("audit")(audit)
 console = Console()
 
 
@@ -68,6 +72,10 @@ def _banner(platform: Platform) -> None:
         console.print(f"  write key : [bold]{platform.keys.write_key}[/bold]  (new; HTTP Basic username for /v1/batch …)")
     if "read" in generated:
         console.print(f"  read key  : [bold]{platform.keys.read_key}[/bold]  (new; Authorization: Bearer for /v1/profiles …)")
+    if "admin" in generated:
+        console.print(f"  admin key : [bold]{platform.keys.admin_key}[/bold]  (new; rules, tags, keys, regulations, audit)")
+    if "platform" in generated:
+        console.print(f"  platform key: [bold]{platform.keys.platform_key}[/bold]  (new; workspaces and /metrics)")
     console.print(f"  keys file : {s.keys_path}  (`cdp keys show` prints the keys)")
     if master_key_generated(s):
         console.print(f"  [yellow]master key: generated into {s.master_key_path}[/yellow]: back it up now, apart from "
@@ -524,7 +532,7 @@ def restore(
 
 
 def _key(kind: str) -> str:
-    """The read or write key: CDP_READ_KEY / CDP_WRITE_KEY, else the keys file `cdp up` wrote."""
+    """A start key of this kind: its CDP_* variable (CDP_READ_KEY, ...), else the keys file `cdp up` wrote."""
     settings = _settings()
     keys_file = settings.keys_path
     key = getattr(settings, f"{kind}_key") or (
@@ -538,9 +546,10 @@ def _key(kind: str) -> str:
 
 @keys_app.command("show")
 def keys_show() -> None:
-    """Print the write and read keys (from CDP_WRITE_KEY / CDP_READ_KEY, else the keys file `cdp up` wrote)."""
-    console.print(f"write key: {_key('write')}", markup=False, highlight=False)
-    console.print(f"read key:  {_key('read')}", markup=False, highlight=False)
+    """Print the start keys: the default workspace's write, read and admin keys and the platform key (from their
+    CDP_* variables, else the keys file `cdp up` wrote)."""
+    for kind in ("write", "read", "admin", "platform"):
+        console.print(f"{kind + ' key:':14}{_key(kind)}", markup=False, highlight=False)
 
 
 @keys_app.command("rotate-master")
@@ -617,12 +626,12 @@ def quarantine(
     """List the log entries a projection could not apply, with the reason, or apply them again."""
     if retry:
         body = {"projection": projection} if projection else {}
-        result = _call("POST", "/v1/quarantine/retry", _key("write"), body)
+        result = _call("POST", "/v1/quarantine/retry", _key("admin"), body)
         console.print(f"applied {len(result['applied'])}, still failing {len(result['failed'])}")
         for failed in result["failed"]:
             console.print(f"  {failed['projection']} @ {failed['position']}: {failed['reason']}")
         raise typer.Exit(1 if result["failed"] else 0)
-    entries = _call("GET", "/v1/quarantine", _key("read"))["entries"]
+    entries = _call("GET", "/v1/quarantine", _key("admin"))["entries"]
     entries = [e for e in entries if not projection or e["projection"] == projection]
     if not entries:
         console.print("[green]no quarantined entries[/green]")
@@ -649,13 +658,13 @@ def dead_letters(
         if not filters:
             console.print("[red]say which to replay:[/red] --code or --source (or POST /v1/dead-letters/replay with ids)")
             raise typer.Exit(2)
-        result = _call("POST", "/v1/dead-letters/replay", _key("write"), {**filters, "limit": limit})
+        result = _call("POST", "/v1/dead-letters/replay", _key("admin"), {**filters, "limit": limit})
         console.print(f"replayed {result['replayed']}, refused again {result['refused']}")
         for r in result["results"]:
             if r["outcome"] == "refused":
                 console.print(f"  #{r['id']} {r['field']}: {r['reason']}")
         return
-    body = _call("GET", "/v1/dead-letters?" + urlencode({**filters, "limit": limit}), _key("read"))
+    body = _call("GET", "/v1/dead-letters?" + urlencode({**filters, "limit": limit}), _key("admin"))
     letters = body["dead_letters"]
     if not letters:
         console.print("[green]no dead letters[/green]")

@@ -38,6 +38,11 @@ class Settings:
     ingest_topic: str = "cdp.ingest"  # Segment calls from Kafka producers (ingest/kafka_topic.py)
     write_key: str | None = None
     read_key: str | None = None
+    admin_key: str | None = None  # CDP_ADMIN_KEY: the default workspace's first admin key (docs/access.md)
+    platform_key: str | None = None  # CDP_PLATFORM_KEY: manages workspaces; None → generated into keys.json
+    rate_limit: float = 1000.0  # CDP_RATE_LIMIT: HTTP requests a second per key and process; 0: no limit
+    rate_burst: float = 0.0  # CDP_RATE_BURST: requests at once per key; 0: two seconds' worth
+    metrics_open: bool = False  # CDP_METRICS_OPEN=on: /metrics without the platform key (a private network)
     processor_driver: str = "log"  # "log" (follow the event store in-process) | "kafka" (Faust)
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
@@ -130,6 +135,20 @@ def _workers(env: Mapping[str, str]) -> int:
     if count < 0:
         raise ConfigError(f"CDP_INGEST_WORKERS={count} is negative; use 0 (none) or more")
     return count
+
+
+def _non_negative(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name}={raw!r} is not a number of 0 or more; set it to a number such as {default:g} "
+                          "(0 turns it off)")  # fmt: skip
+    return value
 
 
 def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -361,7 +380,8 @@ def _data_dir(env: Mapping[str, str]) -> Path:
 
 
 def _workspace_key(env: Mapping[str, str], name: str) -> str | None:
-    """CDP_WRITE_KEY / CDP_READ_KEY: sent as a bearer token or an HTTP Basic user name, so neither blanks nor ':'."""
+    """CDP_WRITE_KEY, CDP_READ_KEY, CDP_ADMIN_KEY, CDP_PLATFORM_KEY: sent as a bearer token (the write key also as an
+    HTTP Basic user name), so neither blanks nor ':'."""
     raw = env.get(name)
     if not raw:
         return None
@@ -434,6 +454,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ingest_topic=_topic(env, "CDP_INGEST_TOPIC", "cdp.ingest"),
         write_key=_workspace_key(env, "CDP_WRITE_KEY"),
         read_key=_workspace_key(env, "CDP_READ_KEY"),
+        admin_key=_workspace_key(env, "CDP_ADMIN_KEY"),
+        platform_key=_workspace_key(env, "CDP_PLATFORM_KEY"),
+        rate_limit=_non_negative(env, "CDP_RATE_LIMIT", 1000.0),
+        rate_burst=_non_negative(env, "CDP_RATE_BURST", 0.0),
+        metrics_open=_switch(env, "CDP_METRICS_OPEN", False),
         processor_driver=driver,
         sql_max_rows=_count(env, "CDP_SQL_MAX_ROWS", 10_000),
         sql_timeout_s=_positive(env, "CDP_SQL_TIMEOUT_S", 10.0),

@@ -18,11 +18,12 @@ import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.errors import install_error_handlers
+from api.auth import bearer
+from api.errors import ApiError, install_error_handlers
 from domain.directory import REFRESH_S, Directory
 from domain.regulations import suppressed_call
 from infra.config import Settings, load_settings
@@ -32,7 +33,9 @@ from ingest.committer import GroupCommitter
 from ingest.dead_letters import DeadLetterStore
 from ingest.intake import Intake
 from services import IngestServices
+from infra.keys import configured_platform_key
 from services.access import Access
+from services.rate_limit import RateLimit
 from services.settings import SettingsService
 
 log = logging.getLogger(__name__)
@@ -62,7 +65,8 @@ class IngestWorker:
             suppressed=lambda ws, call: suppressed_call(directory.suppressions, directory.sealer.subject_hash, ws, call),
         )  # fmt: skip
         self.services = IngestServices(
-            access=Access(self.directory), settings=SettingsService(self.directory, None), intake=intake,
+            access=Access(self.directory, configured_platform_key(s), RateLimit(s.rate_limit, s.rate_burst)),
+            settings=SettingsService(self.directory, None), intake=intake,
             max_event_bytes=s.max_event_bytes, max_batch_bytes=s.max_batch_bytes,
         )  # fmt: skip
         threading.Thread(target=self._refresh, name="directory", daemon=True).start()
@@ -104,8 +108,12 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok", "role": "ingest"}
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this worker")
-    def metrics() -> Response:
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this worker (the platform key)")
+    def metrics(request: Request) -> Response:
+        services = worker.services
+        if not worker.settings.metrics_open and (services is None or not services.access.is_platform(bearer(request))):
+            raise ApiError(401, "unauthorized", "metrics need the platform key as 'Authorization: Bearer <platform key>' "
+                           "(Prometheus: authorization.credentials), or CDP_METRICS_OPEN=on on a private network")
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

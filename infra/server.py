@@ -6,24 +6,27 @@ import asyncio
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 
-from api.errors import install_error_handlers
+from api.audit import AuditMiddleware
+from api.auth import bearer, described
+from api.errors import ApiError, install_error_handlers
+from api.openapi import document_keys
 from infra.bootstrap import Platform
 from ingest import dead_letters_http, http as ingest_http, webhooks_http
-from queries import http as profiles_http, kpis, quarantine, regulations, sql, tags
+from queries import access, http as profiles_http, kpis, quarantine, regulations, sql, tags
 
 # The HTTP adapters; the app is their composition.
 ROUTERS = (
     ingest_http.router, ingest_http.settings_router, dead_letters_http.router, profiles_http.router, tags.router,
-    kpis.router, sql.router, quarantine.router, webhooks_http.router, regulations.router,
+    kpis.router, sql.router, quarantine.router, webhooks_http.router, regulations.router, access.router,
 )
 
 
@@ -86,16 +89,35 @@ def create_app(
     install_error_handlers(app)  # one error shape, {"code", "message", "errors"}, for every route
     for router in ROUTERS:
         app.include_router(router)
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:  # each operation says which key it needs
+        if app.openapi_schema is None:
+            document_keys(base_openapi(), [route for router in ROUTERS for route in router.routes], described)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    # Admin actions and reads of personal data, recorded once answered (services/audit.py).
+    app.add_middleware(AuditMiddleware, recorder=lambda: _audit_record(platform))
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
-    def metrics() -> Response:
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (the platform key, unless CDP_METRICS_OPEN)")
+    def metrics(request: Request) -> Response:
+        services = getattr(platform, "services", None)
+        if not platform.settings.metrics_open and (services is None or not services.access.is_platform(bearer(request))):
+            raise ApiError(401, "unauthorized", "metrics need the platform key as 'Authorization: Bearer <platform key>' "
+                           "(Prometheus: authorization.credentials), or CDP_METRICS_OPEN=on on a private network")
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _audit_record(platform: Platform) -> Callable[..., None] | None:
+    services = getattr(platform, "services", None)
+    return services.audit.record if services is not None else None
 
 
 class ThreadedServer:

@@ -21,13 +21,16 @@ console = Console()
 
 
 def _keys(settings: Settings) -> tuple[str, str]:
+    """The admin key (changing tags needs it) and the key that reads them: the read key, else the admin key
+    (it opens every read scope)."""
     stored = json.loads(settings.keys_path.read_text()) if settings.keys_path.exists() else {}
-    write_key, read_key = settings.write_key or stored.get("write_key"), settings.read_key or stored.get("read_key")
-    if not write_key or not read_key:
-        console.print(f"[red]no keys:[/red] set CDP_WRITE_KEY and CDP_READ_KEY or run `cdp up` once to create "
-                      f"{settings.keys_path}")  # fmt: skip
+    admin_key = settings.admin_key or stored.get("admin_key")
+    if not admin_key:
+        console.print(f"[red]no admin key:[/red] changing tags needs the workspace's admin key; set CDP_ADMIN_KEY or "
+                      f"run `cdp up` once to create {settings.keys_path}")  # fmt: skip
         raise typer.Exit(2)
-    return write_key, read_key
+    read_key = settings.read_key or stored.get("read_key") or admin_key
+    return str(admin_key), str(read_key)
 
 
 def definitions_in(text: str) -> list[dict[str, Any]]:
@@ -59,7 +62,7 @@ def apply(
     except (ConfigError, ValueError, yaml.YAMLError) as exc:
         console.print(f"[red]{file}:[/red] {exc}")
         raise typer.Exit(2) from None
-    write_key, read_key = _keys(settings)
+    admin_key, read_key = _keys(settings)
     base = api_base(settings)
     applied: list[tuple[str, int]] = []
     with httpx.Client(base_url=base, timeout=30, verify=api_verify(settings)) as http:
@@ -70,7 +73,7 @@ def apply(
             raise typer.Exit(1) from None
         for tag in tags:
             try:
-                response = http.put(f"/v1/tags/{tag['id']}", json=tag, headers={"Authorization": f"Bearer {write_key}"})
+                response = http.put(f"/v1/tags/{tag['id']}", json=tag, headers={"Authorization": f"Bearer {admin_key}"})
             except httpx.HTTPError as exc:
                 console.print(f"[red]cannot reach {base}:[/red] {exc}. Is `cdp up` running?")
                 raise typer.Exit(1) from None

@@ -33,11 +33,13 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _write_key(settings: Settings) -> str:
+def _admin_key(settings: Settings) -> str:
+    """Mappings are configuration: installing and listing them needs the workspace's admin key."""
     stored = json.loads(settings.keys_path.read_text()) if settings.keys_path.exists() else {}
-    key = settings.write_key or stored.get("write_key")
+    key = settings.admin_key or stored.get("admin_key")
     if not key:
-        console.print(f"[red]no write key:[/red] set CDP_WRITE_KEY or run `cdp up` once to create {settings.keys_path}")
+        console.print(f"[red]no admin key:[/red] webhook mappings need the workspace's admin key; set CDP_ADMIN_KEY "
+                      f"or run `cdp up` once to create {settings.keys_path}")  # fmt: skip
         raise typer.Exit(2)
     return str(key)
 
@@ -88,7 +90,7 @@ def apply(
     path = _file(file_or_name)
     text = path.read_text()
     name = _source(path, text, source)
-    key = _write_key(settings)
+    key = _admin_key(settings)
     content_type = "application/json" if path.suffix == ".json" else "application/yaml"
     response = _request("PUT", f"/v1/webhooks/{name}/mapping", key, content=text.encode(),
                         headers={"Content-Type": content_type})  # fmt: skip
@@ -110,7 +112,7 @@ def apply(
 @webhooks_app.command("list")
 def listing() -> None:
     """The installed webhook sources, with their mapping versions and event types."""
-    response = _request("GET", "/v1/webhooks", _write_key(_settings()))
+    response = _request("GET", "/v1/webhooks", _admin_key(_settings()))
     if response.status_code != 200:
         console.print(f"[red]{response.status_code}:[/red] {response.text}")
         raise typer.Exit(1)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import ReadKey, WriteKey, services
+from api.auth import Requires, services
 from api.errors import ApiError
 from api.responses import json_response
 from domain.times import parse_instant
@@ -18,12 +18,9 @@ from services import Services
 from services.dead_letters import DeadLetterService, ListDeadLetters, ReplayDeadLetters
 
 MAX_PAGE = 1000
-_READ = "dead letters are read with the workspace's read key (Bearer)"
-_WRITE = "replaying dead letters needs the workspace's write key (Bearer)"
 
 router = APIRouter(tags=["ingest"])
-read_key = ReadKey(missing=_READ, unknown=_READ)
-write_key = WriteKey(_WRITE, missing=_WRITE, basic=False)
+letters_admin = Requires("admin", "the dead-letter store (it holds refused events as sent)")
 
 
 def dead_letters(built: Services = Depends(services)) -> DeadLetterService:
@@ -60,7 +57,7 @@ def list_dead_letters(
     include_replayed: bool = False,
     after: int = Query(0, ge=0, le=2**62, description="the last id of the previous page"),
     limit: int = Query(100, ge=1, le=MAX_PAGE),
-    workspace_id: str = Depends(read_key),
+    workspace_id: str = Depends(letters_admin),
     service: DeadLetterService = Depends(dead_letters),
 ) -> Response:
     query = ListDeadLetters(workspace_id, code, source, _time("from", since), _time("to", until), include_replayed,
@@ -70,7 +67,7 @@ def list_dead_letters(
 
 @router.post("/v1/dead-letters/replay", summary="Submit dead letters again, after the sender or schema was fixed")
 async def replay(
-    payload: ReplayRequest, workspace_id: str = Depends(write_key), service: DeadLetterService = Depends(dead_letters)
+    payload: ReplayRequest, workspace_id: str = Depends(letters_admin), service: DeadLetterService = Depends(dead_letters)
 ) -> Response:
     ids = tuple(payload.ids) if payload.ids is not None else None
     return json_response(await service.replay(ReplayDeadLetters(workspace_id, ids, payload.code, payload.source, payload.limit)))

@@ -25,7 +25,7 @@ from fastapi.responses import Response
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import BadCredentials, WriteKey, basic_username, services
+from api.auth import BadCredentials, Requires, basic_username, services, write_key_scheme
 from api.errors import ApiError
 from api.openapi import inline_schema
 from api.responses import json_response
@@ -175,10 +175,7 @@ router = APIRouter(tags=["ingest"])
 # The workspace's settings: served by the core process only (changing them writes the event log).
 settings_router = APIRouter(tags=["ingest"])
 UNKNOWN_KEY = "unknown write key; use a write key of your workspace (see `cdp up` output)"
-settings_key = WriteKey(
-    "allowed origins are set with the workspace's write key (Bearer)",
-    missing="allowed origins are set with the workspace's write key (Bearer)",
-)
+settings_key = Requires("admin", "allowed origins")
 
 
 def settings(built: IngestServices = Depends(services)) -> SettingsService:
@@ -203,7 +200,7 @@ def _basic_workspace(built: IngestServices, request: Request) -> str | None:
         raise ApiError(401, "invalid_credentials", str(exc)) from None
     if key is None:
         return None
-    workspace_id = built.access.authorise_write(key)
+    workspace_id = built.access.authorise_write(key, limited=True)
     if workspace_id is None:
         raise ApiError(401, "unknown_key", UNKNOWN_KEY)
     return workspace_id
@@ -213,7 +210,7 @@ def _body_workspace(built: IngestServices, body: dict[str, Any]) -> str:
     key = body.get("writeKey")
     if not key:
         raise ApiError(401, "missing_key", "missing write key: send it as the HTTP Basic username or as writeKey in the body")  # fmt: skip
-    workspace_id = built.access.authorise_write(str(key))
+    workspace_id = built.access.authorise_write(str(key), limited=True)
     if workspace_id is None:
         raise ApiError(401, "unknown_key", UNKNOWN_KEY)
     return workspace_id
@@ -335,7 +332,7 @@ def _route(path: str, call_type: str | None, endpoint: str, source: str, summary
 
     router.add_api_route(
         path, receive, methods=["POST"], summary=summary, name=f"ingest_{endpoint}", include_in_schema=schema,
-        openapi_extra=request_body(call_type) if schema else None,
+        openapi_extra=request_body(call_type) if schema else None, dependencies=[Depends(write_key_scheme)],
     )
     router.add_api_route(path, preflight, methods=["OPTIONS"], include_in_schema=False, name=f"preflight_{endpoint}")
 

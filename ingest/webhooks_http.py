@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from api.auth import BadCredentials, basic_username, bearer, services
+from api.auth import BadCredentials, Requires, basic_username, bearer, services, write_key_scheme
 from api.errors import ApiError
 from api.responses import json_response
 from services import Services
@@ -52,15 +52,14 @@ def _workspace(request: Request, built: Services, allow_query: bool) -> str:
         ", or as ?key=<write key> on the URL" if allow_query else "")  # fmt: skip
     if not key:
         raise ApiError(401, "unauthorized", f"missing write key; send it {where}. Nothing was kept")
-    workspace_id = built.access.authorise_write(key)
+    workspace_id = built.access.authorise_write(key, limited=True)
     if workspace_id is None:
         raise ApiError(401, "unauthorized", "unknown write key; use the write key of your workspace (cdp up "
                                             "prints it). Nothing was kept")  # fmt: skip
     return workspace_id
 
 
-def write_key(request: Request, built: Services = Depends(services)) -> str:
-    return _workspace(request, built, allow_query=False)
+mappings_admin = Requires("admin", "webhook mappings and replays")
 
 
 def receiver_key(request: Request, built: Services = Depends(services)) -> str:
@@ -89,7 +88,8 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "")
 
 
-@router.post("/v1/webhooks/{source}", summary="Receive a tool's webhook; its mapping turns it into calls")
+@router.post("/v1/webhooks/{source}", summary="Receive a tool's webhook; its mapping turns it into calls",
+             dependencies=[Depends(write_key_scheme)])
 async def receive(
     source: str, request: Request, workspace_id: str = Depends(receiver_key), built: Services = Depends(services)
 ) -> Response:
@@ -108,7 +108,7 @@ async def receive(
 
 @router.post("/v1/webhooks/{source}/replay", summary="Map the source's dead-lettered payloads again and store them")
 async def replay(
-    source: str, request: Request, workspace_id: str = Depends(write_key), service: WebhookService = Depends(webhooks)
+    source: str, request: Request, workspace_id: str = Depends(mappings_admin), service: WebhookService = Depends(webhooks)
 ) -> Response:
     raw = await request.body()
     try:
@@ -120,7 +120,7 @@ async def replay(
 
 @router.put("/v1/webhooks/{source}/mapping", summary="Install or change a source's mapping (YAML or JSON)")
 async def put_mapping(
-    source: str, request: Request, workspace_id: str = Depends(write_key), service: WebhookService = Depends(webhooks)
+    source: str, request: Request, workspace_id: str = Depends(mappings_admin), service: WebhookService = Depends(webhooks)
 ) -> Response:
     view, created = await service.put_mapping(PutMapping(workspace_id, source, await request.body(), _content_type(request)))
     return json_response(view, 201 if created else 200)
@@ -128,7 +128,7 @@ async def put_mapping(
 
 @router.get("/v1/webhooks/{source}/mapping", summary="A source's mapping (JSON; as written with Accept: yaml)")
 def get_mapping(
-    source: str, request: Request, workspace_id: str = Depends(write_key), service: WebhookService = Depends(webhooks)
+    source: str, request: Request, workspace_id: str = Depends(mappings_admin), service: WebhookService = Depends(webhooks)
 ) -> Response:
     stored = service.mapping(workspace_id, source)
     if "yaml" in request.headers.get("accept", ""):
@@ -139,12 +139,12 @@ def get_mapping(
 
 @router.delete("/v1/webhooks/{source}/mapping", summary="Delete a source's mapping")
 async def remove_mapping(
-    source: str, workspace_id: str = Depends(write_key), service: WebhookService = Depends(webhooks)
+    source: str, workspace_id: str = Depends(mappings_admin), service: WebhookService = Depends(webhooks)
 ) -> Response:
     version = await service.delete_mapping(workspace_id, source)
     return json_response({"source": source, "version": version, "deleted": True})
 
 
 @router.get("/v1/webhooks", summary="The workspace's webhook sources and their mappings' versions")
-def list_sources(workspace_id: str = Depends(write_key), service: WebhookService = Depends(webhooks)) -> Response:
+def list_sources(workspace_id: str = Depends(mappings_admin), service: WebhookService = Depends(webhooks)) -> Response:
     return json_response({"webhooks": service.sources(workspace_id)})

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import Response
 
-from api.auth import WriteKey, read_key, services
+from api.auth import Requires, services
 from api.responses import json_response
 from domain.consent import BUILT_IN, DENIED, GRANTED, OTHER, ConsentError, Defaults
 from domain.crm import PURPOSE
@@ -21,7 +21,8 @@ from services import Services
 from services.settings import SetConsentDefaults, SettingsService
 
 router = APIRouter(tags=["settings"])
-write_key = WriteKey("unknown write key; consent defaults are set with a write key of your workspace")
+settings_read = Requires("read", "reading consent defaults", audit=False)
+settings_admin = Requires("admin", "setting consent defaults")
 EXAMPLE = {"defaults": BUILT_IN}
 BODY = {"requestBody": {"required": True, "content": {"application/json": {"example": EXAMPLE, "schema": {
     "type": "object", "required": ["defaults"], "additionalProperties": False,
@@ -47,7 +48,7 @@ def _answer(defaults: Defaults) -> Response:
 
 @router.get("/v1/settings/consent-defaults", summary="Consent per purpose for a person who never decided",
             responses=_ANSWERED)  # fmt: skip
-def get_consent_defaults(workspace_id: str = Depends(read_key), service: SettingsService = Depends(settings)) -> Response:
+def get_consent_defaults(workspace_id: str = Depends(settings_read), service: SettingsService = Depends(settings)) -> Response:
     return _answer(service.consent_defaults(workspace_id))
 
 
@@ -62,7 +63,7 @@ def get_consent_defaults(workspace_id: str = Depends(read_key), service: Setting
 )
 async def put_consent_defaults(
     payload: dict[str, Any] = Body(...),
-    workspace_id: str = Depends(write_key),
+    workspace_id: str = Depends(settings_admin),
     service: SettingsService = Depends(settings),
 ) -> Response:
     unknown = sorted(set(payload) - {"defaults"})

@@ -1,8 +1,8 @@
 """HTTP adapter of the profiles and identity service: profile reads, listings and timelines, and the
 identity commands (split, rules).
 
-Reads need the read key as `Authorization: Bearer`; identity commands change data
-and need the write key (as Bearer or as the HTTP Basic username). Each route turns
+Reads need a read key with the profiles (or, for timelines, events) scope as
+`Authorization: Bearer`; identity commands need an admin key (domain/access.py). Each route turns
 the request into a query or command of services/profiles.py and its answer into JSON.
 """
 
@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from api.auth import WriteKey, read_key, services
+from api.auth import Requires, audit_target, services
 from api.errors import ApiError
 from api.params import QUERY_TIME, QUERY_TIME_HELP, decode_cursor, encode_cursor, parse_query_time
 from api.responses import json_response
@@ -27,7 +27,10 @@ from services.profiles import (
 )  # fmt: skip
 
 router = APIRouter(tags=["profiles"])
-write_key = WriteKey("unknown write key; identity commands need a write key of your workspace")
+profiles_read = Requires("read:profiles", "reading profiles")
+events_read = Requires("read:events", "reading timelines")
+identity_admin = Requires("admin", "changing identity (splits, rules)")
+any_read = Requires("read", "this", audit=False)
 
 
 def profiles(built: Services = Depends(services)) -> ProfileService:
@@ -62,7 +65,7 @@ def find_profiles(
     request: Request,
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     cursor: str | None = Query(None, description="next_cursor of the page before"),
-    workspace_id: str = Depends(read_key),
+    workspace_id: str = Depends(profiles_read),
     service: ProfileService = Depends(profiles),
 ) -> Response:
     page = service.profiles(ListProfiles(workspace_id, _trait_filters(request), limit, cursor))
@@ -72,24 +75,28 @@ def find_profiles(
 @router.get("/v1/profiles/{identifier}", summary="A unified profile by identifier or profile id")
 def get_profile(
     identifier: str,
+    request: Request,
     as_of: str | None = Query(None, description=f"the profile as it was then; {QUERY_TIME_HELP}",
                               json_schema_extra=QUERY_TIME),
-    workspace_id: str = Depends(read_key),
+    workspace_id: str = Depends(profiles_read),
     service: ProfileService = Depends(profiles),
 ) -> Response:  # fmt: skip
-    return json_response(service.profile(GetProfile(workspace_id, identifier, parse_query_time("as_of", as_of))))
+    profile = service.profile(GetProfile(workspace_id, identifier, parse_query_time("as_of", as_of)))
+    audit_target(request, profile.get("profile_id"))
+    return json_response(profile)
 
 
 @router.get("/v1/profiles/{identifier}/events", summary="A profile's timeline, newest first, filterable")
 def get_events(
     identifier: str,
+    request: Request,
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     cursor: str | None = None,
     type: list[str] = Query(default_factory=list, description="call type or track event name; repeatable"),
     since: str | None = Query(None, alias="from", description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME),
     until: str | None = Query(None, alias="to", description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME),
     as_of: str | None = Query(None, description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME),
-    workspace_id: str = Depends(read_key),
+    workspace_id: str = Depends(events_read),
     service: ProfileService = Depends(profiles),
 ) -> Response:
     when = parse_query_time("as_of", as_of)
@@ -97,6 +104,7 @@ def get_events(
         workspace_id, identifier, limit, decode_cursor(cursor) if cursor else None, tuple(type),
         parse_query_time("from", since), parse_query_time("to", until), when,
     ))  # fmt: skip
+    audit_target(request, timeline.profile_id)
     next_cursor = encode_cursor(*timeline.next_before) if timeline.next_before else None
     return json_response({"profile_id": timeline.profile_id, "events": timeline.events, "next_cursor": next_cursor})
 
@@ -133,28 +141,35 @@ CONSENT_EXAMPLE = {
 )
 def get_consent(
     identifier: str,
+    request: Request,
     as_of: str | None = Query(None, description=f"consent as known then; {QUERY_TIME_HELP}",
                               json_schema_extra=QUERY_TIME),
     limit: int = Query(100, ge=1, le=MAX_PAGE, description="decisions in `history`, newest first"),
-    workspace_id: str = Depends(read_key),
+    workspace_id: str = Depends(profiles_read),
     service: ProfileService = Depends(profiles),
 ) -> Response:  # fmt: skip
     query = GetConsent(workspace_id, identifier, parse_query_time("as_of", as_of), limit)
-    return json_response(service.consent(query))
+    consent = service.consent(query)
+    audit_target(request, consent.get("profile_id"))
+    return json_response(consent)
 
 
 @router.get("/v1/profiles/{identifier}/merges", summary="A profile's identity events: links, merges, refusals, splits")
 def get_merges(
-    identifier: str, workspace_id: str = Depends(read_key), service: ProfileService = Depends(profiles)
-) -> Response:
-    return json_response(service.merges(GetMerges(workspace_id, identifier)))
+    identifier: str, request: Request, workspace_id: str = Depends(profiles_read),
+    service: ProfileService = Depends(profiles),
+) -> Response:  # fmt: skip
+    merges = service.merges(GetMerges(workspace_id, identifier))
+    audit_target(request, merges.get("profile_id"))
+    return json_response(merges)
 
 
 @router.post("/v1/profiles/{identifier}/split", summary="Move identifiers, and their events, to a new profile")
 async def split_profile(
     identifier: str,
+    request: Request,
     payload: dict[str, Any] = Body(..., examples=[{"identifiers": ["anonymous_id:device-9"], "reason": "shared"}]),
-    workspace_id: str = Depends(write_key),
+    workspace_id: str = Depends(identity_admin),
     service: ProfileService = Depends(profiles),
 ) -> Response:
     idents = payload.get("identifiers")
@@ -164,12 +179,13 @@ async def split_profile(
     if problems:
         raise ApiError(400, "bad_request", "; ".join(f"{path}: {reason}" for path, reason in problems))
     done = await service.split(SplitProfile(workspace_id, identifier, tuple(idents), str(payload.get("reason") or "")))
+    audit_target(request, done.profile_id)
     return json_response({"profile_id": done.profile_id, "new_profile_id": done.new_profile_id,
                           "identifiers": done.identifiers}, 201)  # fmt: skip
 
 
 @router.get("/v1/identity/rules", tags=["identity"], summary="The workspace's identity and trait rules")
-def get_rules(workspace_id: str = Depends(read_key), service: ProfileService = Depends(profiles)) -> Response:
+def get_rules(workspace_id: str = Depends(any_read), service: ProfileService = Depends(profiles)) -> Response:
     version, rules = service.rules(workspace_id)
     return json_response({"version": version, "rules": rules.model_dump(mode="json")})
 
@@ -180,7 +196,7 @@ def _invalid_rules(errors: list[dict[str, str]]) -> ApiError:
 
 @router.put("/v1/identity/rules", tags=["identity"], summary="Replace the rules (a new version)")
 async def put_rules(
-    payload: dict[str, Any] = Body(...), workspace_id: str = Depends(write_key),
+    payload: dict[str, Any] = Body(...), workspace_id: str = Depends(identity_admin),
     service: ProfileService = Depends(profiles),
 ) -> Response:  # fmt: skip
     problems = json_problems(payload)
@@ -196,5 +212,6 @@ async def put_rules(
 
 
 @router.get("/v1/status", tags=["operations"], summary="The log's last position and each projection's position")
-def get_status(_: str = Depends(read_key), built: Services = Depends(services)) -> Response:
-    return json_response(built.status())
+def get_status(workspace_id: str = Depends(any_read), built: Services = Depends(services)) -> Response:
+    # Positions are the platform's; the dead letters counted are this workspace's only.
+    return json_response(built.status() | {"dead_letters": built.dead_letters.counts(workspace_id)})

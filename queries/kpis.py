@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.auth import read_key, services
+from api.auth import Requires, services
 from api.errors import ApiError
 from api.params import QUERY_TIME, QUERY_TIME_HELP, parse_query_time
 from api.responses import json_response
@@ -26,6 +26,9 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 router = APIRouter(tags=["kpis"])
+
+
+kpis_read = Requires("read:kpis", "reading KPIs")
 
 
 def kpis(built: Services = Depends(services)) -> KpiService:
@@ -118,7 +121,7 @@ def _period(start: str | None, end: str | None) -> Period:
 
 
 @router.get("/v1/kpis", summary="The KPIs with their definitions")
-def catalogue(_: str = Depends(read_key), service: KpiService = Depends(kpis)) -> Response:
+def catalogue(_: str = Depends(kpis_read), service: KpiService = Depends(kpis)) -> Response:
     return json_response({"kpis": service.catalogue()})
 
 
@@ -126,7 +129,7 @@ def catalogue(_: str = Depends(read_key), service: KpiService = Depends(kpis)) -
 def series(
     name: str,
     request: Request,
-    workspace_id: str = Depends(read_key),
+    workspace_id: str = Depends(kpis_read),
     start: Annotated[str | None, Query(alias="from", description=f"default 30 days before 'to'; {QUERY_TIME_HELP}",
                                        json_schema_extra=QUERY_TIME)] = None,
     end: Annotated[str | None, Query(alias="to", description=f"exclusive; default now; {QUERY_TIME_HELP}",
@@ -147,7 +150,7 @@ def series(
 
 @router.post("/v1/funnels", summary="Conversion through ordered steps within a window")
 def funnel(
-    body: Annotated[FunnelRequest, Body(examples=[FUNNEL_EXAMPLE])], workspace_id: str = Depends(read_key),
+    body: Annotated[FunnelRequest, Body(examples=[FUNNEL_EXAMPLE])], workspace_id: str = Depends(kpis_read),
     service: KpiService = Depends(kpis),
 ) -> Response:  # fmt: skip
     steps = tuple(Step(s.event, s.type, s.where, s.name) for s in body.steps)
@@ -157,7 +160,7 @@ def funnel(
 
 @router.get("/v1/cohorts/retention", summary="Monthly retention cohorts by first-seen month")
 def cohorts(
-    workspace_id: str = Depends(read_key),
+    workspace_id: str = Depends(kpis_read),
     start: Annotated[str | None, Query(alias="from", description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME)] = None,
     end: Annotated[str | None, Query(alias="to", description=QUERY_TIME_HELP, json_schema_extra=QUERY_TIME)] = None,
     service: KpiService = Depends(kpis),

@@ -13,13 +13,13 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.auth import WriteKey, read_key, services
+from api.auth import Requires, services
 from api.responses import json_response
 from services import Services
 from services.quarantine import ListQuarantined, QuarantineService, RetryQuarantined
 
 router = APIRouter(tags=["operations"])
-write_key = WriteKey("unknown write key; re-applying quarantined entries needs the workspace's write key")
+quarantine_admin = Requires("admin", "reading or re-applying quarantined entries")
 
 
 def quarantine(built: Services = Depends(services)) -> QuarantineService:
@@ -35,7 +35,7 @@ class RetryRequest(BaseModel):
 
 @router.get("/v1/quarantine", summary="Log entries a projection could not apply, with the reason")
 def list_quarantined(
-    include_resolved: bool = False, workspace_id: str = Depends(read_key),
+    include_resolved: bool = False, workspace_id: str = Depends(quarantine_admin),
     service: QuarantineService = Depends(quarantine),
 ) -> Response:  # fmt: skip
     return json_response({"entries": service.entries(ListQuarantined(workspace_id, include_resolved))})
@@ -43,7 +43,7 @@ def list_quarantined(
 
 @router.post("/v1/quarantine/retry", summary="Apply quarantined entries again (after a fix)")
 def retry(
-    request: RetryRequest | None = None, workspace_id: str = Depends(write_key),
+    request: RetryRequest | None = None, workspace_id: str = Depends(quarantine_admin),
     service: QuarantineService = Depends(quarantine),
 ) -> Response:  # fmt: skip
     request = request or RetryRequest()

@@ -1,8 +1,7 @@
 """HTTP adapter of regulations: erase or suppress a person (services/regulations.py).
 
-Until keys with scopes exist, a regulation needs the read key, the workspace's
-credential that is never published: the write key ships inside web pages and
-apps, and must not be able to erase anyone.
+A regulation needs an admin key: the write key ships inside web pages and apps,
+and must not be able to erase anyone.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import Response
 
-from api.auth import ReadKey, services
+from api.auth import Requires, services
 from api.errors import ApiError
 from api.responses import json_response
 from domain.regulations import TYPES
@@ -20,10 +19,7 @@ from services import Services
 from services.regulations import MAX_IDENTIFIERS, RegulationService, RequestRegulation
 
 router = APIRouter(tags=["regulations"])
-regulation_key = ReadKey(
-    missing="missing key: regulations need the read key as 'Authorization: Bearer <read key>' (never the write key, "
-    "which is public)"
-)
+regulation_key = Requires("admin", "regulations (erasure and suppression)")
 EXAMPLE = {"type": "delete", "identifiers": ["email:ann@example.com"]}
 
 

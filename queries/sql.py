@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import Response
 
-from api.auth import read_key, services
+from api.auth import Requires, services
 from api.errors import ApiError
 from projections.analyst_sql import AnalystSql
 from services import Services
@@ -17,6 +17,7 @@ from services.documents import MAX_INT, MIN_INT, json_problems
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 router = APIRouter(tags=["sql"])
+sql_read = Requires("read:sql", "analyst SQL")
 
 
 def analyst_sql(built: Services = Depends(services)) -> AnalystSql:
@@ -59,7 +60,7 @@ def _rows(body: Any) -> Response:
 )
 def run_sql(
     payload: dict[str, Any] = Body(..., examples=[{"query": "SELECT type, count() FROM events GROUP BY type"}]),
-    workspace_id: str = Depends(read_key),
+    workspace_id: str = Depends(sql_read),
     sql: AnalystSql = Depends(analyst_sql),
 ) -> Response:
     query = payload.get("query")

@@ -17,7 +17,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from api.auth import WriteKey, read_key, services
+from api.auth import Requires, services
 from api.openapi import inline_schema
 from api.responses import json_response
 from domain.crm import PURPOSE
@@ -31,7 +31,9 @@ from services.tags import (
 router = APIRouter()
 # The consent defaults setting is read by tags and segments; served with them until it is listed on its own.
 router.include_router(consent.router)
-write_key = WriteKey("unknown write key; changing tags and segments needs a write key")
+tags_admin = Requires("admin", "changing tags and segments")
+segments_read = Requires("read:segments", "reading tags and segments")
+profile_tags_read = Requires("read:profiles", "reading a profile's tag changes")
 
 
 def tags(built: Services = Depends(services)) -> TagService:
@@ -86,29 +88,29 @@ def _definition_routes(kind: str) -> None:
 
     @router.post(plural, tags=[f"{kind}s"], summary=f"Define a {kind} (JSON or YAML body)", status_code=201,
                  openapi_extra=DEFINITION_BODY)  # fmt: skip
-    async def create(request: Request, workspace_id: str = Depends(write_key), service: TagService = Depends(tags)) -> Response:
+    async def create(request: Request, workspace_id: str = Depends(tags_admin), service: TagService = Depends(tags)) -> Response:
         command = Define(workspace_id, kind, await request.body(), _content_type(request), create_only=True)
         return json_response(await service.define(command), 201)
 
     @router.put(plural + "/{slug}", tags=[f"{kind}s"], summary=f"Create or change a {kind}: a new rule version",
                 openapi_extra=REPLACEMENT_BODY)  # fmt: skip
     async def replace(
-        slug: str, request: Request, workspace_id: str = Depends(write_key), service: TagService = Depends(tags)
+        slug: str, request: Request, workspace_id: str = Depends(tags_admin), service: TagService = Depends(tags)
     ) -> Response:
         command = Define(workspace_id, kind, await request.body(), _content_type(request), slug=slug)
         return json_response(await service.define(command))
 
     @router.delete(plural + "/{slug}", tags=[f"{kind}s"], summary=f"Delete a {kind}")
-    async def delete(slug: str, workspace_id: str = Depends(write_key), service: TagService = Depends(tags)) -> Response:
+    async def delete(slug: str, workspace_id: str = Depends(tags_admin), service: TagService = Depends(tags)) -> Response:
         version = await service.delete(Delete(workspace_id, kind, slug))
         return json_response({"id": slug, "rule_version": version, "deleted": True})
 
     @router.get(plural, tags=[f"{kind}s"], summary=f"Every {kind} of the workspace")
-    def listing(workspace_id: str = Depends(read_key), service: TagService = Depends(tags)) -> Response:
+    def listing(workspace_id: str = Depends(segments_read), service: TagService = Depends(tags)) -> Response:
         return json_response({f"{kind}s": service.listing(workspace_id, kind)})
 
     @router.get(plural + "/{slug}", tags=[f"{kind}s"], summary=f"A {kind}, with its count (and backfill state)")  # fmt: skip
-    def one(slug: str, workspace_id: str = Depends(read_key), service: TagService = Depends(tags)) -> Response:
+    def one(slug: str, workspace_id: str = Depends(segments_read), service: TagService = Depends(tags)) -> Response:
         return json_response(service.one(workspace_id, kind, slug))
 
 
@@ -122,7 +124,7 @@ for _kind in KINDS:
 @router.post("/v1/profiles/{identifier}/tags", tags=["tags"], summary="Add a manual tag to a profile",
              status_code=201, openapi_extra=MANUAL_TAG_BODY)  # fmt: skip
 async def add_tag(
-    identifier: str, request: Request, workspace_id: str = Depends(write_key), service: TagService = Depends(tags)
+    identifier: str, request: Request, workspace_id: str = Depends(tags_admin), service: TagService = Depends(tags)
 ) -> Response:
     done = await service.add_manual_tag(AddManualTag(workspace_id, identifier, await request.body(), _content_type(request)))
     return json_response({"profile_id": done.profile_id, "tag": done.tag, "action": done.action}, 201)
@@ -130,7 +132,7 @@ async def add_tag(
 
 @router.delete("/v1/profiles/{identifier}/tags/{tag}", tags=["tags"], summary="Remove a manual tag")
 async def remove_tag(
-    identifier: str, tag: str, reason: str = "", workspace_id: str = Depends(write_key),
+    identifier: str, tag: str, reason: str = "", workspace_id: str = Depends(tags_admin),
     service: TagService = Depends(tags),
 ) -> Response:  # fmt: skip
     done = await service.remove_manual_tag(RemoveManualTag(workspace_id, identifier, tag, reason))
@@ -139,7 +141,7 @@ async def remove_tag(
 
 @router.get("/v1/profiles/{identifier}/tag-changes", tags=["tags"], summary="A profile's tag enters and exits")
 def tag_history(
-    identifier: str, limit: int = Query(100, ge=1, le=1000), workspace_id: str = Depends(read_key),
+    identifier: str, limit: int = Query(100, ge=1, le=1000), workspace_id: str = Depends(profile_tags_read),
     service: TagService = Depends(tags),
 ) -> Response:  # fmt: skip
     return json_response(service.tag_changes(workspace_id, identifier, limit))
@@ -150,14 +152,14 @@ def tag_history(
 
 @router.post("/v1/segments/query", tags=["segments"], summary="Count and list the profiles a rule matches",
              openapi_extra=QUERY_BODY)  # fmt: skip
-async def query(request: Request, workspace_id: str = Depends(read_key), service: TagService = Depends(tags)) -> Response:
+async def query(request: Request, workspace_id: str = Depends(segments_read), service: TagService = Depends(tags)) -> Response:
     return json_response(service.query(QuerySegment(workspace_id, await request.body(), _content_type(request))))
 
 
 @router.get("/v1/segments/{slug}/members", tags=["segments"], summary="A saved segment's members (paginated)")
 def segment_members(
     slug: str, limit: int = Query(50, ge=1, le=1000), cursor: str | None = None,
-    workspace_id: str = Depends(read_key), service: TagService = Depends(tags),
+    workspace_id: str = Depends(segments_read), service: TagService = Depends(tags),
 ) -> Response:  # fmt: skip
     return json_response(service.members(SegmentMembers(workspace_id, slug, limit, cursor)))
 
@@ -181,7 +183,7 @@ def export(
     slug: str, format: str = Query("jsonl", pattern="^(csv|jsonl)$"),
     purpose: str | None = Query(None, pattern=PURPOSE.pattern, examples=["marketing"],
                                 description="the purpose the export serves: only members with consent for it"),
-    workspace_id: str = Depends(read_key), service: TagService = Depends(tags),
+    workspace_id: str = Depends(segments_read), service: TagService = Depends(tags),
 ) -> StreamingResponse:  # fmt: skip
     pages = service.export(ExportSegment(workspace_id, slug, purpose=purpose))
     media = "text/csv" if format == "csv" else "application/x-ndjson"

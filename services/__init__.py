@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from projections.analyst_sql import AnalystSql
     from services.access import Access
+    from services.audit import AuditLog
     from services.ports import Intake
     from services.dead_letters import DeadLetterService
+    from services.keys import KeyService, WorkspaceService
     from services.kpis import KpiService
     from services.profiles import ProfileService
     from services.quarantine import QuarantineService
@@ -38,6 +40,9 @@ class IngestServices:
 class Services(IngestServices):
     """Every service of the core process, as the HTTP adapters (and other ways in) use them."""
 
+    keys: KeyService
+    workspaces: WorkspaceService
+    audit: AuditLog
     profiles: ProfileService
     tags: TagService
     kpis: KpiService

@@ -97,8 +97,20 @@ class Running:
         return self.platform.keys.read_key
 
     @property
+    def admin_key(self) -> str:
+        return self.platform.keys.admin_key
+
+    @property
+    def platform_key(self) -> str:
+        return self.platform.keys.platform_key
+
+    @property
     def read_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.read_key}"}
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}"}
 
     def send(self, path: str, body: Any, **kwargs: Any) -> Any:
         return self.http.post(path, json=body, auth=(self.write_key, ""), **kwargs)

@@ -15,7 +15,7 @@ working directory has `.cdp` (the data dir, with `keys.json`), and `.venv`, `inf
 the repository, so examples written for the repository root work unchanged.
 
 Substitutions: `127.0.0.1:8000` / `localhost:8000`, the same with `:8001` (the ingest workers) and `127.0.0.1:9092` /
-`localhost:9092` become the platform's HTTP, ingest and Kafka addresses, `wk_...` / `rk_...` its write and read key; `$WRITE_KEY` and `$READ_KEY` are set in the shell
+`localhost:9092` become the platform's HTTP, ingest and Kafka addresses, `wk_...` / `rk_...` its write and read key; `$WRITE_KEY`, `$READ_KEY`, `$ADMIN_KEY` and `$PLATFORM_KEY` are set in the shell
 (and set again by the README's own example). `curl` gets `-sS` and its HTTP status is checked; in a pipeline or with
 a redirection it gets `--fail-with-body` and the pipeline must succeed. `cdp` commands: bash expands their words, then
 the Typer app the `cdp` script calls (`infra.cli:app`) runs them in this process, as a new Python process per command
@@ -289,7 +289,9 @@ class Walkthrough:
         self.cdp.start()
         keys = self.cdp.keys
         self.write_key, self.read_key = keys["write_key"], keys["read_key"]
-        self.state.write_text(f"export WRITE_KEY={self.write_key} READ_KEY={self.read_key}\n")
+        self.admin_key, self.platform_key = keys["admin_key"], keys["platform_key"]
+        self.state.write_text(f"export WRITE_KEY={self.write_key} READ_KEY={self.read_key} "
+                              f"ADMIN_KEY={self.admin_key} PLATFORM_KEY={self.platform_key}\n")  # fmt: skip
 
     @property
     def read_headers(self) -> dict[str, str]:
@@ -299,7 +301,8 @@ class Walkthrough:
         text = re.sub(r"\b(127\.0\.0\.1|localhost):8000\b", f"127.0.0.1:{self.http_port}", text)
         text = re.sub(r"\b(127\.0\.0\.1|localhost):8001\b", f"127.0.0.1:{self.cdp.env['CDP_INGEST_PORT']}", text)
         text = re.sub(r"\b(127\.0\.0\.1|localhost):9092\b", f"127.0.0.1:{self.kafka_port}", text)
-        return text.replace("wk_...", self.write_key).replace("rk_...", self.read_key)
+        return (text.replace("wk_...", self.write_key).replace("rk_...", self.read_key)
+                .replace("ak_...", self.admin_key).replace("pk_...", self.platform_key))  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         response = httpx.get(f"{self.cdp.url}/v1/status", headers=self.read_headers, timeout=30)
@@ -412,8 +415,9 @@ def run_shell_block(walk: Walkthrough, block: Block) -> None:
     if not ran:
         pytest.skip("; ".join(skipped))
     if "WRITE_KEY=$(" in block.text:  # the README's way of reading the keys must give the keys
-        check = walk.shell('printf "%s %s" "$WRITE_KEY" "$READ_KEY"')
-        assert check.stdout == f"{walk.write_key} {walk.read_key}", f"{block.id}: the keys read are {check.stdout!r}"
+        check = walk.shell('printf "%s %s %s %s" "$WRITE_KEY" "$READ_KEY" "$ADMIN_KEY" "$PLATFORM_KEY"')
+        wanted = f"{walk.write_key} {walk.read_key} {walk.admin_key} {walk.platform_key}"
+        assert check.stdout == wanted, f"{block.id}: the keys read are {check.stdout!r}"
     if block.output is not None and answer is not None:
         check_keys(block, answer)
 
@@ -453,7 +457,8 @@ def run_python_block(walk: Walkthrough, block: Block) -> None:
         deadline = time.monotonic() + 60
         while walk.status()["log_position"] <= before:
             if time.monotonic() > deadline:
-                letters = httpx.get(f"{walk.cdp.url}/v1/dead-letters", headers=walk.read_headers).text
+                letters = httpx.get(f"{walk.cdp.url}/v1/dead-letters",
+                                    headers={"Authorization": f"Bearer {walk.admin_key}"}).text  # fmt: skip
                 pytest.fail(f"{block.id}: nothing of the produced message reached the log; dead letters: {letters}")
             time.sleep(0.2)
     walk.wait_caught_up()

@@ -65,8 +65,7 @@ def test_rudderstack_sdk_with_its_defaults(live: Running) -> None:
 def test_browser_preflight_and_send_beacon(live: Running) -> None:
     http = live.http
     shop, other = "https://shop.example.com", "https://evil.example.net"
-    put = http.put("/v1/settings/allowed-origins", json={"origins": [shop + "/"]},
-                   headers={"Authorization": f"Bearer {live.write_key}"})  # fmt: skip
+    put = http.put("/v1/settings/allowed-origins", json={"origins": [shop + "/"]}, headers=live.admin_headers)
     assert put.status_code == 200 and put.json() == {"origins": [shop]}
 
     asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
@@ -94,13 +93,16 @@ def test_browser_preflight_and_send_beacon(live: Running) -> None:
     assert {e.source for e in live.platform.dead_letters.list(live.platform.workspace_id)} == set()
 
     bad = http.put("/v1/settings/allowed-origins", json={"origins": ["shop.example.com/path"]},
-                   headers={"Authorization": f"Bearer {live.write_key}"})  # fmt: skip
+                   headers=live.admin_headers)  # fmt: skip
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_origin"
     assert http.put("/v1/settings/allowed-origins", json={"origins": []}).status_code == 401
+    for other in (live.read_headers, {"Authorization": f"Bearer {live.write_key}"}):  # the write key is in the page
+        refused = http.put("/v1/settings/allowed-origins", json={"origins": []}, headers=other)
+        assert (refused.status_code, refused.json()["code"]) == (403, "forbidden"), refused.text
 
 
 def _get(live: Running, path: str, **params: Any) -> Any:
-    response = live.http.get(path, params=params, headers=live.read_headers)
+    response = live.http.get(path, params=params, headers=live.admin_headers)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -126,32 +128,33 @@ def test_dead_letters_are_listed_filtered_and_replayed(live: Running) -> None:
     assert len(_get(live, "/v1/dead-letters", source="http", limit=2)["dead_letters"]) == 2
     assert _get(live, "/v1/dead-letters", **{"from": "2999-01-01T00:00:00Z"})["dead_letters"] == []
     assert live.platform.status()["dead_letters"]["invalid_event"] == 2
-    assert live.http.get("/v1/dead-letters", params={"from": "soon"}, headers=live.read_headers).json()["code"] == (
+    assert live.http.get("/v1/dead-letters", params={"from": "soon"}, headers=live.admin_headers).json()["code"] == (
         "invalid_time"
     )
 
     # The held-back valid event of the strict request is stored by a replay; the others are refused again.
     ids = [d["id"] for d in listed["dead_letters"]]
-    replay = live.http.post("/v1/dead-letters/replay", json={"ids": ids}, headers={"Authorization": f"Bearer {live.write_key}"})
+    replay = live.http.post("/v1/dead-letters/replay", json={"ids": ids}, headers=live.admin_headers)
     assert replay.status_code == 200, replay.text
     assert (replay.json()["replayed"], replay.json()["refused"]) == (1, 4)
-    again = live.http.post("/v1/dead-letters/replay", json={"code": "strict_request"},
-                           headers={"Authorization": f"Bearer {live.write_key}"})  # fmt: skip
+    again = live.http.post("/v1/dead-letters/replay", json={"code": "strict_request"}, headers=live.admin_headers)
     assert again.json()["replayed"] == 0  # replayed ones leave the open list
     live.wait_caught_up()
     assert live.profile("user_id:u2").json()["event_count"] == 1
     assert len(_get(live, "/v1/dead-letters")["dead_letters"]) == 4
     assert len(_get(live, "/v1/dead-letters", include_replayed="true")["dead_letters"]) == 5
-    unauthorised = httpx.post(f"{live.http.base_url}/v1/dead-letters/replay", json={"ids": ids},
-                              headers=live.read_headers)  # fmt: skip
+    unauthorised = httpx.post(f"{live.http.base_url}/v1/dead-letters/replay", json={"ids": ids})
     assert unauthorised.status_code == 401 and unauthorised.json()["code"] == "unauthorized"
+    for other in (live.read_headers, {"Authorization": f"Bearer {live.write_key}"}):  # dead letters hold what was sent
+        for refused in (httpx.post(f"{live.http.base_url}/v1/dead-letters/replay", json={"ids": ids}, headers=other),
+                        httpx.get(f"{live.http.base_url}/v1/dead-letters", headers=other)):  # fmt: skip
+            assert (refused.status_code, refused.json()["code"]) == (403, "forbidden"), refused.text
 
 
 def test_dead_letter_filters_and_ids_at_the_edges_are_a_400_not_a_500(live: Running) -> None:
     for moment in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "yesterday"):
-        answer = live.http.get("/v1/dead-letters", params={"from": moment}, headers=live.read_headers)
+        answer = live.http.get("/v1/dead-letters", params={"from": moment}, headers=live.admin_headers)
         assert answer.status_code == 400 and answer.json()["code"] == "invalid_time", (moment, answer.text)
-    writer = {"Authorization": f"Bearer {live.write_key}"}
     for ids in ([2**63], [0], [-1]):
-        answer = live.http.post("/v1/dead-letters/replay", json={"ids": ids}, headers=writer)
+        answer = live.http.post("/v1/dead-letters/replay", json={"ids": ids}, headers=live.admin_headers)
         assert answer.status_code == 422 and answer.json()["code"] == "invalid_request", (ids, answer.text)

@@ -94,7 +94,7 @@ def test_a_regulation_sent_to_the_core_reaches_the_ingest_workers(tmp_path: Path
     try:
         _send_worker(cdp, [{"type": "identify", "userId": "rw-1", "traits": {"email": "rw@example.org"}}])
         cdp.wait_caught_up(60)
-        headers = {"Authorization": f"Bearer {cdp.keys['read_key']}"}
+        headers = {"Authorization": f"Bearer {cdp.keys['admin_key']}"}  # regulations need the admin key
         deleted = httpx.post(f"{cdp.url}/v1/regulations", json={"type": "delete", "identifiers": ["email:rw@example.org"]},
                              headers=headers)  # fmt: skip
         assert deleted.status_code == 202, deleted.text

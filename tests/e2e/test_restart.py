@@ -30,7 +30,8 @@ class CdpProcess:
             "CDP_KAFKA_PORT": str(kafka_port),
             "CDP_INGEST_PORT": str(free_port()),
         }
-        for name in ("CDP_EVENT_STORE", "CDP_CLICKHOUSE_URL", "CDP_KAFKA_BOOTSTRAP", "CDP_WRITE_KEY", "CDP_READ_KEY"):
+        for name in ("CDP_EVENT_STORE", "CDP_CLICKHOUSE_URL", "CDP_KAFKA_BOOTSTRAP", "CDP_WRITE_KEY", "CDP_READ_KEY",
+                     "CDP_ADMIN_KEY", "CDP_PLATFORM_KEY", "CDP_METRICS_OPEN"):  # fmt: skip
             self.env.pop(name, None)
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{http_port}"
@@ -74,8 +75,9 @@ class CdpProcess:
     def post(self, path: str, body: Any) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", json=body, auth=(self.keys["write_key"], ""), timeout=30)
 
-    def get(self, path: str) -> Any:
-        response = httpx.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.keys['read_key']}"})
+    def get(self, path: str, key: str = "read") -> Any:
+        """GET with a start key of keys.json: `read` (the default), `admin` or `platform`."""
+        response = httpx.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.keys[f'{key}_key']}"})
         assert response.status_code == 200, response.text
         return response.json()
 

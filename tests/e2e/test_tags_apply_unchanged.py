@@ -26,6 +26,7 @@ tags:
 
 def test_an_unchanged_file_or_definition_records_nothing(live: Running, tmp_path: Path) -> None:
     s = live.platform.settings
+    # No CDP_ADMIN_KEY: `cdp tags apply` takes the admin key from the data dir's keys.json.
     env = {"CDP_HTTP_HOST": s.http_host, "CDP_HTTP_PORT": str(s.http_port), "CDP_DATA_DIR": str(s.data_dir),
            "CDP_WRITE_KEY": live.write_key, "CDP_READ_KEY": live.read_key}  # fmt: skip
     path = tmp_path / "tags.yaml"
@@ -46,7 +47,7 @@ def test_an_unchanged_file_or_definition_records_nothing(live: Running, tmp_path
 
     # The same definition over HTTP, spelt otherwise (key order, 1000.0, the default name written out):
     # the existing version comes back and nothing is recorded.
-    write = {"Authorization": f"Bearer {live.write_key}"}
+    write = live.admin_headers  # changing tags needs the admin key
     same = {"rule": {"within": "90d", "value": 1000.0, "op": ">", "measure": "sum(revenue)", "event": "Order Completed"},
             "name": "VIP: revenue over 1000 in 90 days", "description": ""}  # fmt: skip
     response = live.http.put("/v1/tags/vip", json=same, headers=write)

@@ -38,7 +38,7 @@ tags:
 def test_apply_a_yaml_file_then_a_segment_client_makes_a_vip(live: Running, tmp_path: Path) -> None:
     s = live.platform.settings
     env = {"CDP_HTTP_HOST": s.http_host, "CDP_HTTP_PORT": str(s.http_port), "CDP_DATA_DIR": str(s.data_dir),
-           "CDP_WRITE_KEY": live.write_key, "CDP_READ_KEY": live.read_key}  # fmt: skip
+           "CDP_WRITE_KEY": live.write_key, "CDP_READ_KEY": live.read_key, "CDP_ADMIN_KEY": live.admin_key}  # fmt: skip
     path = tmp_path / "tags.yaml"
     path.write_text(TAGS_YAML)
     result = CliRunner().invoke(app, ["tags", "apply", str(path)], env=env)

@@ -43,8 +43,8 @@ def consenting(tmp_path_factory: pytest.TempPathFactory, chdb_url: str) -> Itera
         yield Running(platform, client)
 
 
-def write(r: Running) -> dict[str, str]:
-    return {"Authorization": f"Bearer {r.write_key}"}
+def admin(r: Running) -> dict[str, str]:
+    return r.admin_headers
 
 
 def send(r: Running, *calls: dict[str, Any]) -> None:
@@ -123,7 +123,7 @@ def test_withdrawing_marketing_consent_leaves_a_marketing_segment_in_real_time(c
     consent, granting it back brings it in again, and the analytics KPIs count the same throughout."""
     r = consenting
     tag = {"name": "Buyers to mail", "purpose": "marketing", "rule": {"event": "Order Completed", "measure": "exists"}}
-    defined = r.http.put("/v1/tags/buyers-to-mail", json=tag, headers=write(r))
+    defined = r.http.put("/v1/tags/buyers-to-mail", json=tag, headers=admin(r))
     assert defined.status_code == 200 and defined.json()["purpose"] == "marketing"
     assert defined.json()["rule"]["event"] == "Order Completed" and "and" not in defined.json()["rule"]  # as given
     send(r, consent("c-cat", "marketing", True, at(-3)))
@@ -158,9 +158,11 @@ def test_segments_and_exports_that_declare_a_purpose_hold_only_consenting_profil
     query = r.http.post("/v1/segments/query", json={"rule": rule, "purpose": "surveys"}, headers=r.read_headers).json()
     assert query["count"] == 1 and query["members"][0]["identifiers"] == ["user_id:c-seg-0"]
     assert r.http.post("/v1/segments/query", json={"rule": rule}, headers=r.read_headers).json()["count"] == 4
-    saved = r.http.post("/v1/segments", json={"id": "survey-panel", "purpose": "surveys", "rule": rule}, headers=write(r))
+    saved = r.http.post("/v1/segments", json={"id": "survey-panel", "purpose": "surveys", "rule": rule},
+                        headers=admin(r))  # fmt: skip
     assert saved.status_code == 201 and saved.json()["count"] == 1 and saved.json()["purpose"] == "surveys"
-    assert r.http.post("/v1/segments", json={"id": "everyone-tested", "rule": rule}, headers=write(r)).status_code == 201
+    everyone = r.http.post("/v1/segments", json={"id": "everyone-tested", "rule": rule}, headers=admin(r))
+    assert everyone.status_code == 201, everyone.text
     lines = r.http.get("/v1/segments/everyone-tested/export", params={"purpose": "surveys"}, headers=r.read_headers)
     assert [orjson.loads(x)["identifiers"] for x in lines.content.splitlines()] == [["user_id:c-seg-0"]]
     assert len(r.http.get("/v1/segments/everyone-tested/export", headers=r.read_headers).content.splitlines()) == 4
@@ -168,7 +170,7 @@ def test_segments_and_exports_that_declare_a_purpose_hold_only_consenting_profil
     assert bad.status_code == 422
     bad = r.http.post("/v1/segments/query", json={"rule": rule, "purpose": "no way"}, headers=r.read_headers)
     assert bad.status_code == 400 and bad.json()["errors"][0]["path"] == "purpose"
-    bad = r.http.put("/v1/tags/x", json={"purpose": "A B", "rule": rule}, headers=write(r))
+    bad = r.http.put("/v1/tags/x", json={"purpose": "A B", "rule": rule}, headers=admin(r))
     assert bad.status_code == 400 and bad.json()["errors"][0]["path"] == "purpose"
 
 
@@ -178,7 +180,7 @@ def test_the_workspace_default_is_a_setting_and_changing_it_moves_members(consen
     assert built_in == {"version": 0, "defaults": {"*": "denied", "analytics": "granted", "marketing": "denied",
                                                    "personalisation": "denied"}}  # fmt: skip
     tag = {"purpose": "product-news", "rule": {"trait": "reads_news", "op": "=", "value": True}}
-    assert r.http.put("/v1/tags/news-readers", json=tag, headers=write(r)).status_code == 200
+    assert r.http.put("/v1/tags/news-readers", json=tag, headers=admin(r)).status_code == 200
     send(r, {"type": "identify", "userId": "c-eve", "traits": {"reads_news": True}},
          {"type": "identify", "userId": "c-fay", "traits": {"reads_news": True}},
          consent("c-fay", "product-news", False, at(0)))  # fmt: skip
@@ -186,7 +188,7 @@ def test_the_workspace_default_is_a_setting_and_changing_it_moves_members(consen
     assert not members(r, "news-readers") & {eve, fay}  # `*` is denied
 
     put = r.http.put("/v1/settings/consent-defaults", json={"defaults": {**built_in["defaults"], "product-news": "granted"}},
-                     headers=write(r))  # fmt: skip
+                     headers=admin(r))  # fmt: skip
     assert put.status_code == 200 and put.json()["version"] == 1 and put.json()["defaults"]["product-news"] == "granted"
     r.settle()
     assert eve in members(r, "news-readers") and fay not in members(r, "news-readers")  # fay said no herself
@@ -194,21 +196,23 @@ def test_the_workspace_default_is_a_setting_and_changing_it_moves_members(consen
     assert (entered["cause"], entered["reason"]) == ("consent", "workspace default for product-news: granted")
     assert r.profile("user_id:c-eve").json()["consent"]["product-news"]["source"] == "default"
 
-    same = r.http.put("/v1/settings/consent-defaults", json={"defaults": put.json()["defaults"]}, headers=write(r))
+    same = r.http.put("/v1/settings/consent-defaults", json={"defaults": put.json()["defaults"]}, headers=admin(r))
     assert same.json()["version"] == 1  # nothing new to record
     assert r.http.put("/v1/settings/consent-defaults", json={"defaults": built_in["defaults"]},
-                      headers=write(r)).json()["version"] == 2  # fmt: skip
+                      headers=admin(r)).json()["version"] == 2  # fmt: skip
     r.settle()
     exited = changes_of(r, eve, "news-readers", 2)[-1]
     assert (exited["change"], exited["cause"], exited["reason"]) == (
         "exited", "consent", "workspace default for product-news: denied")  # fmt: skip
 
     bad = r.http.put("/v1/settings/consent-defaults", json={"defaults": {"marketing": "maybe", "Not OK": "granted"}},
-                     headers=write(r))  # fmt: skip
+                     headers=admin(r))  # fmt: skip
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_consent_defaults"
     assert {e["field"] for e in bad.json()["errors"]} == {"defaults.marketing", "defaults.Not OK"}
-    assert r.http.put("/v1/settings/consent-defaults", json={"defaults": {}}, headers=r.read_headers).status_code == 401
-    assert r.http.put("/v1/settings/consent-defaults", json={"default": {}}, headers=write(r)).status_code == 400
+    for other in (r.read_headers, {"Authorization": f"Bearer {r.write_key}"}):  # neither sets the defaults
+        refused = r.http.put("/v1/settings/consent-defaults", json={"defaults": {}}, headers=other)
+        assert (refused.status_code, refused.json()["code"]) == (403, "forbidden"), refused.text
+    assert r.http.put("/v1/settings/consent-defaults", json={"default": {}}, headers=admin(r)).status_code == 400
 
 
 def test_a_merge_carries_consent_and_the_latest_decision_of_either_profile_wins(consenting: Running) -> None:

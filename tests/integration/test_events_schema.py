@@ -22,8 +22,8 @@ SCHEMA = json.loads((Path(__file__).parents[2] / "docs/schemas/cdp.events.schema
 KINDS = {"event", "identity", "rules", "definition", "manual_tag"}
 
 
-def _write(r: Running) -> dict[str, str]:
-    return {"Authorization": f"Bearer {r.write_key}"}
+def _admin(r: Running) -> dict[str, str]:
+    return r.admin_headers
 
 
 def _ok(response: Any, status: int = 200) -> Any:
@@ -47,19 +47,20 @@ def _make_every_kind(r: Running) -> None:
         _ok(r.send("/v1/batch", {"batch": [{"messageId": uuid.uuid4().hex, "timestamp": "2026-11-24T04:32:31Z", **call}]}))
     r.wait_caught_up()  # identifiers are resolved to profiles through the projections
     _ok(r.http.post("/v1/profiles/user_id:42/split", json={"identifiers": ["anonymous_id:anon-1"], "reason": "shared"},
-                    headers=_write(r)), 201)  # fmt: skip
+                    headers=_admin(r)), 201)  # fmt: skip
     rules = _ok(r.http.get("/v1/identity/rules", headers=r.read_headers))["rules"]
-    _ok(r.http.put("/v1/identity/rules", json={**rules, "external_id_types": ["crm_id"]}, headers=_write(r)))
-    _ok(r.http.put("/v1/tags/pros", json={"rule": {"trait": "plan", "op": "=", "value": "pro"}}, headers=_write(r)))
+    _ok(r.http.put("/v1/identity/rules", json={**rules, "external_id_types": ["crm_id"]}, headers=_admin(r)))
+    _ok(r.http.put("/v1/tags/pros", json={"rule": {"trait": "plan", "op": "=", "value": "pro"}}, headers=_admin(r)))
     _ok(r.http.put("/v1/tags/pros", json={"name": "Pro plan", "description": "on pro",
                                           "rule": {"trait": "plan", "op": "in", "value": ["pro", "team"]}},
-                   headers=_write(r)))  # fmt: skip
-    _ok(r.http.delete("/v1/tags/pros", headers=_write(r)))
-    _ok(r.http.post("/v1/segments", json={"id": "buyers", "rule": {"event": "Order Completed"}}, headers=_write(r)), 201)
+                   headers=_admin(r)))  # fmt: skip
+    _ok(r.http.delete("/v1/tags/pros", headers=_admin(r)))
+    _ok(r.http.post("/v1/segments", json={"id": "buyers", "rule": {"event": "Order Completed"}}, headers=_admin(r)),
+        201)  # fmt: skip
     _ok(r.http.post("/v1/profiles/user_id:42/tags", json={"tag": "beta-tester", "reason": "asked"},
-                    headers=_write(r)), 201)  # fmt: skip
+                    headers=_admin(r)), 201)  # fmt: skip
     r.wait_caught_up()
-    _ok(r.http.delete("/v1/profiles/user_id:42/tags/beta-tester", params={"reason": "done"}, headers=_write(r)))
+    _ok(r.http.delete("/v1/profiles/user_id:42/tags/beta-tester", params={"reason": "done"}, headers=_admin(r)))
     r.wait_caught_up()
 
 
@@ -93,7 +94,7 @@ def test_every_message_kind_on_cdp_events_matches_the_schema(running: Running) -
 def test_the_schema_refuses_what_no_kind_carries(running: Running) -> None:
     """The schema is closed: a field a message kind does not carry, or a kind of its own, is refused."""
     validator = jsonschema_rs.validator_for(SCHEMA)
-    _ok(running.http.put("/v1/tags/pros", json={"rule": {"trait": "plan", "op": "exists"}}, headers=_write(running)))
+    _ok(running.http.put("/v1/tags/pros", json={"rule": {"trait": "plan", "op": "exists"}}, headers=_admin(running)))
     messages, _ = read_messages(running.platform.app, 0, 100_000)
     definition = next(orjson.loads(encode(m)) for m in messages if m.kind == "definition")
     assert validator.is_valid(definition)

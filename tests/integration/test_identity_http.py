@@ -20,8 +20,8 @@ def _profile(running: Running, identifier: str, **params: str) -> dict[str, Any]
     return response.json()
 
 
-def _write_headers(running: Running) -> dict[str, str]:
-    return {"Authorization": f"Bearer {running.write_key}"}
+def _admin_headers(running: Running) -> dict[str, str]:
+    return running.admin_headers
 
 
 def _changes_on_kafka(running: Running, wanted: int, timeout: float = 10) -> list[dict[str, Any]]:
@@ -92,7 +92,7 @@ def test_a_cap_breach_is_refused_and_says_why(running: Running) -> None:
     rules = running.http.get("/v1/identity/rules", headers=running.read_headers).json()
     assert rules["version"] == 0 and rules["rules"]["caps"]["email"] == 5
     rules["rules"]["caps"]["email"] = 1
-    changed = running.http.put("/v1/identity/rules", json=rules["rules"], headers=_write_headers(running))
+    changed = running.http.put("/v1/identity/rules", json=rules["rules"], headers=_admin_headers(running))
     assert changed.status_code == 200, changed.text
     assert changed.json()["version"] == 1
     _batch(running,
@@ -108,17 +108,19 @@ def test_a_cap_breach_is_refused_and_says_why(running: Running) -> None:
     assert refused[0]["reason"] == "a profile holds at most 1 email values"
 
 
-def test_rules_are_validated_versioned_and_need_the_write_key(running: Running) -> None:
+def test_rules_are_validated_versioned_and_need_the_admin_key(running: Running) -> None:
     bad = running.http.put("/v1/identity/rules", json={"caps": {"email": 0}, "external_id_types": ["Bad Name"]},
-                           headers=_write_headers(running))  # fmt: skip
+                           headers=_admin_headers(running))  # fmt: skip
     assert bad.status_code == 400
     fields = {e["field"] for e in bad.json()["errors"]}
     assert {"caps", "external_id_types"} <= fields
-    unknown = running.http.put("/v1/identity/rules", json={"colour": "red"}, headers=_write_headers(running))
+    unknown = running.http.put("/v1/identity/rules", json={"colour": "red"}, headers=_admin_headers(running))
     assert unknown.status_code == 400 and unknown.json()["errors"][0]["field"] == "colour"
-    assert running.http.put("/v1/identity/rules", json={}, headers=running.read_headers).status_code == 401
+    for other in (running.read_headers, {"Authorization": f"Bearer {running.write_key}"}):  # neither changes rules
+        refused = running.http.put("/v1/identity/rules", json={}, headers=other)
+        assert (refused.status_code, refused.json()["code"]) == (403, "forbidden"), refused.text
     assert running.http.get("/v1/identity/rules", headers=running.read_headers).json()["version"] == 0
-    ok = running.http.put("/v1/identity/rules", json={"external_id_types": ["crm_id"]}, headers=_write_headers(running))
+    ok = running.http.put("/v1/identity/rules", json={"external_id_types": ["crm_id"]}, headers=_admin_headers(running))
     assert ok.json()["version"] == 1
     _batch(running,
            {"type": "identify", "userId": "u7", "traits": {"crm_id": "C-7"}, "messageId": "a"},
@@ -142,7 +144,7 @@ def test_a_late_identify_does_not_overwrite_newer_traits(running: Running) -> No
 
 def test_source_precedence_lets_the_crm_win(running: Running) -> None:
     rules = {"trait_sources": {"plan": ["crm", "web"]}}
-    assert running.http.put("/v1/identity/rules", json=rules, headers=_write_headers(running)).status_code == 200
+    assert running.http.put("/v1/identity/rules", json=rules, headers=_admin_headers(running)).status_code == 200
     _batch(running,
            {"type": "identify", "userId": "u1", "traits": {"plan": "gold"}, "context": {"source": "crm"},
             "messageId": "a", "timestamp": "2026-03-01T10:00:00Z"},
@@ -171,7 +173,7 @@ def test_split_restores_the_profiles_as_if_never_merged(running: Running) -> Non
 
     split = running.http.post(f"/v1/profiles/{merged['profile_id']}/split",
                               json={"identifiers": ["anonymous_id:kiosk"], "reason": "shared kiosk"},
-                              headers=_write_headers(running))  # fmt: skip
+                              headers=_admin_headers(running))  # fmt: skip
     assert split.status_code == 201, split.text
     new_id = split.json()["new_profile_id"]
     running.wait_caught_up()
@@ -188,10 +190,10 @@ def test_split_restores_the_profiles_as_if_never_merged(running: Running) -> Non
     assert any(c["change"] == "split" and c["new_profile_id"] == new_id for c in _changes_on_kafka(running, 1))
 
     refused = running.http.post(f"/v1/profiles/{bob['profile_id']}/split", json={"identifiers": ["user_id:bob"]},
-                                headers=_write_headers(running))  # fmt: skip
+                                headers=_admin_headers(running))  # fmt: skip
     assert refused.status_code == 409 and "at least one identifier" in refused.json()["message"]
     missing = running.http.post(f"/v1/profiles/{bob['profile_id']}/split", json={"identifiers": ["email:x@y.z"]},
-                                headers=_write_headers(running))  # fmt: skip
+                                headers=_admin_headers(running))  # fmt: skip
     assert missing.status_code == 409 and "not on it: email:x@y.z" in missing.json()["message"]
 
 
@@ -320,6 +322,6 @@ def test_group_traits_identify_no_one_and_split_input_is_normalised(running: Run
     assert eve["identifiers"]["email"] == ["eve@example.com"]  # the company's email did not become hers
     split = running.http.post(f"/v1/profiles/{eve['profile_id']}/split",
                               json={"identifiers": ["Anonymous_ID: eve-laptop"]},
-                              headers=_write_headers(running))  # fmt: skip
+                              headers=_admin_headers(running))  # fmt: skip
     assert split.status_code == 201, split.text
     assert split.json()["identifiers"] == ["anonymous_id:eve-laptop"]

@@ -428,9 +428,15 @@ def test_profile_query_needs_the_read_key(running: Running) -> None:
     assert running.send("/v1/track", track("m1")).status_code == 200
     running.wait_caught_up()
     no_key = running.http.get("/v1/profiles/user_id:u1")
-    assert no_key.status_code == 401 and "missing read key" in no_key.json()["message"]
+    assert (no_key.status_code, no_key.json()["code"]) == (401, "unauthorized")
+    assert no_key.json()["message"].startswith("missing key: reading profiles needs a read key with the profiles scope")
+    unknown = running.http.get("/v1/profiles/user_id:u1", headers={"Authorization": "Bearer rk_not-a-key"})
+    assert (unknown.status_code, unknown.json()["code"]) == (401, "unauthorized")
+    assert unknown.json()["message"].startswith("unknown, revoked or expired key")
     write_key = running.http.get("/v1/profiles/user_id:u1", headers={"Authorization": f"Bearer {running.write_key}"})
-    assert write_key.status_code == 401 and "unknown read key" in write_key.json()["message"]
+    assert (write_key.status_code, write_key.json()["code"]) == (403, "forbidden")  # the write key is public
+    said = write_key.json()["message"]
+    assert "this write key" in said and "a read key with the profiles scope, or an admin key" in said
     assert running.profile("user_id:u1").status_code == 200
 
 

@@ -70,7 +70,7 @@ def test_faust_driver_quarantines_a_poison_event_and_projects_the_rest(kafka_run
     assert status["projections"]["kpis"]["quarantined"] == 1 and status["projections"]["profiles"]["quarantined"] == 0
     assert kafka_running.profile("user_id:after").status_code == 200
     assert _revenue(kafka_running) == 5.0
-    entries = kafka_running.http.get("/v1/quarantine", headers=kafka_running.read_headers).json()["entries"]
+    entries = kafka_running.http.get("/v1/quarantine", headers=kafka_running.admin_headers).json()["entries"]
     assert {e["projection"] for e in entries} == {"kpis"} and len(entries) == 1
 
 
@@ -87,7 +87,7 @@ def test_faust_driver_erases_a_merged_person_on_every_partition(kafka_running: R
     person = r.profile("user_id:era-user").json()
     assert len(person["merged_profiles"]) >= 2
     done = r.http.post("/v1/regulations", json={"type": "delete", "identifiers": ["anonymous_id:era-3"]},
-                       headers=r.read_headers)  # fmt: skip
+                       headers=r.admin_headers)  # fmt: skip
     assert done.status_code == 202, done.text
     r.wait_caught_up(timeout=60)
     erased = [person["profile_id"], *person["merged_profiles"]]

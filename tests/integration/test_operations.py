@@ -9,7 +9,10 @@ def test_healthz_metrics_and_openapi(running: Running) -> None:
     assert running.send("/v1/track", {"userId": "u", "event": "E"}, params={"strict": "1"}).status_code == 200
     assert running.send("/v1/track", {"userId": "u"}, params={"strict": "1"}).status_code == 400
     running.wait_caught_up()
-    text = running.http.get("/metrics").text
+    closed = running.http.get("/metrics")  # the platform key, unless CDP_METRICS_OPEN=on
+    assert (closed.status_code, closed.json()["code"]) == (401, "unauthorized")
+    assert running.http.get("/metrics", headers=running.admin_headers).status_code == 401  # no workspace key opens it
+    text = running.http.get("/metrics", headers={"Authorization": f"Bearer {running.platform_key}"}).text
     assert 'cdp_ingest_requests_total{endpoint="track",status="400"}' in text
     assert 'cdp_ingest_events_total{outcome="duplicate"}' in text
     assert 'cdp_ingest_events_total{outcome="rejected"}' in text

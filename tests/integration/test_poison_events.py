@@ -84,7 +84,7 @@ def test_a_poison_event_is_quarantined_and_every_later_event_is_projected(runnin
         assert running.profile(f"user_id:{user}").status_code == 200, user
     assert _revenue(running) == pytest.approx(60.0)
 
-    entries = running.http.get("/v1/quarantine", headers=running.read_headers).json()["entries"]
+    entries = running.http.get("/v1/quarantine", headers=running.admin_headers).json()["entries"]
     assert entries, "the poison must be recorded, not silently skipped"
     poisoned_positions = {e["position"] for e in entries}
     assert len(poisoned_positions) == 1  # only the poison, in whichever projections it could not enter
@@ -109,22 +109,22 @@ def test_a_quarantined_entry_applies_after_the_fix(running: Running, monkeypatch
     monkeypatch.setattr(KpiProcessor, "process", buggy)
     platform.committer.record_now(ws, [_order("unlucky", 40.0), _order("lucky", 2.0)])
     running.wait_caught_up()
-    entries = running.http.get("/v1/quarantine", headers=running.read_headers).json()["entries"]
+    entries = running.http.get("/v1/quarantine", headers=running.admin_headers).json()["entries"]
     assert [(e["projection"], e["reason"]) for e in entries] == [("kpis", "a bug in the KPI processor")]
 
     # Retrying before the fix: still failing, tried once more.
-    retried = running.http.post("/v1/quarantine/retry", json={}, auth=(running.write_key, "")).json()
+    retried = running.http.post("/v1/quarantine/retry", json={}, headers=running.admin_headers).json()
     assert retried["applied"] == [] and len(retried["failed"]) == 1
-    again = running.http.get("/v1/quarantine", headers=running.read_headers).json()["entries"]
+    again = running.http.get("/v1/quarantine", headers=running.admin_headers).json()["entries"]
     assert again[0]["attempts"] == 2
 
     monkeypatch.setattr(KpiProcessor, "process", original)  # the fix
-    retried = running.http.post("/v1/quarantine/retry", json={"projection": "kpis"}, auth=(running.write_key, ""))
+    retried = running.http.post("/v1/quarantine/retry", json={"projection": "kpis"}, headers=running.admin_headers)
     assert retried.status_code == 200
     assert retried.json() == {"applied": [{"projection": "kpis", "position": entries[0]["position"]}], "failed": []}
-    assert running.http.get("/v1/quarantine", headers=running.read_headers).json()["entries"] == []
+    assert running.http.get("/v1/quarantine", headers=running.admin_headers).json()["entries"] == []
     history = running.http.get(
-        "/v1/quarantine", params={"include_resolved": "true"}, headers=running.read_headers
+        "/v1/quarantine", params={"include_resolved": "true"}, headers=running.admin_headers
     ).json()["entries"]
     assert [e["resolved"] for e in history] == [True]
     assert _revenue(running) == pytest.approx(42.0)
@@ -134,8 +134,13 @@ def test_a_quarantined_entry_applies_after_the_fix(running: Running, monkeypatch
 
 def test_quarantine_needs_keys(running: Running) -> None:
     assert running.http.get("/v1/quarantine").status_code == 401
-    assert running.http.post("/v1/quarantine/retry", json={}, headers=running.read_headers).status_code == 401
-    bad = running.http.post("/v1/quarantine/retry", json={"positions": "all"}, auth=(running.write_key, ""))
+    assert running.http.post("/v1/quarantine/retry", json={}).status_code == 401
+    write = {"Authorization": f"Bearer {running.write_key}"}
+    for other in (running.read_headers, write):  # quarantined entries hold what was sent: neither key opens them
+        for response in (running.http.get("/v1/quarantine", headers=other),
+                         running.http.post("/v1/quarantine/retry", json={}, headers=other)):  # fmt: skip
+            assert (response.status_code, response.json()["code"]) == (403, "forbidden"), response.text
+    bad = running.http.post("/v1/quarantine/retry", json={"positions": "all"}, headers=running.admin_headers)
     assert bad.status_code in (400, 422)
 
 

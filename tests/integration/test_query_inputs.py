@@ -54,10 +54,8 @@ def post_read(running: Running, path: str, body: Any = None, content: bytes | No
     return running.http.post(path, json=body, headers=running.read_headers)
 
 
-def write(running: Running, method: str, path: str, content: bytes, headers: dict[str, str] = JSON) -> Any:
-    return running.http.request(
-        method, path, content=content, headers={"Authorization": f"Bearer {running.write_key}", **headers}
-    )
+def admin(running: Running, method: str, path: str, content: bytes, headers: dict[str, str] = JSON) -> Any:
+    return running.http.request(method, path, content=content, headers={**running.admin_headers, **headers})
 
 
 def assert_refused(response: Any, status: int, *phrases: str) -> None:
@@ -181,8 +179,8 @@ def test_segment_rule_times_outside_the_window_are_400_with_their_path(crm: Runn
 
 def test_a_tag_with_a_time_outside_the_window_is_refused_and_not_recorded(crm: Running) -> None:
     body = b'{"id": "old", "rule": {"event": "Order Completed", "between": ["0999-01-01T00:00:00Z", "2026-01-01"]}}'
-    assert_refused(write(crm, "POST", "/v1/tags", body), 400, "invalid tag", "rule.between[0]", WINDOW)
-    assert_refused(write(crm, "PUT", "/v1/segments/old", body), 400, "invalid segment", "rule.between[0]", WINDOW)
+    assert_refused(admin(crm, "POST", "/v1/tags", body), 400, "invalid tag", "rule.between[0]", WINDOW)
+    assert_refused(admin(crm, "PUT", "/v1/segments/old", body), 400, "invalid segment", "rule.between[0]", WINDOW)
     assert read(crm, "/v1/tags/old").status_code == 404
 
 
@@ -237,7 +235,7 @@ def test_a_document_that_is_not_json_data_is_400(crm: Running) -> None:
         assert_refused(response, 400, "invalid segment query", reason)
         assert any(e["path"] == path for e in response.json()["errors"]), response.text
         as_tag = "{id: bad, " + content[1:] if content.startswith("{") else "id: bad\n" + content
-        assert_refused(write(crm, "POST", "/v1/tags", as_tag.encode(), YAML), 400, "invalid tag", reason)
+        assert_refused(admin(crm, "POST", "/v1/tags", as_tag.encode(), YAML), 400, "invalid tag", reason)
     assert read(crm, "/v1/tags/bad").status_code == 404
 
 
@@ -263,7 +261,7 @@ RULES_THE_LOG_CANNOT_CARRY = [
 def test_rules_the_log_cannot_carry_are_400_and_the_rules_stay_readable(crm: Running) -> None:
     before = read(crm, "/v1/identity/rules").json()
     for content, field, reason in RULES_THE_LOG_CANNOT_CARRY:
-        response = write(crm, "PUT", "/v1/identity/rules", content)
+        response = admin(crm, "PUT", "/v1/identity/rules", content)
         assert_refused(response, 400, "invalid rules; nothing changed", reason)
         assert [e["field"] for e in response.json()["errors"]] == [field]
     rules = read(crm, "/v1/identity/rules")
@@ -273,7 +271,7 @@ def test_rules_the_log_cannot_carry_are_400_and_the_rules_stay_readable(crm: Run
 def test_a_split_the_log_cannot_carry_is_400(crm: Running) -> None:
     for content, where in [(b'{"identifiers": ["email:ada@example.com"], "reason": "\\ud800"}', "reason"),
                            (b'{"identifiers": ["email:\\udfff"]}', "identifiers[0]")]:  # fmt: skip
-        response = write(crm, "POST", "/v1/profiles/user_id:u1/split", content)
+        response = admin(crm, "POST", "/v1/profiles/user_id:u1/split", content)
         assert_refused(response, 400, f"{where}: not valid Unicode text (a lone surrogate)")
     assert read(crm, "/v1/profiles/user_id:u1").json()["identifiers"]["email"] == ["ada@example.com"]
 

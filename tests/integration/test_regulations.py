@@ -45,6 +45,10 @@ def write(r: Running) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.write_key}"}
 
 
+def admin(r: Running) -> dict[str, str]:
+    return r.admin_headers
+
+
 def send(r: Running, *calls: dict[str, Any]) -> dict[str, Any]:
     batch = [{"messageId": uuid.uuid4().hex, **c} for c in calls]
     response = r.send("/v1/batch", {"batch": batch})
@@ -55,11 +59,11 @@ def send(r: Running, *calls: dict[str, Any]) -> dict[str, Any]:
 
 def regulate(r: Running, kind: str, *identifiers: str) -> dict[str, Any]:
     response = r.http.post("/v1/regulations", json={"type": kind, "identifiers": list(identifiers)},
-                           headers=r.read_headers)  # fmt: skip
+                           headers=r.admin_headers)  # fmt: skip
     assert response.status_code == 202, response.text
     assert response.json()["status"] in ("erasing", "done")  # answered once recorded (and the keys destroyed)
     r.settle()
-    return dict(r.http.get(f"/v1/regulations/{response.json()['id']}", headers=r.read_headers).json())
+    return dict(r.http.get(f"/v1/regulations/{response.json()['id']}", headers=r.admin_headers).json())
 
 
 def revenue(r: Running) -> float:
@@ -88,7 +92,7 @@ def rows_of(r: Running, profile_ids: list[str]) -> dict[str, int]:
 def test_delete_erases_a_person_everywhere_and_a_rebuild_brings_nothing_back(running: Running) -> None:
     r = running
     tag = {"name": "Buyers", "rule": {"event": "Order Completed", "measure": "exists"}}
-    assert r.http.put("/v1/tags/reg-buyers", json=tag, headers=write(r)).status_code == 200
+    assert r.http.put("/v1/tags/reg-buyers", json=tag, headers=admin(r)).status_code == 200
     send(r, {"type": "identify", "anonymousId": "dev-otto", "traits": {"email": EMAIL}})  # two profiles ...
     send(r, {"type": "identify", "userId": "otto-1", "traits": {"phone": PHONE, "name": "Otto"}})
     send(r, {"type": "track", "userId": "otto-1", "anonymousId": "dev-otto", "event": "Order Completed",
@@ -134,7 +138,7 @@ def test_delete_erases_a_person_everywhere_and_a_rebuild_brings_nothing_back(run
     assert schema("cdp.events").is_valid(orjson.loads(encode(erasures[0])))
     calls = [m for m in messages if getattr(m, "call", None)]
     assert len(calls) == 1 and not any("otto-1" in str(m.call) or EMAIL in str(m.call) for m in calls)
-    status = r.http.get(f"/v1/regulations/{done['id']}", headers=r.read_headers).json()
+    status = r.http.get(f"/v1/regulations/{done['id']}", headers=r.admin_headers).json()
     assert status["status"] == "done" and status["projections_behind"] == []
 
     # After the delete the same identifiers start afresh: a new person, not the erased one.
@@ -146,7 +150,7 @@ def test_delete_erases_a_person_everywhere_and_a_rebuild_brings_nothing_back(run
 def test_a_rebuild_after_a_delete_gives_the_same_answers(running: Running) -> None:
     r = running
     tag = {"name": "Buyers", "rule": {"event": "Order Completed", "measure": "exists"}}  # tag steps recorded
-    assert r.http.put("/v1/tags/rb-buyers", json=tag, headers=write(r)).status_code == 200
+    assert r.http.put("/v1/tags/rb-buyers", json=tag, headers=admin(r)).status_code == 200
     send(r, {"type": "identify", "userId": "rb-gone", "traits": {"email": "rb.gone@example.org"}},
          {"type": "track", "userId": "rb-gone", "event": "Order Completed", "properties": {"revenue": 5, "currency": "EUR"}},
          {"type": "identify", "userId": "rb-stays", "traits": {"email": "rb.stays@example.org"}})  # fmt: skip
@@ -164,13 +168,13 @@ def test_suppress_drops_later_calls_and_unsuppress_lets_them_in_again(running: R
     send(r, {"type": "identify", "userId": "sup-1", "anonymousId": "dev-sup", "traits": {"email": "sup@example.org"}})
     regulate(r, "suppress", "email:sup@example.org")
     before = r.stored_event_count()
-    letters = r.http.get("/v1/dead-letters", headers=r.read_headers).json()["dead_letters"]
+    letters = r.http.get("/v1/dead-letters", headers=r.admin_headers).json()["dead_letters"]
     answer = send(r, {"type": "track", "userId": "sup-1", "event": "Clicked"},
                   {"type": "track", "anonymousId": "dev-sup", "event": "Viewed"},
                   {"type": "track", "userId": "other-1", "event": "Clicked"})  # fmt: skip
     assert (answer["accepted"], answer["stored"], answer["suppressed"]) == (3, 1, 2)
     assert r.stored_event_count() == before + 1
-    assert r.http.get("/v1/dead-letters", headers=r.read_headers).json()["dead_letters"] == letters
+    assert r.http.get("/v1/dead-letters", headers=r.admin_headers).json()["dead_letters"] == letters
     assert r.profile("user_id:sup-1").json()["event_count"] == 1  # still there: suppression erases nothing
 
     regulate(r, "unsuppress", "user_id:sup-1")  # any of the person's identifiers lifts it
@@ -198,15 +202,18 @@ def test_suppress_with_delete_erases_and_keeps_the_person_out(running: Running) 
     ],
 )
 def test_bad_regulations_are_refused_with_a_code(running: Running, body: Any, code: str, status: int) -> None:
-    response = running.http.post("/v1/regulations", json=body, headers=running.read_headers)
+    response = running.http.post("/v1/regulations", json=body, headers=running.admin_headers)
     assert response.status_code == status and response.json()["code"] == code, response.text
 
 
-def test_regulations_need_the_read_key_never_the_public_write_key(running: Running) -> None:
+def test_regulations_need_the_admin_key_never_the_public_write_key(running: Running) -> None:
     body = {"type": "delete", "identifiers": ["user_id:x"]}
     assert running.http.post("/v1/regulations", json=body).status_code == 401
-    assert running.http.post("/v1/regulations", json=body, headers=write(running)).status_code == 401
-    missing = running.http.get(f"/v1/regulations/{uuid.uuid4()}", headers=running.read_headers)
+    for other in (write(running), running.read_headers):  # the write key is public; a read key erases nobody
+        refused = running.http.post("/v1/regulations", json=body, headers=other)
+        assert (refused.status_code, refused.json()["code"]) == (403, "forbidden"), refused.text
+        assert running.http.get(f"/v1/regulations/{uuid.uuid4()}", headers=other).status_code == 403
+    missing = running.http.get(f"/v1/regulations/{uuid.uuid4()}", headers=running.admin_headers)
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
 
 
@@ -217,10 +224,10 @@ def test_a_delete_is_refused_while_encryption_is_off(settings: Settings) -> None
         r = Running(platform, client)
         send(r, {"type": "identify", "userId": "plain-1", "traits": {"email": "plain@example.org"}})
         refused = r.http.post("/v1/regulations", json={"type": "delete", "identifiers": ["user_id:plain-1"]},
-                              headers=r.read_headers)  # fmt: skip
+                              headers=r.admin_headers)  # fmt: skip
         assert refused.status_code == 409 and refused.json()["code"] == "encryption_off", refused.text
         assert "CDP_ENCRYPTION" in refused.json()["message"]
         assert r.profile("user_id:plain-1").status_code == 200  # nothing half-done
         suppressed = r.http.post("/v1/regulations", json={"type": "suppress", "identifiers": ["user_id:plain-1"]},
-                                 headers=r.read_headers)  # fmt: skip
+                                 headers=r.admin_headers)  # fmt: skip
         assert suppressed.status_code == 202  # a suppression needs no key to destroy

@@ -26,7 +26,7 @@ def test_a_call_the_resolver_cannot_record_is_dead_lettered_and_the_rest_goes_on
     assert answer["stored"] == 3  # accepted: durable in the intake log
     running.wait_caught_up()
     assert running.stored_event_count() == 2
-    letters = running.http.get("/v1/dead-letters", headers=running.read_headers).json()["dead_letters"]
+    letters = running.http.get("/v1/dead-letters", headers=running.admin_headers).json()["dead_letters"]
     assert [(d["code"], d["message_id"], d["source"]) for d in letters] == [("unresolvable", "bad", "resolver")]
     assert "ValueError: identity rules could not be applied" in letters[0]["reason"]
     assert running.send("/v1/batch", {"batch": [_track("c")]}).json()["stored"] == 1  # later calls go on
@@ -35,7 +35,7 @@ def test_a_call_the_resolver_cannot_record_is_dead_lettered_and_the_rest_goes_on
 
     resolver._record = record  # the fix is deployed: the replay records it
     replay = running.http.post("/v1/dead-letters/replay", json={"code": "unresolvable"},
-                               headers={"Authorization": f"Bearer {running.write_key}"})
+                               headers=running.admin_headers)
     assert replay.json()["replayed"] == 1 and replay.json()["results"][0]["outcome"] == "stored"
     running.wait_caught_up()
     assert running.stored_event_count() == 4

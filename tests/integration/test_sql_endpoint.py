@@ -226,4 +226,5 @@ def test_a_query_over_the_memory_limit_is_stopped(analyst: Analyst) -> None:
 def test_reading_needs_a_read_key(analyst: Analyst) -> None:
     assert analyst.http.post("/v1/sql", json={"query": "SELECT 1"}).status_code == 401
     assert analyst.sql("SELECT 1", key="rk_unknown").status_code == 401
-    assert analyst.sql("SELECT 1", key=analyst.running.write_key).status_code == 401
+    refused = analyst.sql("SELECT 1", key=analyst.running.write_key)  # a live key, but the write key reads nothing
+    assert (refused.status_code, refused.json()["code"]) == (403, "forbidden"), refused.text

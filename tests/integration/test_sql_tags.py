@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.conftest import Running
 
-OTHER_WRITE_KEY, OTHER_READ_KEY = "wk_sql_tags_other", "rk_sql_tags_other"
+OTHER_WRITE_KEY, OTHER_READ_KEY, OTHER_ADMIN_KEY = "wk_sql_tags_other", "rk_sql_tags_other", "ak_sql_tags_other"
 
 
 def _identify(r: Running, user: str, plan: str, key: str | None = None) -> None:
@@ -18,7 +18,7 @@ def _identify(r: Running, user: str, plan: str, key: str | None = None) -> None:
 
 
 def _put_tag(r: Running, slug: str, body: dict[str, Any], key: str | None = None) -> None:
-    response = r.http.put(f"/v1/tags/{slug}", json=body, headers={"Authorization": f"Bearer {key or r.write_key}"})
+    response = r.http.put(f"/v1/tags/{slug}", json=body, headers={"Authorization": f"Bearer {key or r.admin_key}"})
     assert response.status_code == 200, response.text
 
 
@@ -32,10 +32,11 @@ def test_tag_members_history_and_definitions_are_readable_per_workspace(running:
     other = running.platform.app.ensure_workspace("initech")
     running.platform.app.grant_key(other, "write", OTHER_WRITE_KEY)
     running.platform.app.grant_key(other, "read", OTHER_READ_KEY)
+    running.platform.app.grant_key(other, "admin", OTHER_ADMIN_KEY)
     pro = {"name": "Pro plan", "rule": {"trait": "plan", "op": "=", "value": "pro"}}
     _put_tag(running, "pros", pro)
     _put_tag(running, "pros", {**pro, "description": "customers on the pro plan"})  # version 2
-    _put_tag(running, "pros", pro, key=OTHER_WRITE_KEY)
+    _put_tag(running, "pros", pro, key=OTHER_ADMIN_KEY)
     for user in ("ann", "bob", "cleo"):
         _identify(running, user, "pro")
     _identify(running, "dan", "pro", key=OTHER_WRITE_KEY)
@@ -46,7 +47,7 @@ def test_tag_members_history_and_definitions_are_readable_per_workspace(running:
     bob = running.profile("user_id:bob").json()["profile_id"]
     cleo = running.profile("user_id:cleo").json()["profile_id"]
     manual = running.http.post("/v1/profiles/user_id:ann/tags", json={"tag": "beta-tester"},
-                               headers={"Authorization": f"Bearer {running.write_key}"})  # fmt: skip
+                               headers=running.admin_headers)  # fmt: skip
     assert manual.status_code == 201, manual.text
     running.settle()
 

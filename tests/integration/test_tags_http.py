@@ -44,8 +44,8 @@ def tagged(tmp_path_factory: pytest.TempPathFactory, chdb_url: str, clock: Manua
         yield Running(platform, client)
 
 
-def write(r: Running) -> dict[str, str]:
-    return {"Authorization": f"Bearer {r.write_key}"}
+def admin(r: Running) -> dict[str, str]:
+    return r.admin_headers
 
 
 def send(r: Running, *calls: dict[str, Any]) -> None:
@@ -55,7 +55,7 @@ def send(r: Running, *calls: dict[str, Any]) -> None:
 
 
 def define(r: Running, slug: str, rule: dict[str, Any], name: str = "") -> dict[str, Any]:
-    response = r.http.put(f"/v1/tags/{slug}", json={"name": name or slug, "rule": rule}, headers=write(r))
+    response = r.http.put(f"/v1/tags/{slug}", json={"name": name or slug, "rule": rule}, headers=admin(r))
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -231,7 +231,7 @@ def test_a_rule_change_is_a_new_version_and_a_delete_exits_everyone(tagged: Runn
     body = r.http.get("/v1/tags/scored", headers=r.read_headers).json()
     assert body["backfill"]["rule_version"] == 2 and body["backfill"]["state"] == "done"
     assert {t["rule_version"] for t in r.profile("user_id:ver-4").json()["tags"] if t["id"] == "scored"} == {2}
-    deleted = r.http.delete("/v1/tags/scored", headers=write(r))
+    deleted = r.http.delete("/v1/tags/scored", headers=admin(r))
     assert deleted.status_code == 200 and deleted.json()["rule_version"] == 3
     r.settle()
     assert members(r, "scored") == set()
@@ -247,7 +247,7 @@ def test_manual_tags_are_events_on_the_profile_and_move_with_a_merge(tagged: Run
     send(r, {"type": "page", "anonymousId": "man-anon", "name": "Home"})
     r.settle()
     added = r.http.post("/v1/profiles/anonymous_id:man-anon/tags", json={"tag": "beta-tester", "reason": "signed up"},
-                        headers=write(r))  # fmt: skip
+                        headers=admin(r))  # fmt: skip
     assert added.status_code == 201, added.text
     define(r, "beta-pro", {"and": [{"tag": "beta-tester"}, {"event": "alias", "measure": "exists"}]})
     r.settle()
@@ -261,14 +261,15 @@ def test_manual_tags_are_events_on_the_profile_and_move_with_a_merge(tagged: Run
     mine = {t["id"]: t["kind"] for t in survivor["tags"] if t["id"].startswith("beta")}
     assert mine == {"beta-tester": "manual", "beta-pro": "dynamic"}
     assert anon not in members(r, "beta-tester")
-    removed = r.http.delete("/v1/profiles/user_id:man-1/tags/beta-tester", headers=write(r))
+    removed = r.http.delete("/v1/profiles/user_id:man-1/tags/beta-tester", headers=admin(r))
     assert removed.status_code == 200, removed.text
     r.settle()
     assert [t for t in r.profile("user_id:man-1").json()["tags"] if t["id"].startswith("beta")] == []  # beta-pro needed it
-    assert r.http.delete("/v1/profiles/user_id:man-1/tags/beta-tester", headers=write(r)).status_code == 404
-    refused = r.http.post("/v1/profiles/user_id:man-1/tags", json={"tag": "beta-pro"}, headers=write(r))
+    assert r.http.delete("/v1/profiles/user_id:man-1/tags/beta-tester", headers=admin(r)).status_code == 404
+    refused = r.http.post("/v1/profiles/user_id:man-1/tags", json={"tag": "beta-pro"}, headers=admin(r))
     assert refused.status_code == 400 and "dynamic tag" in refused.json()["errors"][0]["reason"]
-    assert r.http.post("/v1/profiles/user_id:man-1/tags", json={"tag": "x"}, headers=r.read_headers).status_code == 401
+    for other in (r.read_headers, {"Authorization": f"Bearer {r.write_key}"}):  # neither opens manual tags
+        assert r.http.post("/v1/profiles/user_id:man-1/tags", json={"tag": "x"}, headers=other).status_code == 403
 
 
 def test_merges_qualify_on_the_combined_history_and_splits_undo_it(tagged: Running) -> None:
@@ -287,7 +288,7 @@ def test_merges_qualify_on_the_combined_history_and_splits_undo_it(tagged: Runni
     assert survivor in (user, device)
     assert members(r, "two-complaints") & {user, device} == {survivor}  # the absorbed one left, if it was in
     split = r.http.post("/v1/profiles/user_id:mrg-1/split", json={"identifiers": ["anonymous_id:mrg-dev"]},
-                        headers=write(r))  # fmt: skip
+                        headers=admin(r))  # fmt: skip
     assert split.status_code == 201, split.text
     r.settle()
     assert members(r, "two-complaints") & {survivor, split.json()["new_profile_id"]} == set()
@@ -330,7 +331,7 @@ BAD_RULES: list[tuple[Any, str, str]] = [
 
 @pytest.mark.parametrize("rule,path,reason", BAD_RULES, ids=[str(i) for i in range(len(BAD_RULES))])
 def test_invalid_rules_are_a_400_naming_the_node(tagged: Running, rule: Any, path: str, reason: str) -> None:
-    response = tagged.http.put("/v1/tags/bad-self", json={"rule": rule}, headers=write(tagged))
+    response = tagged.http.put("/v1/tags/bad-self", json={"rule": rule}, headers=admin(tagged))
     assert response.status_code == 400, response.text
     errors = response.json()["errors"]
     assert any(e["path"] == path and reason in e["reason"] for e in errors), errors
@@ -340,24 +341,26 @@ def test_invalid_rules_are_a_400_naming_the_node(tagged: Running, rule: Any, pat
 def test_definition_errors_yaml_cycles_and_conflicts(tagged: Running) -> None:
     r = tagged
     yaml_body = b"id: yaml-vip\nname: VIP\nrule:\n  event: Order Completed\n  measure: sum(revenue)\n  op: '>'\n  value: 1000\n  within: 90d\n"
-    created = r.http.post("/v1/tags", content=yaml_body, headers={**write(r), "Content-Type": "application/yaml"})
+    created = r.http.post("/v1/tags", content=yaml_body, headers={**admin(r), "Content-Type": "application/yaml"})
     assert created.status_code == 201, created.text
     assert created.json()["rule"]["within"] == "90d"
-    again = r.http.post("/v1/tags", content=yaml_body, headers={**write(r), "Content-Type": "application/yaml"})
+    again = r.http.post("/v1/tags", content=yaml_body, headers={**admin(r), "Content-Type": "application/yaml"})
     assert again.status_code == 409 and again.json()["code"] == "conflict" and "replace it" in again.json()["message"]
-    broken = r.http.post("/v1/tags", content=b"id: [unclosed", headers={**write(r), "Content-Type": "application/yaml"})
+    broken = r.http.post("/v1/tags", content=b"id: [unclosed", headers={**admin(r), "Content-Type": "application/yaml"})
     assert broken.status_code == 400 and broken.json()["errors"][0]["path"] == "(body)"
     define(r, "cyc-a", {"tag": "cyc-b"})
     define(r, "cyc-b", {"trait": "x", "op": "exists"})
-    cycle = r.http.put("/v1/tags/cyc-b", json={"rule": {"not": {"tag": "cyc-a"}}}, headers=write(r))
+    cycle = r.http.put("/v1/tags/cyc-b", json={"rule": {"not": {"tag": "cyc-a"}}}, headers=admin(r))
     assert cycle.status_code == 400
     assert cycle.json()["errors"] == [{"path": "rule.not.tag", "reason": "'cyc-a' refers back to 'cyc-b': a cycle; remove one of them"}]
-    mismatch = r.http.put("/v1/tags/one", json={"id": "two", "rule": {"tag": "x"}}, headers=write(r))
+    mismatch = r.http.put("/v1/tags/one", json={"id": "two", "rule": {"tag": "x"}}, headers=admin(r))
     assert mismatch.status_code == 400 and mismatch.json()["errors"][0]["path"] == "id"
-    bad_id = r.http.post("/v1/tags", json={"id": "Bad Id", "rule": {"tag": "x"}}, headers=write(r))
+    bad_id = r.http.post("/v1/tags", json={"id": "Bad Id", "rule": {"tag": "x"}}, headers=admin(r))
     assert bad_id.status_code == 400 and bad_id.json()["errors"][0]["path"] == "id"
-    assert r.http.delete("/v1/tags/never-defined", headers=write(r)).status_code == 404
-    assert r.http.put("/v1/tags/x", json={"rule": {"tag": "y"}}, headers=r.read_headers).status_code == 401
+    assert r.http.delete("/v1/tags/never-defined", headers=admin(r)).status_code == 404
+    for other in (r.read_headers, {"Authorization": f"Bearer {r.write_key}"}):  # neither changes tags
+        refused = r.http.put("/v1/tags/x", json={"rule": {"tag": "y"}}, headers=other)
+        assert (refused.status_code, refused.json()["code"]) == (403, "forbidden"), refused.text
 
 
 def test_segments_count_page_save_and_export(tagged: Running) -> None:
@@ -384,7 +387,8 @@ def test_segments_count_page_save_and_export(tagged: Running) -> None:
     assert bad.status_code == 400 and bad.json()["errors"][0]["path"] == "rule.and[0].op"
     assert r.http.post("/v1/segments/query", json={"rule": rule, "limit": 0}, headers=r.read_headers).status_code == 400
 
-    saved = r.http.post("/v1/segments", json={"id": "big-spenders", "name": "Big spenders", "rule": rule}, headers=write(r))
+    saved = r.http.post("/v1/segments", json={"id": "big-spenders", "name": "Big spenders", "rule": rule},
+                        headers=admin(r))  # fmt: skip
     assert saved.status_code == 201 and saved.json()["count"] == 5
     listed = r.http.get("/v1/segments", headers=r.read_headers).json()["segments"]
     assert [(s["id"], s["count"]) for s in listed] == [("big-spenders", 5)]
@@ -399,5 +403,5 @@ def test_segments_count_page_save_and_export(tagged: Running) -> None:
     assert csv_text[0] == "profile_id,identifiers,traits" and len(csv_text) == 7
     assert sorted(row.split(",")[0] for row in csv_text[1:]) == sorted(line["profile_id"] for line in lines)
     assert r.http.get("/v1/segments/big-spenders/export?format=xml", headers=r.read_headers).status_code == 422
-    assert r.http.delete("/v1/segments/big-spenders", headers=write(r)).status_code == 200
+    assert r.http.delete("/v1/segments/big-spenders", headers=admin(r)).status_code == 200
     assert r.http.get("/v1/segments/big-spenders/export", headers=r.read_headers).status_code == 404

@@ -40,12 +40,12 @@ def send(r: Running, *calls: dict[str, Any]) -> None:
     assert not response.json().get("rejected"), response.text
 
 
-def write(r: Running) -> dict[str, str]:
-    return {"Authorization": f"Bearer {r.write_key}"}
+def admin(r: Running) -> dict[str, str]:
+    return r.admin_headers
 
 
 def define(r: Running, slug: str, rule: dict[str, Any]) -> None:
-    response = r.http.put(f"/v1/tags/{slug}", json={"name": slug, "rule": rule}, headers=write(r))
+    response = r.http.put(f"/v1/tags/{slug}", json={"name": slug, "rule": rule}, headers=admin(r))
     assert response.status_code == 200, response.text
 
 
@@ -79,19 +79,19 @@ def history(r: Running, clock: ManualClock) -> None:
     r.settle()
     saved = r.http.post("/v1/segments", json={"id": "pros", "name": "Pros", "rule": {"trait": "plan", "op": "=",
                                                                                       "value": "pro"}},
-                        headers=write(r))  # fmt: skip
+                        headers=admin(r))  # fmt: skip
     assert saved.status_code == 201, saved.text
     define(r, "beta-buyer", {"and": [{"tag": "beta"}, {"tag": "buyer"}]})
     # Live events right behind a definition: its backfill runs while they are applied.
     send(r, {"type": "track", "userId": "cat", "event": "Order Completed", "timestamp": at(0),
              "properties": {"order_id": "o3", "revenue": 200, "currency": "USD"}})  # fmt: skip
     send(r, {"type": "alias", "previousId": "dev-cat", "userId": "cat", "timestamp": at(0)})  # a merge
-    added = r.http.post("/v1/profiles/user_id:ann/tags", json={"tag": "beta", "reason": "signed up"}, headers=write(r))
+    added = r.http.post("/v1/profiles/user_id:ann/tags", json={"tag": "beta", "reason": "signed up"}, headers=admin(r))
     assert added.status_code == 201, added.text
-    added = r.http.post("/v1/profiles/user_id:bob/tags", json={"tag": "beta"}, headers=write(r))
+    added = r.http.post("/v1/profiles/user_id:bob/tags", json={"tag": "beta"}, headers=admin(r))
     assert added.status_code == 201, added.text
     r.settle()
-    removed = r.http.delete("/v1/profiles/user_id:bob/tags/beta", headers=write(r))
+    removed = r.http.delete("/v1/profiles/user_id:bob/tags/beta", headers=admin(r))
     assert removed.status_code in (200, 204), removed.text
     define(r, "buyer", {"event": "Order Completed", "measure": "sum(revenue)", "op": ">=", "value": 1})  # version 2
     send(r, {"type": "identify", "userId": "dan", "anonymousId": "dev-dan", "traits": {"plan": "pro"}},
@@ -99,12 +99,12 @@ def history(r: Running, clock: ManualClock) -> None:
           "properties": {"order_id": "o4", "revenue": 101, "currency": "EUR"}})  # fmt: skip
     r.settle()
     split = r.http.post("/v1/profiles/user_id:dan/split", json={"identifiers": ["anonymous_id:dev-dan"]},
-                        headers=write(r))  # fmt: skip
+                        headers=admin(r))  # fmt: skip
     assert split.status_code == 201, split.text
     rules = r.http.get("/v1/identity/rules", headers=r.read_headers).json()["rules"]
-    changed = r.http.put("/v1/identity/rules", json=rules, headers=write(r))
+    changed = r.http.put("/v1/identity/rules", json=rules, headers=admin(r))
     assert changed.status_code == 200, changed.text
-    assert r.http.delete("/v1/tags/complainer", headers=write(r)).status_code in (200, 204)
+    assert r.http.delete("/v1/tags/complainer", headers=admin(r)).status_code in (200, 204)
     r.settle()
     # Time passes: windows close and recency lapses, by timers alone (and the timer thread may tick too).
     for days in (2, 3, 4):

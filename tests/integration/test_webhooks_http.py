@@ -27,9 +27,13 @@ def bearer(r: Running) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.write_key}"}
 
 
+def admin(r: Running) -> dict[str, str]:
+    return r.admin_headers
+
+
 def install(r: Running, source: str) -> Any:
     return r.http.put(f"/v1/webhooks/{source}/mapping", content=(MAPPINGS / f"{source}.yaml").read_bytes(),
-                      headers=bearer(r) | {"Content-Type": "application/yaml"})  # fmt: skip
+                      headers=admin(r) | {"Content-Type": "application/yaml"})  # fmt: skip
 
 
 def deliver(r: Running, source: str, body: bytes, how: str = "query", **headers: str) -> Any:
@@ -168,7 +172,7 @@ def test_refused_deliveries_are_dead_lettered_with_their_reason_and_replayed_aft
 
     # The Typeform mapping installed, the dead-lettered response is replayed through it and stored.
     assert install(running, "typeform").status_code == 201
-    replayed = running.http.post("/v1/webhooks/typeform/replay", headers=bearer(running))
+    replayed = running.http.post("/v1/webhooks/typeform/replay", headers=admin(running))
     assert replayed.status_code == 200, replayed.text
     assert (replayed.json()["replayed"], replayed.json()["stored"]) == (1, 2)
     running.wait_caught_up()
@@ -177,7 +181,7 @@ def test_refused_deliveries_are_dead_lettered_with_their_reason_and_replayed_aft
     assert "unknown_source" not in {x.code for x in letters(running)}
     assert [x.replay_outcome for x in letters(running, include_replayed=True, code="unknown_source")] == ["stored"]
     # The Stripe letters still cannot be mapped: replaying them keeps them, with the reason.
-    again = running.http.post("/v1/webhooks/stripe/replay", headers=bearer(running)).json()
+    again = running.http.post("/v1/webhooks/stripe/replay", headers=admin(running)).json()
     assert again["replayed"] == 0 and again["refused"] == 3
     assert {r["code"] for r in again["results"]} == {"webhook_unmapped", "webhook_unreadable", "webhook_invalid"}
 
@@ -185,7 +189,7 @@ def test_refused_deliveries_are_dead_lettered_with_their_reason_and_replayed_aft
 def test_bad_mappings_are_refused_with_a_precise_400_and_mappings_are_managed_like_tags(running: Running) -> None:
     def put(source: str, text: str, content_type: str = "application/yaml") -> Any:
         return running.http.put(f"/v1/webhooks/{source}/mapping", content=text.encode(),
-                                headers=bearer(running) | {"Content-Type": content_type})  # fmt: skip
+                                headers=admin(running) | {"Content-Type": content_type})  # fmt: skip
 
     unreadable = put("shop", "event_type: type\nevents:\n  order.paid: {event: [Order Completed\n")
     assert unreadable.status_code == 400 and unreadable.json()["code"] == "unreadable_mapping"
@@ -206,9 +210,11 @@ def test_bad_mappings_are_refused_with_a_precise_400_and_mappings_are_managed_li
     assert bad_name.status_code == 400 and bad_name.json()["code"] == "invalid_source"
     no_key = running.http.put("/v1/webhooks/shop/mapping", content=b"events: {}")
     assert no_key.status_code == 401 and no_key.json()["code"] == "unauthorized"
-    read_key = running.http.get("/v1/webhooks/shop/mapping", headers=running.read_headers)
-    assert read_key.status_code == 401
-    assert running.http.get("/v1/webhooks/shop/mapping", headers=bearer(running)).json()["code"] == "unknown_source"
+    for other in (running.read_headers, bearer(running)):  # mappings are configuration: neither key opens them
+        refused = running.http.get("/v1/webhooks/shop/mapping", headers=other)
+        assert (refused.status_code, refused.json()["code"]) == (403, "forbidden"), refused.text
+        assert running.http.put("/v1/webhooks/shop/mapping", content=b"events: {}", headers=other).status_code == 403
+    assert running.http.get("/v1/webhooks/shop/mapping", headers=admin(running)).json()["code"] == "unknown_source"
 
     # Versions, the document as written, the list, and deletion.
     text = ("# orders from the shop\nevent_type: type\n"
@@ -216,15 +222,15 @@ def test_bad_mappings_are_refused_with_a_precise_400_and_mappings_are_managed_li
     assert put("shop", text).json()["version"] == 1
     changed = put("shop", text.replace("anonymous_id: id", "user_id: customer"))
     assert changed.status_code == 200 and changed.json()["version"] == 2 and changed.json()["changed"] is True
-    as_written = running.http.get("/v1/webhooks/shop/mapping", headers=bearer(running) | {"Accept": "application/yaml"})
+    as_written = running.http.get("/v1/webhooks/shop/mapping", headers=admin(running) | {"Accept": "application/yaml"})
     assert as_written.text.startswith("# orders from the shop") and as_written.headers["X-Mapping-Version"] == "2"
-    shown = running.http.get("/v1/webhooks/shop/mapping", headers=bearer(running)).json()
+    shown = running.http.get("/v1/webhooks/shop/mapping", headers=admin(running)).json()
     assert shown["mapping"]["events"]["order.paid"][0]["user_id"] == {"path": ["customer"]}
-    listed = running.http.get("/v1/webhooks", headers=bearer(running)).json()["webhooks"]
+    listed = running.http.get("/v1/webhooks", headers=admin(running)).json()["webhooks"]
     assert [(w["source"], w["version"]) for w in listed] == [("shop", 2)]
-    deleted = running.http.delete("/v1/webhooks/shop/mapping", headers=bearer(running))
+    deleted = running.http.delete("/v1/webhooks/shop/mapping", headers=admin(running))
     assert deleted.json() == {"source": "shop", "version": 3, "deleted": True}
-    assert running.http.delete("/v1/webhooks/shop/mapping", headers=bearer(running)).status_code == 404
+    assert running.http.delete("/v1/webhooks/shop/mapping", headers=admin(running)).status_code == 404
     gone = deliver(running, "shop", b'{"type": "order.paid", "id": "o1"}')
     assert gone.status_code == 404 and gone.json()["code"] == "unknown_source"
 
@@ -237,7 +243,7 @@ def test_bad_mappings_are_refused_with_a_precise_400_and_mappings_are_managed_li
 def test_cdp_webhooks_apply_installs_a_shipped_mapping_by_name_or_file(live: Running, tmp_path: Path) -> None:
     s = live.platform.settings
     env = {"CDP_HTTP_HOST": s.http_host, "CDP_HTTP_PORT": str(s.http_port), "CDP_DATA_DIR": str(s.data_dir),
-           "CDP_WRITE_KEY": live.write_key, "CDP_READ_KEY": live.read_key}  # fmt: skip
+           "CDP_WRITE_KEY": live.write_key, "CDP_READ_KEY": live.read_key, "CDP_ADMIN_KEY": live.admin_key}  # fmt: skip
     result = CliRunner().invoke(cli, ["webhooks", "apply", "stripe"], env=env)
     assert result.exit_code == 0, result.output
     assert "stripe mapping is at version 1" in result.output and "/v1/webhooks/stripe?key=" in result.output

@@ -206,7 +206,7 @@ def test_the_keys_say_which_were_just_made(tmp_path: Path) -> None:
 
     settings = Settings(data_dir=tmp_path / "data", read_key="rk_given")
     first = load_or_create_keys(settings)
-    assert first.generated == {"write"} and first.read_key == "rk_given"
+    assert first.generated == {"write", "admin", "platform"} and first.read_key == "rk_given"
     again = load_or_create_keys(settings)
     assert again.generated == frozenset() and again == first
 
