@@ -100,7 +100,7 @@ class Requires:
         known = keys.grant(key)
         if self.audit and known is not None:
             note(request, known.workspace_id, known.key_id, known.kind, self.action)
-        return keys.check(key, self.requirement, self.what).workspace_id
+        return keys.check(key, self.requirement, self.what, known).workspace_id
 
 
 class PlatformKey:
@@ -127,6 +127,15 @@ def audit_target(request: Request, target: str | None) -> None:
 
 
 platform_key = PlatformKey()
+
+
+def check_metrics_key(request: Request, built: object, open_: bool) -> None:
+    """/metrics answers the platform key only, unless CDP_METRICS_OPEN (`open_`); 401 otherwise. `built`: the
+    process's services, None while it starts."""
+    access = getattr(built, "access", None)
+    if not open_ and (access is None or not access.is_platform(bearer(request))):
+        raise ApiError(401, "unauthorized", "metrics need the platform key as 'Authorization: Bearer <platform key>' "
+                       "(Prometheus: authorization.credentials), or CDP_METRICS_OPEN=on on a private network")
 
 
 def write_key_scheme(_: None = Security(BASIC)) -> None:

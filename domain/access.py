@@ -20,6 +20,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from domain.model import Workspace
+
 KINDS = ("write", "read", "admin")
 READ_SCOPES = ("profiles", "events", "kpis", "segments", "sql")
 PREFIXES = {"write": "wk_", "read": "rk_", "admin": "ak_"}
@@ -121,14 +123,13 @@ class KeyTable:
 
     def apply(self, workspace_id: str, e: Any) -> None:
         """A Workspace event: keys issued, made and revoked (other events change no key)."""
-        name = type(e).__name__
-        if name == "KeyIssued":
+        if isinstance(e, Workspace.KeyIssued):
             self.add(e.key_hash, KeyGrant(workspace_id, e.kind, legacy_key_id(e.key_hash), origin="start",
                                           created_at=e.timestamp.timestamp()))  # fmt: skip
-        elif name == "KeyCreated":
+        elif isinstance(e, Workspace.KeyCreated):
             self.add(e.key_hash, KeyGrant(workspace_id, e.kind, e.key_id, frozenset(e.scopes), e.name, e.expires_at,
                                           e.origin, e.timestamp.timestamp()))  # fmt: skip
-        elif name == "KeyRevoked":
+        elif isinstance(e, Workspace.KeyRevoked):
             self.revoke(e.key_id)
 
     def grant(self, key: str) -> KeyGrant | None:

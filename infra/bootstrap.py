@@ -344,7 +344,8 @@ class Platform:
         """Each projection's applied log position (a regulation is done once all of them are past it)."""
         return {name: int(p["position"]) for name, p in self.status()["projections"].items()}
 
-    def status(self) -> dict[str, Any]:
+    def status(self, workspace_id: str | None = None) -> dict[str, Any]:
+        """The parts' positions; the dead letters of `workspace_id` (of every workspace when None)."""
         # The resolver first: once it has recorded all the intake held, the log position read next includes it.
         resolver: dict[str, Any] = {"position": 0, "lag": 0, "error": None}
         if self.resolver is not None:
@@ -381,7 +382,7 @@ class Platform:
             "relay": relay,
             "projections": projections,
             "quarantined": sum(quarantined.values()),
-            "dead_letters": self.dead_letters.counts() if hasattr(self, "dead_letters") else {},
+            "dead_letters": self.dead_letters.counts(workspace_id) if hasattr(self, "dead_letters") else {},
             "caught_up": resolver["lag"] == 0 and relay["lag"] == 0
             and all(p["lag"] == 0 for p in projections.values()),
         }

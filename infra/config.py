@@ -116,14 +116,22 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer; set it to a number such as {default}") from None
 
 
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str) -> tuple[str, float] | None:
+    """The variable as written and as a number (-1 when it is not one); None when it is unset."""
     raw = env.get(name)
     if raw is None or raw == "":
-        return default
+        return None
     try:
-        value = float(raw)
+        return raw, float(raw)
     except ValueError:
-        value = -1.0
+        return raw, -1.0
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    given = _float(env, name)
+    if given is None:
+        return default
+    raw, value = given
     if value <= 0:
         raise ConfigError(f"{name}={raw!r} is not a positive number; set it to a number such as {default:g}")
     return value
@@ -138,13 +146,10 @@ def _workers(env: Mapping[str, str]) -> int:
 
 
 def _non_negative(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
+    given = _float(env, name)
+    if given is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
+    raw, value = given
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"{name}={raw!r} is not a number of 0 or more; set it to a number such as {default:g} "
                           "(0 turns it off)")  # fmt: skip

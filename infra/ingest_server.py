@@ -22,8 +22,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.auth import bearer
-from api.errors import ApiError, install_error_handlers
+from api.auth import check_metrics_key
+from api.errors import install_error_handlers
 from domain.directory import REFRESH_S, Directory
 from domain.regulations import suppressed_call
 from infra.config import Settings, load_settings
@@ -110,10 +110,7 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics of this worker (the platform key)")
     def metrics(request: Request) -> Response:
-        services = worker.services
-        if not worker.settings.metrics_open and (services is None or not services.access.is_platform(bearer(request))):
-            raise ApiError(401, "unauthorized", "metrics need the platform key as 'Authorization: Bearer <platform key>' "
-                           "(Prometheus: authorization.credentials), or CDP_METRICS_OPEN=on on a private network")
+        check_metrics_key(request, worker.services, worker.settings.metrics_open)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

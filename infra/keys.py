@@ -13,10 +13,11 @@ import os
 import secrets
 from dataclasses import dataclass, field
 
+from domain.access import PREFIXES as WORKSPACE_PREFIXES
 from infra.config import Settings
 
 KINDS = ("write", "read", "admin", "platform")
-PREFIXES = {"write": "wk_", "read": "rk_", "admin": "ak_", "platform": "pk_"}
+PREFIXES = {**WORKSPACE_PREFIXES, "platform": "pk_"}  # the platform key belongs to no workspace
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 
 from api.audit import AuditMiddleware
-from api.auth import bearer, described
-from api.errors import ApiError, install_error_handlers
+from api.auth import check_metrics_key, described
+from api.errors import install_error_handlers
 from api.openapi import document_keys
 from infra.bootstrap import Platform
 from ingest import dead_letters_http, http as ingest_http, webhooks_http
@@ -106,10 +106,7 @@ def create_app(
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (the platform key, unless CDP_METRICS_OPEN)")
     def metrics(request: Request) -> Response:
-        services = getattr(platform, "services", None)
-        if not platform.settings.metrics_open and (services is None or not services.access.is_platform(bearer(request))):
-            raise ApiError(401, "unauthorized", "metrics need the platform key as 'Authorization: Bearer <platform key>' "
-                           "(Prometheus: authorization.credentials), or CDP_METRICS_OPEN=on on a private network")
+        check_metrics_key(request, getattr(platform, "services", None), platform.settings.metrics_open)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -214,4 +214,4 @@ async def put_rules(
 @router.get("/v1/status", tags=["operations"], summary="The log's last position and each projection's position")
 def get_status(workspace_id: str = Depends(any_read), built: Services = Depends(services)) -> Response:
     # Positions are the platform's; the dead letters counted are this workspace's only.
-    return json_response(built.status() | {"dead_letters": built.dead_letters.counts(workspace_id)})
+    return json_response(built.status(workspace_id))

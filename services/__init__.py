@@ -51,4 +51,4 @@ class Services(IngestServices):
     webhooks: WebhookService
     regulations: RegulationService
     analyst_sql: AnalystSql
-    status: Callable[[], dict[str, Any]]  # the platform's parts and their positions
+    status: Callable[..., dict[str, Any]]  # the platform's parts and their positions (`status(workspace_id)`)

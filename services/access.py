@@ -44,15 +44,16 @@ class Access:
     def is_platform(self, key: str) -> bool:
         return bool(key) and self._platform_hash is not None and hmac.compare_digest(hash_key(key), self._platform_hash)
 
-    def check(self, key: str, requirement: str, what: str = "this") -> KeyGrant:
-        """The grant of a key that meets `requirement`; Unauthorised or Forbidden with the fix otherwise."""
+    def check(self, key: str, requirement: str, what: str = "this", grant: KeyGrant | None = None) -> KeyGrant:
+        """The grant of a key that meets `requirement`; Unauthorised or Forbidden with the fix otherwise.
+        `grant`: the key's grant when the caller looked it up already (`self.grant(key)`)."""
         kind, scope = needs(requirement)
         wanted = f"a read key with the {scope} scope, or an admin key" if scope else (
             "a read key or an admin key" if kind == "read" else f"an {kind} key" if kind == "admin" else "a write key")
         if not key:
             raise Unauthorised(f"missing key: {what} needs {wanted} of your workspace, as 'Authorization: Bearer <key>'",
                                code="unauthorized")  # fmt: skip
-        grant = self.grant(key)
+        grant = grant or self.grant(key)
         if grant is None:
             raise Unauthorised(f"unknown, revoked or expired key: {what} needs {wanted} of your workspace "
                                "(`cdp keys list` shows the live ones)")  # fmt: skip

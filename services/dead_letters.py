@@ -42,10 +42,6 @@ class DeadLetterService:
     def __init__(self, dead_letters: DeadLetters, intake: Intake) -> None:
         self.dead_letters, self.intake = dead_letters, intake
 
-    def counts(self, workspace_id: str) -> dict[str, int]:
-        """The workspace's open dead letters by reason code."""
-        return self.dead_letters.counts(workspace_id)
-
     def page(self, q: ListDeadLetters) -> dict[str, Any]:
         letters = self.dead_letters.list(
             q.workspace_id, code=q.code, source=q.source, since=q.since, until=q.until,
