@@ -25,6 +25,7 @@ from rich.table import Table
 
 from infra.api_client import api_verify
 from infra.bootstrap import DERIVED_TOPICS, Platform
+from infra.children import Children
 from infra.config import ConfigError, Settings, load_settings
 from infra.data_dir import secure_data_dir
 from infra.instance_lock import NAMES, AlreadyRunning, Holder, InstanceLock
@@ -250,24 +251,22 @@ def up() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "aiokafka", "faust", "mode", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)  # its timing notes, not ours to act on
     platform = Platform(settings, relay_in_process=False)  # the relay in a process of its own (but with Faust)
-    children: list[subprocess.Popen[bytes]] = []  # the relay and the ingest workers
+    children = Children(time.monotonic)  # the relay and the ingest workers, started again if one stops
 
     def started(platform: Platform) -> None:
         # After the core: the workspace and its keys are in the log, the relay's position is recorded.
         parent = ["--parent", str(os.getpid())]
         if not platform.relay_in_process:
-            children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", "relay", *parent]))
+            children.start("the relay", [sys.executable, "-m", "infra.cli", "relay", *parent])
         if settings.ingest_workers:
-            children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", "ingest", *parent]))
-            _wait_ingest(settings, children[-1])  # "is up" means senders can send
+            workers = children.start("the ingest workers", [sys.executable, "-m", "infra.cli", "ingest", *parent])
+            _wait_ingest(settings, workers)  # "is up" means senders can send
         _banner(platform)
 
     def stopping() -> None:  # before the core (and the bundled broker) stop: they publish and append through them
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait(30)
+        children.stop()
 
     server = _Server(
         uvicorn.Config(
@@ -313,7 +312,9 @@ def ingest(
     _ports_free(settings, "cdp ingest", ingest_only=True)
     if parent:
         _exit_with_parent(parent)
-    uvicorn.run(
+    from infra.ingest_server import serve
+
+    config = uvicorn.Config(
         "infra.ingest_server:create_ingest_app", factory=True, host=settings.http_host, port=settings.ingest_port,
         workers=workers or settings.ingest_workers or 1, log_level="warning", timeout_graceful_shutdown=10,
         # uvicorn kills a worker that does not answer its supervisor within this many seconds, and starts another:
@@ -321,6 +322,10 @@ def ingest(
         timeout_worker_healthcheck=60,
         **_tls_options(settings),  # type: ignore[arg-type]
     )  # fmt: skip
+    if not serve(config):
+        console.print("[red]the ingest workers stopped:[/red] one could not start (its error is above); "
+                      "`cdp up` starts them again by itself, a `cdp ingest` of your own needs starting again")
+        raise typer.Exit(1)
 
 
 @app.command()

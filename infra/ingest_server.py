@@ -14,13 +14,18 @@ event is validation and one share of a transaction.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
 import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from uvicorn.supervisors import Multiprocess
 
 from api.auth import check_metrics_key
 from api.errors import install_error_handlers
@@ -86,12 +91,29 @@ class IngestWorker:
             self.committer.stop()  # answers everything queued first
 
 
+def _stop_with_supervisor() -> None:
+    """In a worker process of `cdp ingest`: stop when it is gone (`kill -9`), rather than hold the port for ever.
+
+    uvicorn's workers do not watch their supervisor; one left behind would keep the port from the `cdp ingest`
+    that `cdp up` starts in its place. A single worker runs in `cdp ingest` itself: nothing to watch."""
+    supervisor = multiprocessing.parent_process()
+    if supervisor is None:
+        return
+
+    def watch() -> None:
+        supervisor.join()  # returns when the supervisor's process has ended, however it ended
+        os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful stop: requests in flight are answered
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
+
+
 def create_ingest_app(settings: Settings | None = None) -> FastAPI:
     """The app of one ingest worker (a factory: uvicorn calls it in each worker process)."""
     worker = IngestWorker(settings or load_settings())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        _stop_with_supervisor()
         worker.start()
         try:
             yield
@@ -115,3 +137,31 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
 
     return app
 
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor of worker processes, remembering whether a signal stopped it.
+
+    It also returns, without saying so to its caller, when a worker failed to start (it then stops the others):
+    `serve` tells the two apart, so that `cdp ingest` exits 1 and `cdp up` starts it again."""
+
+    asked_to_stop = False
+
+    def handle_int(self) -> None:
+        self.asked_to_stop = True
+        super().handle_int()
+
+    def handle_term(self) -> None:
+        self.asked_to_stop = True
+        super().handle_term()
+
+
+def serve(config: uvicorn.Config) -> bool:
+    """Run the ingest workers of `config` until stopped: True when a signal stopped them, False when they failed."""
+    if config.workers <= 1:
+        server = uvicorn.Server(config)
+        server.run()
+        return server.started
+    supervisor = _Supervisor(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    return supervisor.asked_to_stop

@@ -29,6 +29,15 @@ from tests.e2e.test_restart import RECORDED_TOPIC, CdpProcess
 KILL_POINTS = int(os.environ.get("CDP_TEST_KILL_POINTS", "10"))
 
 
+def _supervisor(cdp: CdpProcess) -> int | None:
+    """The pid of `cdp ingest`, the child of `cdp up` that supervises the worker processes."""
+    assert cdp.process is not None
+    try:
+        return next((c.pid for c in psutil.Process(cdp.process.pid).children() if "ingest" in c.cmdline()), None)
+    except psutil.Error:
+        return None
+
+
 def _workers(cdp: CdpProcess) -> list[int]:
     """The pids of the ingest worker processes (children of `cdp ingest`, itself a child of `cdp up`)."""
     assert cdp.process is not None
@@ -57,7 +66,7 @@ def _wait_workers(cdp: CdpProcess, count: int = 2, timeout: float = 60) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise AssertionError("the ingest workers did not come up")
+    raise AssertionError(f"the ingest workers did not come up; cdp up said:\n{cdp.output()[-4000:]}")
 
 
 def _stored_message_ids(data_dir: Path) -> list[str]:
@@ -112,6 +121,28 @@ def test_workers_acknowledge_and_the_core_resolves_them_once(cdp: CdpProcess) ->
         cdp.stop()
     ids = _stored_message_ids(cdp.data_dir)
     assert sorted(ids) == sorted([f"m-{i}" for i in range(20)] + ["i-1"])
+
+
+def test_cdp_up_starts_its_ingest_workers_again_when_their_supervisor_is_killed(cdp: CdpProcess) -> None:
+    """`kill -9` of `cdp ingest`: its workers stop with it (none is left holding the port), `cdp up` says so
+    and starts `cdp ingest` again, and senders are answered by the new workers."""
+    cdp.start()
+    try:
+        _wait_workers(cdp)
+        supervisor, workers = _supervisor(cdp), _workers(cdp)
+        assert supervisor is not None and len(workers) == 2
+        os.kill(supervisor, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(psutil.pid_exists(w) and psutil.Process(w).status() != psutil.STATUS_ZOMBIE for w in workers):
+            assert time.monotonic() < deadline, "the workers of a killed cdp ingest still run"
+            time.sleep(0.1)
+        _wait_workers(cdp)
+        assert _supervisor(cdp) not in (None, supervisor) and not set(_workers(cdp)) & set(workers)
+        answer = httpx.post(f"{cdp.ingest_url}/v1/batch", json=_batch(5, 0), auth=(cdp.keys["write_key"], ""))
+        assert answer.status_code == 200 and answer.json()["stored"] == 5
+    finally:
+        output = cdp.stop()
+    assert "the ingest workers exited unasked (exit status -9" in output
 
 
 class _Sender(threading.Thread):

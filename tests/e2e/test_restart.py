@@ -37,6 +37,8 @@ class CdpProcess:
         self.url = f"http://127.0.0.1:{http_port}"
         self.ingest_url = f"http://127.0.0.1:{self.env['CDP_INGEST_PORT']}"  # the ingest workers
         self.process: subprocess.Popen[bytes] | None = None
+        self.log: Path | None = None  # what the running `cdp up` (and the workers it started) printed
+        self._runs = 0
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -44,13 +46,16 @@ class CdpProcess:
         )
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "up"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        # A file, not a pipe: nobody reads a pipe while the platform runs, and a full one would stop its writers.
+        self._runs += 1
+        self.log = self.data_dir.parent / f"{self.data_dir.name}-up-{self._runs}.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=self.env, stdout=out,
+                                            stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 90
         urls = [self.url] + ([self.ingest_url] if self.env.get("CDP_INGEST_WORKERS") != "0" else [])
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.stdout.read().decode()  # type: ignore[union-attr]
+            assert self.process.poll() is None, self.output()
             try:
                 if all(httpx.get(f"{url}/healthz", timeout=1).status_code == 200 for url in urls):
                     return
@@ -58,15 +63,19 @@ class CdpProcess:
                 pass
             time.sleep(0.1)
         self.process.kill()  # not left running behind the test
-        output, _ = self.process.communicate(timeout=30)
-        raise AssertionError(f"cdp up did not become healthy in 90 s:\n{output.decode()[-3000:]}")
+        self.process.wait(30)
+        raise AssertionError(f"cdp up did not become healthy in 90 s:\n{self.output()[-3000:]}")
+
+    def output(self) -> str:
+        """What the last `cdp up` printed so far."""
+        return self.log.read_text(errors="replace") if self.log is not None else ""
 
     def stop(self) -> str:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
-        output, _ = self.process.communicate(timeout=60)
-        assert self.process.returncode == 0, output.decode()
-        return output.decode()
+        self.process.wait(60)
+        assert self.process.returncode == 0, self.output()
+        return self.output()
 
     @property
     def keys(self) -> dict[str, str]:
