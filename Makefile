@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install status bench bench-quick clean
+.PHONY: up test install status bench bench-quick bench-predictions clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(STAMP)
 # Benchmarks are never part of `make test`: figures against targets, ceilings in the same run.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.predictions
+
+bench-predictions: $(STAMP)
+	$(BIN)/python -m bench.predictions $(BENCH_ARGS)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick

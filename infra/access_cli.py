@@ -23,7 +23,7 @@ console = Console()
 workspaces_app = typer.Typer(help="Workspaces (with the platform key): create, list, rename.", no_args_is_help=True)
 
 
-def _settings() -> Settings:
+def command_settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
@@ -31,7 +31,7 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _key(settings: Settings, kind: str, given: str | None) -> str:
+def command_key(settings: Settings, kind: str, given: str | None) -> str:
     """The key to send: given, else CDP_<KIND>_KEY, else the data dir's keys.json."""
     if given:
         return given
@@ -44,13 +44,14 @@ def _key(settings: Settings, kind: str, given: str | None) -> str:
     return str(key)
 
 
-def _call(method: str, path: str, key: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+def call_api(method: str, path: str, key: str, body: Any = None, params: dict[str, Any] | None = None,
+          timeout: float = 60) -> Any:  # fmt: skip
     """One request to the running platform: its JSON answer, or its error said plainly and exit 1."""
-    settings = _settings()
+    settings = command_settings()
     url = f"{api_base(settings)}{path}"
     try:
         response = httpx.request(method, url, headers={"Authorization": f"Bearer {key}"}, json=body, params=params,
-                                 timeout=60, verify=api_verify(settings))  # fmt: skip
+                                 timeout=timeout, verify=api_verify(settings))  # fmt: skip
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach {url}:[/red] {exc}. Is `cdp up` running?")
         raise typer.Exit(1) from None
@@ -83,14 +84,14 @@ def keys_create(
     admin_key: Optional[str] = typer.Option(None, help="an admin key of the workspace (default: the default's)"),
 ) -> None:
     """Make a key of the admin key's workspace; the key is printed this once."""
-    key = _key(_settings(), "admin", admin_key)
+    key = command_key(command_settings(), "admin", admin_key)
     body = {"kind": kind, "scopes": scope, "name": name, "expires_at": expires}
-    _show_made(_call("POST", "/v1/keys", key, body))
+    _show_made(call_api("POST", "/v1/keys", key, body))
 
 
 def keys_list(admin_key: Optional[str] = typer.Option(None, help="an admin key of the workspace")) -> None:
     """The workspace's live keys: id, kind, scopes, name, origin, created, expires (never the keys)."""
-    answer = _call("GET", "/v1/keys", _key(_settings(), "admin", admin_key))
+    answer = call_api("GET", "/v1/keys", command_key(command_settings(), "admin", admin_key))
     table = Table()
     for column in ("id", "kind", "scopes", "name", "origin", "created", "expires"):
         table.add_column(column)
@@ -105,7 +106,7 @@ def keys_rotate(
     admin_key: Optional[str] = typer.Option(None, help="an admin key of the workspace"),
 ) -> None:
     """A new key of the same kind, scopes, name and expiry; the old one stops working at once."""
-    _show_made(_call("POST", f"/v1/keys/{key_id}/rotate", _key(_settings(), "admin", admin_key)))
+    _show_made(call_api("POST", f"/v1/keys/{key_id}/rotate", command_key(command_settings(), "admin", admin_key)))
 
 
 def keys_revoke(
@@ -113,7 +114,7 @@ def keys_revoke(
     admin_key: Optional[str] = typer.Option(None, help="an admin key of the workspace"),
 ) -> None:
     """Revoke a key: refused at once by the API, within a second by the ingest workers."""
-    _call("DELETE", f"/v1/keys/{key_id}", _key(_settings(), "admin", admin_key))
+    call_api("DELETE", f"/v1/keys/{key_id}", command_key(command_settings(), "admin", admin_key))
     console.print(f"revoked {key_id}", highlight=False)
 
 
@@ -130,7 +131,7 @@ def workspaces_create(
     platform_key: Optional[str] = typer.Option(None, help="the platform key (default: CDP_PLATFORM_KEY, keys.json)"),
 ) -> None:
     """Make a workspace; its first admin, write and read keys are printed this once."""
-    made = _call("POST", "/v1/workspaces", _key(_settings(), "platform", platform_key), {"name": name})
+    made = call_api("POST", "/v1/workspaces", command_key(command_settings(), "platform", platform_key), {"name": name})
     console.print(f"workspace {made['name']}: {made['id']}", markup=False, highlight=False)
     for key in made["keys"]:
         _show_made(key)
@@ -142,7 +143,7 @@ def workspaces_list(platform_key: Optional[str] = typer.Option(None, help="the p
     table = Table()
     table.add_column("id")
     table.add_column("name")
-    for w in _call("GET", "/v1/workspaces", _key(_settings(), "platform", platform_key))["workspaces"]:
+    for w in call_api("GET", "/v1/workspaces", command_key(command_settings(), "platform", platform_key))["workspaces"]:
         table.add_row(w["id"], w["name"])
     console.print(table)
 
@@ -154,7 +155,7 @@ def workspaces_rename(
     platform_key: Optional[str] = typer.Option(None, help="the platform key"),
 ) -> None:
     """Rename a workspace; its id and keys stay."""
-    done = _call("PATCH", f"/v1/workspaces/{workspace_id}", _key(_settings(), "platform", platform_key), {"name": name})
+    done = call_api("PATCH", f"/v1/workspaces/{workspace_id}", command_key(command_settings(), "platform", platform_key), {"name": name})
     console.print(f"workspace {done['id']} is now {done['name']}", markup=False, highlight=False)
 
 
@@ -170,7 +171,7 @@ def audit(
 ) -> None:
     """Who read which profile and who changed what: the workspace's audit log, oldest first."""
     params = {"from": since, "to": until, "key_id": key_id, "target": target, "action": action, "limit": limit}
-    answer = _call("GET", "/v1/audit", _key(_settings(), "admin", admin_key),
+    answer = call_api("GET", "/v1/audit", command_key(command_settings(), "admin", admin_key),
                    params={k: v for k, v in params.items() if v is not None})  # fmt: skip
     if as_json:
         for entry in answer["entries"]:

@@ -24,6 +24,7 @@ from infra.config import ConfigError, Settings
 from infra.data_dir import secure_data_dir
 from infra.eventstore import TRANSIENT_STORE_ERRORS, open_event_store, open_intake_log, opening_stores
 from infra.kafka_security import kafka_client_options
+from infra.prediction_schedule import PredictionSchedule
 from infra.keys import Keys, load_or_create_keys, renew_key
 from infra.startup_checks import check_projections, log_fingerprint
 from ingest.committer import GroupCommitter
@@ -34,6 +35,7 @@ from ingest.kafka_topic import KafkaIngest
 from projections.analyst_sql import AnalystSql, SqlLimits
 from projections.kpis import KpiStore
 from projections.migrate import migrate
+from projections.predictions import PredictionStore
 from projections.quarantine import TRANSIENT_ERRORS, QuarantineStore
 from projections.store import ProjectionStore
 from projections.tags import EPOCH, TagStore
@@ -44,6 +46,7 @@ from services.audit import AuditLog
 from services.dead_letters import DeadLetterService
 from services.keys import KeyService, WorkspaceService
 from services.kpis import KpiService
+from services.predictions import PredictionService, PredictionSettings
 from services.profiles import ProfileService
 from services.quarantine import QuarantineService
 from services.rate_limit import RateLimit
@@ -192,6 +195,8 @@ class Platform:
         self.kpis = KpiStore(client, s.clickhouse_database)
         limits = SqlLimits(s.sql_max_rows, s.sql_timeout_s, s.sql_max_memory)
         self.analyst_sql = AnalystSql(lambda: separate_client(s), s.clickhouse_database, limits)
+        # Training reads whole tables: on a client of its own, so the processors never wait behind it.
+        self.prediction_store = PredictionStore(KpiStore(separate_client(s), s.clickhouse_database))
         return client
 
     def _start_processors(self, client: Any) -> int:
@@ -269,6 +274,9 @@ class Platform:
             self.audit = AuditWriter(self.app.recorder, KafkaPublisher(
                 self.producer, AUDIT_TOPIC, key=lambda m: m["workspace_id"]).publish, self.intake_log).start()
         self.services = self._services()
+        self.prediction_schedule = PredictionSchedule(
+            self.services.predictions, lambda: list(self.app.workspaces), self.clock.now, s.predictions_every_h
+        ).start()  # fmt: skip
         self.kafka_ingest = KafkaIngest(
             s.bootstrap_servers, self.intake, self.services.access.authorise_write, self.workspace_id,
             topic=s.ingest_topic,
@@ -290,7 +298,7 @@ class Platform:
         parts = (
             self.kafka_ingest,  # first: it writes through the committer
             getattr(self, "committer", None), self.resolver, self.relay, self.follower, self.tag_timer, self.tags,
-            self.kpi_updates, getattr(self, "audit", None),
+            self.kpi_updates, getattr(self, "audit", None), getattr(self, "prediction_schedule", None),
         )  # fmt: skip
         for part in parts:
             if part is not None:
@@ -326,7 +334,12 @@ class Platform:
         writer = self.resolver
         profiles = ProfileService(self.app, self.store, writer)
         tags = TagService(self.app, self.tags.store, writer, profiles.resolve, self.clock.now)
-        profiles.extras = tags.profile_tags  # a current profile shows its tags
+        predictions = PredictionService(self.prediction_store, self.clock.now, PredictionSettings(
+            propensity_horizon_days=self.settings.prediction_horizon_days,
+            churn_horizon_days=self.settings.prediction_horizon_days, churn_on=self.settings.churn_on,
+            ltv_horizon_days=self.settings.ltv_horizon_days))  # fmt: skip
+        # A current profile shows its tags, and its prediction scores among its computed traits.
+        profiles.extras = lambda ws, pid: {**tags.profile_tags(ws, pid), **predictions.profile_predictions(ws, pid)}
         return Services(
             access=Access(self.app, self.keys.platform_key, RateLimit(self.settings.rate_limit, self.settings.rate_burst)),
             keys=KeyService(self.app, writer), workspaces=WorkspaceService(self.app, writer), audit=AuditLog(self.audit),
@@ -336,7 +349,7 @@ class Platform:
             settings=SettingsService(self.app, writer),
             webhooks=WebhookService(self.app, writer, self.intake, self.dead_letters),
             regulations=RegulationService(self.app, writer, self._applied),
-            intake=self.intake, analyst_sql=self.analyst_sql, status=self.status,
+            intake=self.intake, analyst_sql=self.analyst_sql, predictions=predictions, status=self.status,
             max_event_bytes=self.settings.max_event_bytes, max_batch_bytes=self.settings.max_batch_bytes,
         )  # fmt: skip
 

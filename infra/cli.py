@@ -33,6 +33,7 @@ from infra.server import create_app
 from infra.startup_checks import PortUnavailable, check_ports
 from infra.access_cli import audit, register_key_commands, workspaces_app
 from infra.import_cli import import_files
+from infra.predict_cli import predict
 from infra.tags_cli import tags_app
 from infra.webhooks_cli import webhooks_app
 from streams.relay import EVENTS_TOPIC
@@ -46,6 +47,7 @@ app.add_typer(keys_app, name="keys")
 register_key_commands(keys_app)
 app.add_typer(workspaces_app, name="workspaces")
 app.command("audit")(audit)
+app.command("predict")(predict)
 console = Console()
 
 

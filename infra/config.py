@@ -44,6 +44,10 @@ class Settings:
     rate_burst: float = 0.0  # CDP_RATE_BURST: requests at once per key; 0: two seconds' worth
     metrics_open: bool = False  # CDP_METRICS_OPEN=on: /metrics without the platform key (a private network)
     processor_driver: str = "log"  # "log" (follow the event store in-process) | "kafka" (Faust)
+    predictions_every_h: float = 24.0  # CDP_PREDICTIONS_EVERY: hours between scheduled prediction runs; 0: on demand
+    prediction_horizon_days: int = 30  # CDP_PREDICTION_HORIZON_DAYS: purchase propensity and churn risk
+    churn_on: str = "activity"  # CDP_CHURN_ON: churn is no activity (activity) or no order (order) in the horizon
+    ltv_horizon_days: int = 365  # CDP_LTV_HORIZON_DAYS: the predicted lifetime value's horizon
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
     sql_max_rows: int = 10_000  # analyst SQL (POST /v1/sql): rows returned, then truncated
@@ -423,6 +427,14 @@ def _driver(env: Mapping[str, str]) -> str:
     return driver
 
 
+def _churn_on(env: Mapping[str, str]) -> str:
+    raw = env.get("CDP_CHURN_ON", "").strip().lower() or "activity"
+    if raw not in ("activity", "order"):
+        raise ConfigError(f"CDP_CHURN_ON={env.get('CDP_CHURN_ON')!r}: use 'activity' (churn is no activity within "
+                          "the horizon, the default) or 'order' (no order within it)")  # fmt: skip
+    return raw
+
+
 def _distinct_ports(settings: Settings) -> None:
     """The ports this machine's processes listen on must differ."""
     used = [("CDP_HTTP_PORT", settings.http_port)]
@@ -465,6 +477,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_burst=_non_negative(env, "CDP_RATE_BURST", 0.0),
         metrics_open=_switch(env, "CDP_METRICS_OPEN", False),
         processor_driver=driver,
+        predictions_every_h=_non_negative(env, "CDP_PREDICTIONS_EVERY", 24.0),
+        prediction_horizon_days=_count(env, "CDP_PREDICTION_HORIZON_DAYS", 30),
+        churn_on=_churn_on(env),
+        ltv_horizon_days=_count(env, "CDP_LTV_HORIZON_DAYS", 365),
         sql_max_rows=_count(env, "CDP_SQL_MAX_ROWS", 10_000),
         sql_timeout_s=_positive(env, "CDP_SQL_TIMEOUT_S", 10.0),
         sql_max_memory=_count(env, "CDP_SQL_MAX_MEMORY", 1 << 30),

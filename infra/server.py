@@ -21,12 +21,13 @@ from api.errors import install_error_handlers
 from api.openapi import document_keys
 from infra.bootstrap import Platform
 from ingest import dead_letters_http, http as ingest_http, webhooks_http
-from queries import access, http as profiles_http, kpis, quarantine, regulations, sql, tags
+from queries import access, http as profiles_http, kpis, predictions, quarantine, regulations, sql, tags
 
 # The HTTP adapters; the app is their composition.
 ROUTERS = (
     ingest_http.router, ingest_http.settings_router, dead_letters_http.router, profiles_http.router, tags.router,
     kpis.router, sql.router, quarantine.router, webhooks_http.router, regulations.router, access.router,
+    predictions.router,
 )
 
 

@@ -167,7 +167,7 @@ class KpiStore:
 
     # SQL building blocks ---------------------------------------------------------------------
 
-    def _owners(self) -> str:
+    def owners(self) -> str:
         """Current owners of the identifiers that moved; any other anchor's owner is the fact's profile_id."""
         return (f"(SELECT identifier AS anchor, argMax(profile_id, position) AS owner FROM {self.db}.identity_moves "
                 "WHERE workspace_id = {ws:String} GROUP BY identifier)")  # fmt: skip
@@ -192,13 +192,13 @@ class KpiStore:
         if not people:
             return facts
         return (f"(SELECT f.*, if(o.owner = {_ZERO_UUID}, f.profile_id, o.owner) AS person "
-                f"FROM {facts} AS f LEFT JOIN {self._owners()} AS o ON f.anchor = o.anchor)")  # fmt: skip
+                f"FROM {facts} AS f LEFT JOIN {self.owners()} AS o ON f.anchor = o.anchor)")  # fmt: skip
 
     def _active(self, until: str = "end") -> str:
         """(day, person) of every active anchor-day before `until`; duplicates are harmless to its readers."""
         return (f"(SELECT a.day AS day, if(o.owner = {_ZERO_UUID}, a.profile_id, o.owner) AS person "
                 f"FROM (SELECT * FROM {self.db}.activity_days WHERE workspace_id = {{ws:String}} "
-                f"AND day < toDate({{{until}:{_T}}})) AS a LEFT JOIN {self._owners()} AS o ON a.anchor = o.anchor)")
+                f"AND day < toDate({{{until}:{_T}}})) AS a LEFT JOIN {self.owners()} AS o ON a.anchor = o.anchor)")
 
     def _params(self, q: KpiQuery, **extra: Any) -> dict[str, Any]:
         params: dict[str, Any] = {"ws": q.workspace_id, "start": q.start, "end": q.end}
@@ -611,7 +611,7 @@ class KpiStore:
         sql = (f"SELECT level, count() FROM (SELECT person, windowFunnel({int(within_seconds)})(toDateTime(ts), "
                f"{', '.join(conditions)}) AS level FROM (SELECT {columns}, "
                f"if(o.owner = {_ZERO_UUID}, e.profile_id, o.owner) AS person "
-               f"FROM {events} AS e LEFT JOIN {self._owners()} AS o ON e.anchor = o.anchor) "
+               f"FROM {events} AS e LEFT JOIN {self.owners()} AS o ON e.anchor = o.anchor) "
                f"GROUP BY person HAVING minIf(ts, {conditions[0]}) < {{end:{_T}}}) GROUP BY level")  # fmt: skip
         params["end_window"] = end + timedelta(seconds=within_seconds)
         reached = dict(self._rows(sql, params))

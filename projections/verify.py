@@ -83,6 +83,9 @@ NOT_COMPARED: dict[str, str] = {
     "positions": "how far each processor got: a rebuild records its own, and the relay's is not rebuilt",
     "log_origin": "the log's fingerprint, checked against the event store at every start (infra/startup_checks.py)",
     "schema_migrations": "which migrations ran and when; both databases run all of them",
+    "prediction_models": "trained from the projections on a schedule or on demand, not from the log; a rebuild "
+    "starts without models until the next run",
+    "prediction_scores": "the scores of the models of prediction_models: made by a run, not by the log",
 }
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from services.dead_letters import DeadLetterService
     from services.keys import KeyService, WorkspaceService
     from services.kpis import KpiService
+    from services.predictions import PredictionService
     from services.profiles import ProfileService
     from services.quarantine import QuarantineService
     from services.regulations import RegulationService
@@ -51,4 +52,5 @@ class Services(IngestServices):
     webhooks: WebhookService
     regulations: RegulationService
     analyst_sql: AnalystSql
+    predictions: PredictionService
     status: Callable[..., dict[str, Any]]  # the platform's parts and their positions (`status(workspace_id)`)

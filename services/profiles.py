@@ -205,7 +205,9 @@ class ProfileService:
         view = self._load(q.workspace_id, q.identifier, q.as_of)
         result = self._document(q.workspace_id, view, q.as_of, with_changes=True)
         if self.extras is not None and q.as_of is None:
-            result.update(self.extras(q.workspace_id, view.profile_id))
+            extra = self.extras(q.workspace_id, view.profile_id)
+            result["computed_traits"].update(extra.pop("computed_traits", {}))  # e.g. the prediction scores
+            result.update(extra)
         return result
 
     def profiles(self, q: ListProfiles) -> ProfilePage:

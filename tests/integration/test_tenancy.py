@@ -199,6 +199,10 @@ def cases(victim: Workspace) -> dict[tuple[str, str], list[dict[str, Any]]]:
         ("POST", "/v1/workspaces"): [{"json": {"name": "gamma"}}],
         ("GET", "/v1/workspaces"): [{}],
         ("PATCH", "/v1/workspaces/{workspace_id}"): [{"path": {"workspace_id": victim.id}, "json": {"name": "taken"}}],
+        ("GET", "/v1/predictions/models"): [{}],
+        ("POST", "/v1/predictions/run"): [{}],
+        ("GET", "/v1/forecasts/{kpi}"): [{"path": {"kpi": "revenue"}}, {"path": {"kpi": "won_revenue"},
+                                                                         "params": {"granularity": "month"}}],
     })  # fmt: skip
     return table
 

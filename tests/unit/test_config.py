@@ -107,6 +107,11 @@ FIX = re.compile(r"\b(set|use|write|give|choose|unset)\b")  # every message says
         ({"CDP_MASTER_KEY": MASTER[:-8] + "="}, "CDP_MASTER_KEY"),  # base64, but not of 32 bytes
         ({"CDP_TLS_CERTFILE": "/nowhere/cert.pem", "CDP_TLS_KEYFILE": "/nowhere/key.pem"}, "CDP_TLS_CERTFILE"),
         ({"CDP_KAFKA_SECURITY_PROTOCOL": "TLS"}, "CDP_KAFKA_SECURITY_PROTOCOL"),
+        ({"CDP_PREDICTIONS_EVERY": "daily"}, "CDP_PREDICTIONS_EVERY"),
+        ({"CDP_PREDICTIONS_EVERY": "-1"}, "CDP_PREDICTIONS_EVERY"),
+        ({"CDP_PREDICTION_HORIZON_DAYS": "0"}, "CDP_PREDICTION_HORIZON_DAYS"),
+        ({"CDP_LTV_HORIZON_DAYS": "a year"}, "CDP_LTV_HORIZON_DAYS"),
+        ({"CDP_CHURN_ON": "purchase"}, "CDP_CHURN_ON"),
     ],
 )
 def test_every_bad_value_names_its_variable_and_the_fix(env: dict[str, str], name: str) -> None:
@@ -146,3 +151,12 @@ def test_good_values_of_the_checked_variables_pass() -> None:
     assert load_settings({"CDP_KAFKA_BOOTSTRAP": "k1:9092,k2:9092"}).kafka_bootstrap == "k1:9092,k2:9092"
     # The same port for the API and the ingest workers is fine when this machine runs no ingest workers.
     assert load_settings({"CDP_INGEST_PORT": "8000", "CDP_INGEST_WORKERS": "0"}).ingest_port == 8000
+
+
+def test_prediction_settings_have_defaults_and_take_good_values() -> None:
+    s = load_settings({})
+    assert (s.predictions_every_h, s.prediction_horizon_days, s.churn_on, s.ltv_horizon_days) == (24.0, 30, "activity",
+                                                                                                 365)  # fmt: skip
+    s = load_settings({"CDP_PREDICTIONS_EVERY": "0", "CDP_PREDICTION_HORIZON_DAYS": "14", "CDP_CHURN_ON": "Order",
+                       "CDP_LTV_HORIZON_DAYS": "180"})  # fmt: skip
+    assert (s.predictions_every_h, s.prediction_horizon_days, s.churn_on, s.ltv_horizon_days) == (0.0, 14, "order", 180)

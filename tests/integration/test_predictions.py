@@ -1,0 +1,161 @@
+"""Predictions through HTTP on a real platform (SQLite log, chDB, the bundled broker): a year of simulated
+orders sent with the write key, a run with the admin key, the models' evaluation, the scores on the profiles,
+the revenue forecast; and the answers without enough history, with the wrong key, and while a run goes on."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from tests.conftest import Running
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+DAYS = 400
+
+
+def _history(customers: int = 300, seed: int = 7) -> list[dict[str, Any]]:
+    """Buy-till-you-die customers: each buys at a rate of their own while alive, and after each purchase may
+    drop out for good; every order comes with a page view. Some pay in USD."""
+    rng = random.Random(seed)
+    calls: list[dict[str, Any]] = []
+    for c in range(customers):
+        user = f"c{c}"
+        first = rng.uniform(0, DAYS - 60)
+        rate = rng.gammavariate(0.8, 1 / 20)  # purchases a day
+        drop = rng.betavariate(1.0, 4.0)
+        spend = rng.gammavariate(6, 10)
+        currency = "USD" if c % 10 == 0 else "EUR"
+        day, n = first, 0
+        while day < DAYS:
+            at = (NOW - timedelta(days=DAYS - day)).isoformat()
+            calls.append({"type": "page", "userId": user, "name": "Shop", "timestamp": at})
+            calls.append({"type": "track", "userId": user, "event": "Order Completed", "timestamp": at,
+                          "properties": {"order_id": f"{user}-{n}", "revenue": round(rng.gammavariate(4, spend / 4), 2),
+                                         "currency": currency}})  # fmt: skip
+            n += 1
+            if n == 1 and c % 7 == 0:  # a second order an hour after the first: one purchase day, not two
+                calls.append({"type": "track", "userId": user, "event": "Order Completed",
+                              "timestamp": (NOW - timedelta(days=DAYS - day, hours=-1)).isoformat(),
+                              "properties": {"order_id": f"{user}-same-day", "revenue": 5, "currency": currency}})
+            if rng.random() < drop:
+                break
+            day += rng.expovariate(rate) if rate > 0 else DAYS
+    return calls
+
+
+@pytest.fixture(scope="module")
+def calls() -> list[dict[str, Any]]:
+    return _history()
+
+
+def _send(r: Running, calls: list[dict[str, Any]]) -> None:
+    for i in range(0, len(calls), 400):
+        assert r.send("/v1/batch", {"batch": calls[i:i + 400]}).status_code == 200
+    r.wait_caught_up(60)
+
+
+def test_a_run_trains_evaluates_and_scores_every_model(running: Running, calls: list[dict[str, Any]]) -> None:
+    _send(running, calls)
+    before = running.http.get("/v1/predictions/models", headers=running.read_headers).json()["models"]
+    assert [m["status"] for m in before] == ["never_trained"] * 3
+    answer = running.http.post("/v1/predictions/run", headers=running.admin_headers)
+    assert answer.status_code == 200, answer.text
+    run = {m["model"]: m for m in answer.json()["models"]}
+    assert {m: run[m]["status"] for m in run} == {"purchase_propensity": "trained", "churn_risk": "trained",
+                                                  "predicted_ltv": "trained"}, run  # fmt: skip
+    for name in ("purchase_propensity", "churn_risk"):
+        metrics = run[name]["metrics"]
+        assert 0.6 < metrics["auc"] <= 1.0, (name, metrics)  # recency and frequency carry the signal here
+        assert 0 <= metrics["brier"] < 0.25 and metrics["top_decile_lift"] >= 1.0
+        assert run[name]["split"]["evaluated_on_features_as_of"] > run[name]["split"]["trained_on_features_as_of"]
+    ltv = run["predicted_ltv"]
+    bg = ltv["parameters"]["bgnbd"]
+    assert all(bg[p] > 0 for p in ("r", "alpha", "a", "b")) and bg["customers"] > 200
+    assert set(ltv["parameters"]["gamma_gamma"]) == {"EUR", "USD"}
+    assert ltv["evaluation"]["customers"] > 100 and (ltv["evaluation"]["correlation"] or 0) > 0.3, (ltv["evaluation"], ltv["parameters"])
+    models = running.http.get("/v1/predictions/models", headers=running.read_headers).json()["models"]
+    assert [(m["model"], m["version"]) for m in models] == [(m, run[m]["version"]) for m in
+                                                            ("purchase_propensity", "churn_risk", "predicted_ltv")]
+
+    # The scores are computed traits of the profile, with the model's version.
+    profile = running.profile("user_id:c1").json()
+    traits = profile["computed_traits"]
+    assert 0 <= traits["purchase_propensity"]["probability"] <= 1
+    assert 0 <= traits["churn_risk"]["probability"] <= 1
+    assert traits["predicted_ltv"]["version"] == run["predicted_ltv"]["version"]
+    assert set(traits["predicted_ltv"]["value"]) <= {"EUR", "USD"} and traits["predicted_ltv"]["expected_purchases"] >= 0
+
+
+def test_the_revenue_forecast_has_intervals_and_its_holdout_error(running: Running, calls: list[dict[str, Any]]) -> None:
+    _send(running, calls)
+    answer = running.http.get("/v1/forecasts/revenue", params={"granularity": "week", "horizon": 6},
+                              headers=running.read_headers)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    by_currency = {f["currency"]: f for f in answer.json()["forecasts"]}
+    eur = by_currency["EUR"]
+    assert eur["status"] == "forecast" and len(eur["points"]) == 6
+    assert all(p["lower"] <= p["value"] <= p["upper"] and p["lower"] >= 0 for p in eur["points"])
+    assert eur["mape"] is None or eur["mape"] >= 0
+    assert eur["holdout_periods"] >= 1
+    bad = running.http.get("/v1/forecasts/nps", headers=running.read_headers)
+    assert bad.status_code == 404 and bad.json()["code"] == "unknown_forecast"
+    daily = running.http.get("/v1/forecasts/revenue", params={"granularity": "day"}, headers=running.read_headers)
+    assert daily.status_code in (400, 422) and "granularity" in daily.text
+
+
+def test_without_enough_history_every_model_says_what_it_needs(running: Running) -> None:
+    _send(running, _history(customers=8, seed=3))
+    run = running.http.post("/v1/predictions/run", headers=running.admin_headers).json()
+    for model in run["models"]:
+        assert model["status"] == "not_enough_data" and model["scored_profiles"] == 0
+        assert "needs" in model["reason"] or "at least" in model["reason"], model
+    assert "computed_traits" in running.profile("user_id:c1").json()
+    assert "purchase_propensity" not in running.profile("user_id:c1").json()["computed_traits"]
+    forecast = running.http.get("/v1/forecasts/won_revenue", headers=running.read_headers).json()
+    assert forecast["forecasts"][0]["status"] == "not_enough_data"
+
+
+def test_keys_and_a_second_run_at_once(running: Running) -> None:
+    assert running.http.post("/v1/predictions/run", headers={"Authorization": f"Bearer {running.read_key}"}
+                             ).status_code == 403  # fmt: skip
+    assert running.http.post("/v1/predictions/run", auth=(running.write_key, "")).status_code == 401
+    assert running.http.get("/v1/predictions/models").status_code == 401
+    service = running.platform.services.predictions  # type: ignore[union-attr]
+    entered, release = threading.Event(), threading.Event()
+    people = service.store.people
+
+    def slow_people(*args: Any) -> Any:  # the first run waits inside, on the real store, until released
+        entered.set()
+        release.wait(30)
+        return people(*args)
+
+    service.store.people = slow_people  # type: ignore[method-assign]
+    first = threading.Thread(target=lambda: running.http.post("/v1/predictions/run", headers=running.admin_headers))
+    first.start()
+    try:
+        assert entered.wait(30)
+        second = running.http.post("/v1/predictions/run", headers=running.admin_headers)
+        assert second.status_code == 409 and second.json()["code"] == "run_in_progress"
+    finally:
+        release.set()
+        first.join(60)
+        service.store.people = people  # type: ignore[method-assign]
+
+
+def test_a_model_that_fails_is_recorded_and_the_others_still_run(running: Running, calls: list[dict[str, Any]]) -> None:
+    _send(running, calls)
+    service = running.platform.services.predictions  # type: ignore[union-attr]
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a fault of the lifetime value model")
+
+    service._ltv = broken  # type: ignore[method-assign]
+    answer = running.http.post("/v1/predictions/run", headers=running.admin_headers)
+    assert answer.status_code == 200
+    run = {m["model"]: m for m in answer.json()["models"]}
+    assert run["predicted_ltv"]["status"] == "failed" and "a fault of the lifetime value model" in run["predicted_ltv"]["reason"]
+    assert run["purchase_propensity"]["status"] == run["churn_risk"]["status"] == "trained"
