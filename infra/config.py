@@ -419,20 +419,23 @@ def _master_key(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+def _one_of(env: Mapping[str, str], name: str, choices: dict[str, str]) -> str:
+    """A word out of `choices` (lower-cased; the first is the default), each with what it means."""
+    value = env.get(name, "").strip().lower() or next(iter(choices))
+    if value not in choices:
+        said = " or ".join(f"'{c}' ({meaning})" for c, meaning in choices.items())
+        raise ConfigError(f"{name}={env.get(name)!r}: use {said}")
+    return value
+
+
 def _driver(env: Mapping[str, str]) -> str:
-    driver = env.get("CDP_PROCESSOR_DRIVER", "").strip().lower() or "log"
-    if driver not in ("log", "kafka"):
-        raise ConfigError(f"CDP_PROCESSOR_DRIVER={env.get('CDP_PROCESSOR_DRIVER')!r}: use 'log' (the default) or "
-                          "'kafka'")  # fmt: skip
-    return driver
+    return _one_of(env, "CDP_PROCESSOR_DRIVER", {"log": "the default: processors follow the event log",
+                                                 "kafka": "processors consume cdp.events with Faust"})  # fmt: skip
 
 
 def _churn_on(env: Mapping[str, str]) -> str:
-    raw = env.get("CDP_CHURN_ON", "").strip().lower() or "activity"
-    if raw not in ("activity", "order"):
-        raise ConfigError(f"CDP_CHURN_ON={env.get('CDP_CHURN_ON')!r}: use 'activity' (churn is no activity within "
-                          "the horizon, the default) or 'order' (no order within it)")  # fmt: skip
-    return raw
+    return _one_of(env, "CDP_CHURN_ON", {"activity": "the default: churn is no activity within the horizon",
+                                         "order": "churn is no order within it"})  # fmt: skip
 
 
 def _distinct_ports(settings: Settings) -> None:

@@ -66,10 +66,8 @@ class GetForecast:
 
 class PredictionService:
     def __init__(self, store: PredictionStore, clock: Callable[[], datetime],
-                 settings: PredictionSettings = PredictionSettings(),
-                 on_scores: Callable[[str, str, dict[str, float]], None] | None = None) -> None:  # fmt: skip
-        """`on_scores(workspace, model, {profile id: score})`: the scores that moved in a run (to publish)."""
-        self.store, self.clock, self.settings, self.on_scores = store, clock, settings, on_scores
+                 settings: PredictionSettings = PredictionSettings()) -> None:  # fmt: skip
+        self.store, self.clock, self.settings = store, clock, settings
         self._running: set[str] = set()
         self._guard = threading.Lock()
         self._features: dict[tuple[str, datetime], dict[str, Person]] = {}
@@ -132,15 +130,10 @@ class PredictionService:
                 doc, scores, status = {"reason": f"{type(exc).__name__}: {exc}"}, {}, "failed"
             doc["training_seconds"] = round(time.perf_counter() - began, 3)
             doc["scored_profiles"] = len(scores)
-            before = self.store.scored(q.workspace_id, name) if scores and self.on_scores else {}
             self.store.save_scores(q.workspace_id, name, version, now,
                                    ((pid, score, {**details, "model": name, "version": version, "scored_at": version})
                                     for pid, (score, details) in scores.items()))  # fmt: skip
             self.store.save_model(q.workspace_id, name, version, now, status, doc)
-            if scores and self.on_scores:
-                moved = {pid: s for pid, (s, _) in scores.items() if abs(before.get(pid, -1.0) - s) >= 0.01}
-                if moved:
-                    self.on_scores(q.workspace_id, name, moved)
             results.append({"model": name, "status": status, "version": version, **doc})
         return {"workspace_id": q.workspace_id, "version": version, "models": results}
 
