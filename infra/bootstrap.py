@@ -337,7 +337,9 @@ class Platform:
         predictions = PredictionService(self.prediction_store, self.clock.now, PredictionSettings(
             propensity_horizon_days=self.settings.prediction_horizon_days,
             churn_horizon_days=self.settings.prediction_horizon_days, churn_on=self.settings.churn_on,
-            ltv_horizon_days=self.settings.ltv_horizon_days))  # fmt: skip
+            ltv_horizon_days=self.settings.ltv_horizon_days),
+            publish=KafkaPublisher(self.producer, PROFILE_CHANGES_TOPIC).publish if self.producer is not None else None,
+            log_position=self.app.last_position)  # fmt: skip
         # A current profile shows its tags, and its prediction scores among its computed traits.
         profiles.extras = lambda ws, pid: {**tags.profile_tags(ws, pid), **predictions.profile_predictions(ws, pid)}
         return Services(

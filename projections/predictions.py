@@ -189,6 +189,14 @@ class PredictionStore:
         ).result_rows  # fmt: skip
         return {model: json.loads(doc) for model, doc in rows}
 
+    def latest_scores(self, workspace_id: str, model: str) -> dict[str, float]:
+        """Every profile's current score of `model` (to publish only the scores that moved)."""
+        rows = self.client.query(
+            f"SELECT profile_id, argMax(score, scored_at) FROM {self.db}.prediction_scores FINAL WHERE workspace_id = "
+            "{ws:String} AND model = {m:String} GROUP BY profile_id", parameters={"ws": workspace_id, "m": model},
+        ).result_rows  # fmt: skip
+        return {str(pid): float(score) for pid, score in rows}
+
 
 _ORDERS = "AND kind = 'order'"
 _SERVICE_KINDS = "AND kind IN ('ticket_opened', 'feedback', 'message_opened', 'message_clicked')"

@@ -38,6 +38,7 @@ MODELS = ("purchase_propensity", "churn_risk", "predicted_ltv")
 FORECAST_KPIS = ("revenue", "won_revenue")
 MIN_PEOPLE = 50
 MIN_OF_EACH_OUTCOME = 5
+MOVED = 0.01  # a score that moves less than this is not published again
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,12 @@ class GetForecast:
 
 class PredictionService:
     def __init__(self, store: PredictionStore, clock: Callable[[], datetime],
-                 settings: PredictionSettings = PredictionSettings()) -> None:  # fmt: skip
+                 settings: PredictionSettings = PredictionSettings(),
+                 publish: Callable[[list[dict[str, Any]]], None] | None = None,
+                 log_position: Callable[[], int] = lambda: 0) -> None:  # fmt: skip
+        """`publish`: the `scored` changes of a run, for cdp.profile-changes; `log_position`: the log's last one."""
         self.store, self.clock, self.settings = store, clock, settings
+        self.publish, self.log_position = publish, log_position
         self._running: set[str] = set()
         self._guard = threading.Lock()
         self._features: dict[tuple[str, datetime], dict[str, Person]] = {}
@@ -116,6 +121,7 @@ class PredictionService:
     def _run_models(self, q: RunPredictions) -> dict[str, Any]:
         now = self.clock()
         version = now.isoformat()
+        position = self.log_position()  # what the models see (the projections lag it by moments at most)
         results = []
         for name, train in (("purchase_propensity", self._propensity), ("churn_risk", self._churn),
                             ("predicted_ltv", self._ltv)):  # fmt: skip
@@ -130,12 +136,24 @@ class PredictionService:
                 doc, scores, status = {"reason": f"{type(exc).__name__}: {exc}"}, {}, "failed"
             doc["training_seconds"] = round(time.perf_counter() - began, 3)
             doc["scored_profiles"] = len(scores)
+            before = self.store.latest_scores(q.workspace_id, name) if scores and self.publish else {}
             self.store.save_scores(q.workspace_id, name, version, now,
                                    ((pid, score, {**details, "model": name, "version": version, "scored_at": version})
                                     for pid, (score, details) in scores.items()))  # fmt: skip
             self.store.save_model(q.workspace_id, name, version, now, status, doc)
+            if scores and self.publish:
+                self._publish_moved(q.workspace_id, name, version, max(position, 1), before, scores)
             results.append({"model": name, "status": status, "version": version, **doc})
         return {"workspace_id": q.workspace_id, "version": version, "models": results}
+
+    def _publish_moved(self, ws: str, model: str, version: str, position: int, before: dict[str, float],
+                       scores: dict[str, tuple[float, dict[str, Any]]], chunk: int = 10_000) -> None:  # fmt: skip
+        """A `scored` change for each profile whose score is new or moved by MOVED or more."""
+        moved = [{"workspace_id": ws, "profile_id": pid, "position": position, "change": "scored", "model": model,
+                  "version": version, "score": {"old": before.get(pid), "new": score}}
+                 for pid, (score, _) in scores.items() if pid not in before or abs(before[pid] - score) >= MOVED]  # fmt: skip
+        for i in range(0, len(moved), chunk):
+            self.publish(moved[i:i + chunk])  # type: ignore[misc]
 
     # The classifiers ----------------------------------------------------------------------------
 

@@ -4,14 +4,17 @@ the revenue forecast; and the answers without enough history, with the wrong key
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 
-from tests.conftest import Running
+from tests.conftest import Running, read_topic
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 DAYS = 400
@@ -159,3 +162,27 @@ def test_a_model_that_fails_is_recorded_and_the_others_still_run(running: Runnin
     run = {m["model"]: m for m in answer.json()["models"]}
     assert run["predicted_ltv"]["status"] == "failed" and "a fault of the lifetime value model" in run["predicted_ltv"]["reason"]
     assert run["purchase_propensity"]["status"] == run["churn_risk"]["status"] == "trained"
+
+
+def test_first_scores_are_scored_changes_on_the_profile_changes_topic(running: Running,
+                                                                      calls: list[dict[str, Any]]) -> None:  # fmt: skip
+    _send(running, calls)
+    run = running.http.post("/v1/predictions/run", headers=running.admin_headers).json()
+    expected = sum(m["scored_profiles"] for m in run["models"])
+
+    def scored(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [v for v in values if v["change"] == "scored"]
+
+    received = read_topic(running.platform.settings.bootstrap_servers, "cdp.profile-changes",
+                          lambda got: len(scored(got)) >= expected, timeout=30)  # fmt: skip
+    messages = scored([v for _, v in received])
+    assert len(messages) == expected and expected > 600
+    assert len({(m["profile_id"], m["model"]) for m in messages}) == len(messages)  # one per profile and model
+    assert all(m["score"]["old"] is None and m["version"] == run["version"] for m in messages)  # all first scores
+    schema = json.loads((Path(__file__).parents[2] / "docs/schemas/cdp.profile-changes.schema.json").read_text())
+    validator = jsonschema_rs.validator_for(schema)
+    for message in messages[:50]:
+        assert validator.is_valid(message), [e.message for e in validator.iter_errors(message)]
+    c1 = running.profile("user_id:c1").json()
+    mine = {m["model"]: m["score"]["new"] for m in messages if m["profile_id"] == c1["profile_id"]}
+    assert mine["churn_risk"] == c1["computed_traits"]["churn_risk"]["probability"]
