@@ -302,7 +302,8 @@ class PredictionService:
         if q.granularity not in ("week", "month"):
             raise Invalid("granularity must be week or month", code="bad_request")
         now = self.clock()
-        days = 7 * q.history_periods if q.granularity == "week" else 31 * q.history_periods
+        periods = q.history_periods + 1  # and the partial one it starts in
+        days = 7 * periods if q.granularity == "week" else 31 * periods
         start = now - timedelta(days=days)
         # Money KPIs answer per currency: a forecast per currency, never a sum across them.
         rows = self.store.kpis.kpi(q.kpi, KpiQuery(q.workspace_id, start, now, q.granularity, None, {}, 7.0))
@@ -311,8 +312,8 @@ class PredictionService:
             by_currency.setdefault(str(row.get("currency") or ""), {})[_period_day(row["period"])] = float(row["value"])
         answers = []
         for currency, points in sorted(by_currency.items()):
-            # The current period is not over: the forecast starts after the last whole one.
-            series = fill_series(points, start.date(), now.date(), q.granularity)[:-1]
+            # The first and the current period are partial (the range starts and ends inside them): whole ones only.
+            series = fill_series(points, start.date(), now.date(), q.granularity)[1:-1]
             try:
                 made = forecast(series, q.granularity, horizon=q.horizon, level=q.level)
             except NotEnoughHistory as exc:
