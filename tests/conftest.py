@@ -58,6 +58,7 @@ def settings(tmp_path: Path, chdb_url: str) -> Settings:
         kafka_partitions=2,
         clickhouse_url=chdb_url,
         clickhouse_database=f"t_{uuid.uuid4().hex[:12]}",
+        predictions_every_h=0,  # runs only when a test asks: a scheduled one would land at a time of its own
     )
 
 

@@ -29,6 +29,7 @@ class CdpProcess:
             "CDP_HTTP_PORT": str(http_port),
             "CDP_KAFKA_PORT": str(kafka_port),
             "CDP_INGEST_PORT": str(free_port()),
+            "CDP_PREDICTIONS_EVERY": "0",  # runs only when a test asks: a scheduled one would land at a time of its own
         }
         for name in ("CDP_EVENT_STORE", "CDP_CLICKHOUSE_URL", "CDP_KAFKA_BOOTSTRAP", "CDP_WRITE_KEY", "CDP_READ_KEY",
                      "CDP_ADMIN_KEY", "CDP_PLATFORM_KEY", "CDP_METRICS_OPEN"):  # fmt: skip
