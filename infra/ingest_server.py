@@ -143,9 +143,20 @@ class _Supervisor(Multiprocess):
     """uvicorn's supervisor of worker processes, remembering whether a signal stopped it.
 
     It also returns, without saying so to its caller, when a worker failed to start (it then stops the others):
-    `serve` tells the two apart, so that `cdp ingest` exits 1 and `cdp up` starts it again."""
+    `serve` tells the two apart, so that `cdp ingest` exits 1 and `cdp up` starts it again.
+
+    uvicorn keeps the worker's end of each health-check pipe open in the supervisor too, so a worker that dies
+    while it is being pinged is noticed only when the ping times out (CDP's 60 s, for slow starts), and no other
+    dead worker is replaced meanwhile. Closing that end once the worker has its own copy makes its death an end
+    of file the ping sees at once."""
 
     asked_to_stop = False
+
+    def keep_subprocess_alive(self) -> None:
+        for process in self.processes:  # all started: uvicorn starts each as it makes it
+            if not process.child_conn.closed:
+                process.child_conn.close()
+        super().keep_subprocess_alive()
 
     def handle_int(self) -> None:
         self.asked_to_stop = True

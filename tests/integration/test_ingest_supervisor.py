@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from uvicorn.supervisors.multiprocess import SIGNALS
 
 from infra.broker import free_port
-from infra.ingest_server import serve
+from infra.ingest_server import _Supervisor, serve
 
 
 def failing_app() -> FastAPI:
@@ -72,3 +72,39 @@ def test_workers_stopped_by_a_signal_are_a_clean_stop() -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def test_a_worker_killed_while_it_is_pinged_is_noticed_at_once() -> None:
+    """The supervisor pings each worker every half second and waits up to `timeout_worker_healthcheck` (60 s
+    here, as cdp ingest sets it) for the answer: a worker killed just then must not cost that minute."""
+    port = free_port()
+    config = _config("working_app", port)
+    config.timeout_worker_healthcheck = 60
+    supervisor = _Supervisor(config, sockets=[config.bind_socket()])
+    took: list[float] = []
+
+    def kill_one_and_ping_it() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        time.sleep(1)  # the supervisor's loop has run: its end of the pipes is closed
+        worker = supervisor.processes[0]
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.process.join(10)
+        began = time.monotonic()
+        answered = worker.ping(timeout=60)  # as the supervisor's own check does, had it begun just before
+        took.append(time.monotonic() - began if not answered else -1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    threading.Thread(target=kill_one_and_ping_it, daemon=True).start()
+    try:
+        supervisor.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert took and 0 <= took[0] < 5, f"the ping of a dead worker waited {took}"
