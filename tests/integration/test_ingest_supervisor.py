@@ -48,6 +48,17 @@ def _config(app: str, port: int) -> uvicorn.Config:
                           port=port, workers=2, log_level="critical", timeout_worker_healthcheck=2)  # fmt: skip
 
 
+def _until_serving(port: int, timeout: float = 60) -> None:
+    """Until a worker answers /healthz on `port` (or `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
+
 def test_workers_that_cannot_start_are_a_failure() -> None:
     assert serve(_config("failing_app", free_port())) is False
 
@@ -56,13 +67,7 @@ def test_workers_stopped_by_a_signal_are_a_clean_stop() -> None:
     port = free_port()
 
     def stop_when_serving() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        _until_serving(port)
         os.kill(os.getpid(), signal.SIGTERM)  # as `cdp up` or an operator stops `cdp ingest`
 
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}  # the supervisor puts its own handlers in
@@ -84,13 +89,7 @@ def test_a_worker_killed_while_it_is_pinged_is_noticed_at_once() -> None:
     took: list[float] = []
 
     def kill_one_and_ping_it() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        _until_serving(port)
         time.sleep(1)  # the supervisor's loop has run: its end of the pipes is closed
         worker = supervisor.processes[0]
         os.kill(worker.pid, signal.SIGKILL)
