@@ -55,9 +55,16 @@ __all__ = [
     "simulate_bgnbd",
 ]
 
-# The fits search log-parameters in [-_LOG_BOUND, _LOG_BOUND] (parameters in about [2e-9, 5e8]);
-# an optimum on that edge means the data do not identify the parameter, and the fit says so.
+# The fits search log-parameters in [-_LOG_BOUND, _LOG_BOUND] (parameters in about [2e-9, 5e8]).
+# A shape and its scale may run off together with their ratio held, and b may run off alone: those
+# are limits of the model that predict well (r and alpha: every customer buys at one rate; b: nobody
+# drops out, the NBD model; q and v: one mean spend). What the data cannot identify is a mean that
+# runs off: a purchase rate or a mean spend beyond e^±_LOG_EDGE (about [6e-6, 1.6e5]), or a dropout
+# chance within e^-_LOG_EDGE of 1 (nobody alive after a purchase). The likelihood is then a ridge,
+# and where on it the optimiser stops varies between SciPy releases (1.17.1 stops short of the
+# bound), so the fit says so rather than report a point of that ridge.
 _LOG_BOUND = 20.0
+_LOG_EDGE = 12.0
 
 
 class NotEnoughData(Invalid):
@@ -155,7 +162,7 @@ def fit_bgnbd(
     # r = 1 and alpha matching the mean repeat rate r/alpha; a = 1, b = 3 (a dropout chance of 1/4).
     rate = max(float(np.sum(weights * x)), 1.0) / max(float(np.sum(weights * age)), 1e-12)
     start = np.log([1.0, 1.0 / rate, 1.0, 3.0])
-    theta = _maximise(objective, start, ("r", "alpha", "a", "b"), "BG/NBD")
+    theta = _maximise(objective, start, _bgnbd_unidentified, "BG/NBD")
     r, alpha, a, b = np.exp(theta)
     ll, _ = _bgnbd_loglik(np.exp(theta), x, tx, age, weights)
     return BgNbd(float(r), float(alpha), float(a), float(b), float(ll), int(total))
@@ -396,7 +403,7 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary: ArrayLike, *, min_customers:
     # Start from the method of moments on the spends taken as single transactions: with p = 2 and
     # q = 3, E[m] = p·v/(q-1) gives v = mean(m).
     start = np.log([2.0, 3.0, float(np.average(m, weights=weights))])
-    theta = _maximise(objective, start, ("p", "q", "v"), "Gamma-Gamma")
+    theta = _maximise(objective, start, _gamma_gamma_unidentified, "Gamma-Gamma")
     ll, _ = _gamma_gamma_loglik(np.exp(theta), x, m, weights)
     p, q, v = np.exp(theta)
     return GammaGamma(float(p), float(q), float(v), float(ll), int(total))
@@ -552,17 +559,29 @@ def _pool(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     return [unique[:, i] for i in range(unique.shape[1])], counts.astype(float)
 
 
+def _bgnbd_unidentified(theta: np.ndarray) -> list[str]:
+    log_r, log_alpha, log_a, log_b = theta
+    return (["r", "alpha"] if abs(log_r - log_alpha) > _LOG_EDGE else []) + (
+        ["a", "b"] if log_a - log_b > _LOG_EDGE else [])  # fmt: skip
+
+
+def _gamma_gamma_unidentified(theta: np.ndarray) -> list[str]:
+    log_p, log_q, log_v = theta
+    return (["p"] if abs(log_p) > _LOG_EDGE else []) + (["q", "v"] if abs(log_q - log_v) > _LOG_EDGE else [])
+
+
 def _maximise(
     objective: Callable[[np.ndarray], tuple[float, np.ndarray]],
     start: np.ndarray,
-    names: tuple[str, ...],
+    unidentified: Callable[[np.ndarray], list[str]],
     model: str,
 ) -> np.ndarray:
-    """Minimise the mean negative log-likelihood over bounded log-parameters.
+    """Minimise the mean negative log-likelihood over bounded log-parameters (`unidentified` names the
+    parameters whose optimum the data do not identify).
 
     L-BFGS-B with the analytic gradient, restarted once from its own answer (cheap, and it
-    removes the occasional early stop on a flat ridge). Raises `NotEnoughData` when a parameter
-    ends on the search bound (the likelihood keeps improving as it runs off to 0 or infinity)
+    removes the occasional early stop on a flat ridge). Raises `NotEnoughData` when a mean runs off
+    (see _LOG_EDGE: the likelihood keeps improving as it runs to 0 or infinity)
     or the result is not finite.
     """
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * len(start)
@@ -576,7 +595,7 @@ def _maximise(
     value, grad = objective(theta)
     if not (np.isfinite(value) and np.all(np.isfinite(theta)) and np.all(np.isfinite(grad))):
         raise NotEnoughData(f"the {model} fit did not reach a finite optimum on these data")
-    edge = [n for n, th in zip(names, theta) if abs(th) > _LOG_BOUND - 1e-3]
+    edge = unidentified(theta)
     if edge:
         raise NotEnoughData(
             f"the {model} fit cannot identify {', '.join(edge)} from these data (the likelihood keeps "

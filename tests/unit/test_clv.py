@@ -406,11 +406,21 @@ def test_not_enough_customers_or_repeaters() -> None:
 
 
 def test_unidentified_fit_says_so() -> None:
-    """Five one-time repeaters all buying on the last day leave the purchase rate's scale unbounded."""
+    """Five customers who bought again on day 1 and never after, over 52 days: the likelihood keeps improving
+    as the dropout chance runs to 1 (a to infinity, b to 0), a point no data of a real history identify."""
+    x = np.r_[np.zeros(15), np.ones(5)]
+    tx = np.r_[np.zeros(15), np.full(5, 1.0)]
+    with pytest.raises(NotEnoughData, match=r"cannot identify a, b"):
+        fit_bgnbd(x, tx, np.full(20, 52.0))
+
+
+def test_a_homogeneous_limit_is_a_fit() -> None:
+    """Five repeaters who all bought again on the last day: the rates' shape and scale run off together with
+    their ratio, the purchase rate, held; that is every customer buying at one rate, and it predicts."""
     x = np.r_[np.zeros(15), np.ones(5)]
     tx = np.r_[np.zeros(15), np.full(5, 52.0)]
-    with pytest.raises(NotEnoughData, match=r"cannot identify alpha"):
-        fit_bgnbd(x, tx, np.full(20, 52.0))
+    fit = fit_bgnbd(x, tx, np.full(20, 52.0))
+    assert fit.r > 1e3 and 1e-3 < fit.r / fit.alpha < 1e-1
 
 
 def test_errors_are_value_errors_with_a_code() -> None:
