@@ -6,11 +6,21 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up test install status bench bench-quick bench-predictions clean
 
-$(STAMP): pyproject.toml
+DASHBOARD := queries/dashboard
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Python packages into the venv; the dashboard's front-end packages (Preact, htm, uPlot) from the npm registry.
+$(STAMP): pyproject.toml $(DASHBOARD)/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	npm ci --prefix $(DASHBOARD) --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
+
+# The dashboard's browser tests drive Debian's Chromium (Playwright never downloads a browser of its own).
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -q chromium || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
 install: $(STAMP)
 
@@ -20,7 +30,7 @@ up: $(STAMP)
 status: $(STAMP)
 	$(BIN)/cdp status
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest -q
 
 # Benchmarks are never part of `make test`: figures against targets, ceilings in the same run.

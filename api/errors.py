@@ -73,10 +73,14 @@ class ApiError(Exception):
         self.headers = headers
         self.extra = extra
 
-    def response(self) -> Response:
+    def response(self, request: Request | None = None) -> Response:
         headers = dict(self.headers or {})
         if self.status == 401:
-            headers.setdefault("WWW-Authenticate", 'Basic realm="cdp"')
+            # The challenge of the scheme the client used: a Basic one makes a browser's fetch() wait for a
+            # password dialog, so a Bearer request (the dashboard's) gets a Bearer challenge (RFC 6750).
+            sent = request.headers.get("authorization", "") if request is not None else ""
+            scheme = "Bearer" if sent[:7].lower() == "bearer " else "Basic"
+            headers.setdefault("WWW-Authenticate", f'{scheme} realm="cdp"')
         body = error_body(self.code, self.message, self.errors, **self.extra)
         return json_response(body, status_code=self.status, headers=headers)
 
@@ -111,12 +115,12 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> Response:
-        return exc.response()
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return exc.response(request)
 
     @app.exception_handler(CdpError)
-    async def domain_error(_: Request, exc: CdpError) -> Response:
-        return from_domain(exc).response()
+    async def domain_error(request: Request, exc: CdpError) -> Response:
+        return from_domain(exc).response(request)
 
     @app.exception_handler(SqlRefused)
     async def sql_refused(_: Request, exc: SqlRefused) -> Response:

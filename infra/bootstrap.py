@@ -46,6 +46,7 @@ from services.audit import AuditLog
 from services.dead_letters import DeadLetterService
 from services.keys import KeyService, WorkspaceService
 from services.kpis import KpiService
+from services.live import LiveFeed
 from services.predictions import PredictionService, PredictionSettings
 from services.profiles import ProfileService
 from services.quarantine import QuarantineService
@@ -207,9 +208,16 @@ class Platform:
         ensure_topics(s.bootstrap_servers, s.kafka_partitions, [EVENTS_TOPIC, *DERIVED_TOPICS, s.ingest_topic],
                       kafka_client_options(s))  # fmt: skip
         self.producer = kafka_producer(s.bootstrap_servers, kafka_client_options(s))
-        self.kpi_updates = KpiUpdates(self.kpis.daily_values, KafkaPublisher(
-            self.producer, KPI_UPDATES_TOPIC, key=lambda m: f"{m['workspace_id']}:{m['kpi']}"
-        ).publish)
+        # What the dashboard shows moving: the KPI updates of the topic and every commit's events, in process.
+        self.live = LiveFeed(self.status, self.store.count_profiles)
+        self.app.on_saved.append(self.live.committed)
+        to_topic = KafkaPublisher(self.producer, KPI_UPDATES_TOPIC, key=lambda m: f"{m['workspace_id']}:{m['kpi']}")
+
+        def publish_kpis(messages: list[dict[str, Any]]) -> None:
+            to_topic.publish(messages)
+            self.live.kpi_updates(messages)
+
+        self.kpi_updates = KpiUpdates(self.kpis.daily_values, publish_kpis)
         self.kpi_updates.start()
         relay_start = self.intake_log.position(RELAY) or 0
         self.tags = TagEngine(
@@ -352,6 +360,7 @@ class Platform:
             webhooks=WebhookService(self.app, writer, self.intake, self.dead_letters),
             regulations=RegulationService(self.app, writer, self._applied),
             intake=self.intake, analyst_sql=self.analyst_sql, predictions=predictions, status=self.status,
+            live=self.live,
             max_event_bytes=self.settings.max_event_bytes, max_batch_bytes=self.settings.max_batch_bytes,
         )  # fmt: skip
 

@@ -70,6 +70,7 @@ def _banner(platform: Platform) -> None:
         console.print(f"  ingest    : {s.http_scheme}://{s.http_host}:{s.ingest_port}  ({s.ingest_workers} worker "
                       "processes; point Segment SDKs here)")  # fmt: skip
     console.print(f"  query API : {base}  (also takes ingest, through the core process)")
+    console.print(f"  dashboard : [bold]{base}/dashboard[/bold]  (sign in with the read key)")
     generated = platform.keys.generated
     if "write" in generated:
         console.print(f"  write key : [bold]{platform.keys.write_key}[/bold]  (new; HTTP Basic username for /v1/batch …)")

@@ -21,13 +21,13 @@ from api.errors import install_error_handlers
 from api.openapi import document_keys
 from infra.bootstrap import Platform
 from ingest import dead_letters_http, http as ingest_http, webhooks_http
-from queries import access, http as profiles_http, kpis, predictions, quarantine, regulations, sql, tags
+from queries import access, dashboard, http as profiles_http, kpis, live, predictions, quarantine, regulations, sql, tags
 
 # The HTTP adapters; the app is their composition.
 ROUTERS = (
     ingest_http.router, ingest_http.settings_router, dead_letters_http.router, profiles_http.router, tags.router,
     kpis.router, sql.router, quarantine.router, webhooks_http.router, regulations.router, access.router,
-    predictions.router,
+    predictions.router, live.router,
 )
 
 
@@ -98,6 +98,7 @@ def create_app(
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+    dashboard.mount(app)  # the browser's view of the same API, at /dashboard
     # Admin actions and reads of personal data, recorded once answered (services/audit.py).
     app.add_middleware(AuditMiddleware, recorder=lambda: _audit_record(platform))
 

@@ -27,7 +27,9 @@ from projections.erasure import KPI_TABLES, erase_rows
 from projections.money import movements
 from projections.rfm import buyers, rfm_boundaries
 
-GRANULARITIES = {"day": "toDate", "week": "toMonday", "month": "toStartOfMonth"}
+# total: one period, the whole range, labelled by its first day (a headline number: ratios and means over
+# the range, not sums of daily ones).
+GRANULARITIES = {"day": "toDate", "week": "toMonday", "month": "toStartOfMonth", "total": ""}
 _ZERO_UUID = "toUUID('00000000-0000-0000-0000-000000000000')"
 _T = "DateTime64(3, 'UTC')"
 
@@ -79,6 +81,8 @@ class KpiQuery:
 
     def periods(self) -> list[tuple[date, datetime, datetime]]:
         """(label, start, end) of every period overlapping [start, end), clipped to it."""
+        if self.granularity == "total":
+            return [(self.start.date(), self.start, self.end)] if self.start < self.end else []
         out = []
         label = _period_start(self.start.date(), self.granularity)
         while True:
@@ -211,6 +215,8 @@ class KpiStore:
 
     @staticmethod
     def _period(q: KpiQuery, column: str = "timestamp") -> str:
+        if q.granularity == "total":  # what precedes the range (spans that read until its end) stays apart
+            return f"if(toDate({column}) < toDate({{start:{_T}}}), toDate('1970-01-01'), toDate({{start:{_T}}}))"
         return f"{GRANULARITIES[q.granularity]}({column})"
 
     @staticmethod
@@ -263,6 +269,9 @@ class KpiStore:
         return [self._out(q, p, None, value=n) for p, n in self._rows(sql, self._params(q))]
 
     def _retention(self, q: KpiQuery) -> list[tuple[date, int, int]]:
+        if q.granularity == "total":
+            raise KpiQueryError("retention compares each period with the next: ask by day, week or month",
+                                code="invalid_kpi_query")  # fmt: skip
         step = {"day": "period + 1", "week": "period + 7", "month": "addMonths(period, 1)"}[q.granularity]
         periods = q.periods()
         after = _midnight(_next_period(periods[-1][0], q.granularity)) if periods else q.end

@@ -222,6 +222,11 @@ class ProjectionStore:
         ).result_rows
         return {ws: orjson.loads(rules) for ws, rules in rows}
 
+    def count_profiles(self, workspace_id: str) -> int:
+        """Live profiles of the workspace (merged-away and erased ones are deleted rows, which FINAL hides)."""
+        return int(self.client.query(f"SELECT count() FROM {self.db}.profiles FINAL WHERE workspace_id = {{ws:String}}",
+                                     parameters={"ws": workspace_id}).result_rows[0][0])  # fmt: skip
+
     def profile_ids(self, workspace_id: str) -> list[str]:
         rows = self.client.query(
             f"SELECT DISTINCT toString(profile_id) FROM {self.db}.profile_identifiers FINAL "

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from services.dead_letters import DeadLetterService
     from services.keys import KeyService, WorkspaceService
     from services.kpis import KpiService
+    from services.live import LiveFeed
     from services.predictions import PredictionService
     from services.profiles import ProfileService
     from services.quarantine import QuarantineService
@@ -53,4 +54,5 @@ class Services(IngestServices):
     regulations: RegulationService
     analyst_sql: AnalystSql
     predictions: PredictionService
+    live: LiveFeed  # what the dashboard's open streams are pushed (KPI updates, status ticks)
     status: Callable[..., dict[str, Any]]  # the platform's parts and their positions (`status(workspace_id)`)

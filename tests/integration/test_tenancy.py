@@ -23,6 +23,8 @@ MARK = {"a": "alpha-only-7f3a", "b": "beta-only-2c9d"}  # a trait value only eac
 SQL_TABLES = ("events", "profiles", "profile_identifiers", "identity_history", "profile_changes", "workspace_rules",
               "kpi_facts", "activity_days", "tag_membership", "tag_changes", "tag_definitions")  # fmt: skip
 OUT_OF_SCOPE = {("GET", "/healthz"), ("GET", "/metrics")}  # no workspace data: liveness, platform metrics
+# An endless stream: tests/integration/test_live_http.py checks that each workspace's carries only its own.
+OUT_OF_SCOPE |= {("GET", "/v1/live")}
 
 
 def bearer(key: str) -> dict[str, str]:
