@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install status bench bench-quick bench-predictions clean
+.PHONY: up test install status bench bench-quick bench-predictions bench-dashboard clean
 
 DASHBOARD := queries/dashboard
 CHROMIUM ?= /usr/bin/chromium
@@ -34,9 +34,13 @@ test: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest -q
 
 # Benchmarks are never part of `make test`: figures against targets, ceilings in the same run.
-bench: $(STAMP)
+bench: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.predictions
+	$(BIN)/python -m bench.dashboard
+
+bench-dashboard: $(STAMP) $(CHROMIUM)
+	$(BIN)/python -m bench.dashboard $(BENCH_ARGS)
 
 bench-predictions: $(STAMP)
 	$(BIN)/python -m bench.predictions $(BENCH_ARGS)
