@@ -108,20 +108,23 @@ def main(
     quick: bool = typer.Option(False, help="50,000 events, 2 rounds"),
     rounds: int = typer.Option(5, help="first renders per page (each in a new tab)"),
     ingest_workers: int = typer.Option(2),
+    reuse: Path | None = typer.Option(None, help="the data dir of an earlier run (its `work`/data): no new history"),
     results: Path = typer.Option(Path("bench/results")),
 ) -> None:
     if quick:
         events, rounds = 50_000, 2
-    work = Path(tempfile.mkdtemp(prefix="cdp-bench-dashboard-"))
+    work = reuse.parent if reuse else Path(tempfile.mkdtemp(prefix="cdp-bench-dashboard-"))
     console.print(f"[bold]dashboard benchmark[/bold]: {events:,} events over {DAYS} days, {rounds} rounds, in {work}")
     server = Server(work / "data", ingest_workers, work / "cdp-up.log").start()
-    figures: dict[str, Any] = {"events": events, "rounds": rounds}
+    figures: dict[str, Any] = {"events": events, "rounds": rounds, "ingest_events_per_s": None}
     try:
-        console.print("sending the history through the ingest workers …")
-        figures["ingest_events_per_s"] = send(server, events)
+        if not reuse:
+            console.print("sending the history through the ingest workers …")
+            figures["ingest_events_per_s"] = send(server, events)
         began = time.perf_counter()
         server.wait_caught_up()
         figures["catch_up_s"] = time.perf_counter() - began
+        figures["log_position"] = server.status()["log_position"]
         console.print("first render of each page in Chromium …")
         figures["pages"] = first_renders(server.url, server.read_key, rounds)
     finally:
@@ -130,8 +133,9 @@ def main(
 
 
 def _report(figures: dict[str, Any], results: Path) -> None:
+    ingest = f"ingest {figures['ingest_events_per_s']:,.0f} ev/s, " if figures["ingest_events_per_s"] else "reused, "
     table = Table(title=f"dashboard first render — {os.cpu_count()} cores, {figures['events']:,} events "
-                        f"(ingest {figures['ingest_events_per_s']:,.0f} ev/s, catch-up {figures['catch_up_s']:,.0f} s)")
+                        f"({ingest}catch-up {figures['catch_up_s']:,.0f} s, log position {figures['log_position']:,})")
     for column in ("page", "p50 ms", "max ms", "API requests", "target", "met"):
         table.add_column(column, justify="left" if column == "page" else "right")
     met = {}

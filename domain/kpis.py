@@ -16,7 +16,7 @@ class Kpi:
     name: str
     title: str
     definition: str
-    unit: str  # ratio | money | count | hours | days | score
+    unit: str  # ratio | money | count | hours | days | score | per_1000
     group: str  # customers | commerce | sales | service | campaigns
     dimensions: tuple[str, ...] = field(default=())
     shape: str = "series"  # series | snapshot (no periods) | targets (one row per sales target)
@@ -35,6 +35,8 @@ CATALOGUE: dict[str, Kpi] = {k.name: k for k in [
         "score", "customers", ("channel",), headline=("feedback",)),
     Kpi("active_customers", "Active customers", "Distinct people with any event in the period (merged profiles "
         "count once).", "count", "customers"),
+    Kpi("lifecycle_stages", "Lifecycle stages", "Profiles per lifecycle stage (the profile's computed "
+        "`lifecycle_stage`, by the workspace's lifecycle rules), now.", "count", "customers", shape="snapshot"),
     Kpi("retention_rate", "Retention rate", "Of the people active in a period, the share active again in the "
         "next period.", "ratio", "customers"),
     Kpi("churn_rate", "Churn rate", "1 − retention rate.", "ratio", "customers"),
@@ -75,7 +77,7 @@ CATALOGUE: dict[str, Kpi] = {k.name: k for k in [
     Kpi("open_ticket_backlog", "Open ticket backlog", "Tickets open at the end of the period (opened and not "
         "resolved since).", "count", "service", _SERVICE, headline=("ticket_opened", "ticket_resolved")),
     Kpi("complaints_per_1000_customers", "Complaints per 1,000 customers", "Tickets of category `complaint` "
-        "opened in the period ÷ people active in the period × 1,000.", "ratio", "service"),
+        "opened in the period ÷ people active in the period × 1,000.", "per_1000", "service"),
     Kpi("campaign_sent", "Campaign messages sent", "Emails and SMS sent.", "count", "campaigns", _CAMPAIGN),
     Kpi("campaign_open_rate", "Campaign open rate", "Distinct people opening ÷ distinct people sent to, per "
         "campaign message in the period.", "ratio", "campaigns", _CAMPAIGN),

@@ -353,7 +353,7 @@ class Platform:
         return Services(
             access=Access(self.app, self.keys.platform_key, RateLimit(self.settings.rate_limit, self.settings.rate_burst)),
             keys=KeyService(self.app, writer), workspaces=WorkspaceService(self.app, writer), audit=AuditLog(self.audit),
-            profiles=profiles, tags=tags, kpis=KpiService(self.kpis),
+            profiles=profiles, tags=tags, kpis=KpiService(self.kpis, self.kpis.generation),
             quarantine=QuarantineService(self.app, self.quarantine, self._retry),
             dead_letters=DeadLetterService(self.dead_letters, self.intake),
             settings=SettingsService(self.app, writer),

@@ -11,18 +11,23 @@ names come from the fixed lists below.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from uuid import UUID
+
+import orjson
 
 from domain.crm import Fact
 from domain.errors import Invalid
 from domain.kpis import CATALOGUE, FACT_DIMENSIONS
-from domain.times import parse_day
-from domain.traits import rfm
+from domain.identity import IdentityRules, LifecycleThresholds
+from domain.times import parse_day, utc
+from domain.traits import INTENT_EVENTS, lifecycle_stage, rfm
 from projections.erasure import KPI_TABLES, erase_rows
 from projections.money import movements
 from projections.rfm import buyers, rfm_boundaries
@@ -31,6 +36,8 @@ from projections.rfm import buyers, rfm_boundaries
 # the range, not sums of daily ones).
 GRANULARITIES = {"day": "toDate", "week": "toMonday", "month": "toStartOfMonth", "total": ""}
 _ZERO_UUID = "toUUID('00000000-0000-0000-0000-000000000000')"
+_GENERATIONS: dict[str, int] = defaultdict(int)  # per database, see KpiStore.generation
+_GENERATION_LOCK = threading.Lock()
 _T = "DateTime64(3, 'UTC')"
 
 
@@ -78,10 +85,13 @@ class KpiQuery:
     by: str | None = None
     filters: dict[str, str] = field(default_factory=dict)
     within_days: float = 7.0
+    split: datetime | None = None  # with granularity total: two periods, [start, split) and [split, end)
 
     def periods(self) -> list[tuple[date, datetime, datetime]]:
         """(label, start, end) of every period overlapping [start, end), clipped to it."""
         if self.granularity == "total":
+            if self.split is not None:
+                return [(self.start.date(), self.start, self.split), (self.split.date(), self.split, self.end)]
             return [(self.start.date(), self.start, self.end)] if self.start < self.end else []
         out = []
         label = _period_start(self.start.date(), self.granularity)
@@ -128,6 +138,19 @@ def _ratio(numerator: Any, denominator: Any) -> float | None:
     return None if not denominator else float(numerator) / float(denominator)
 
 
+CSAT_SCORES = range(1, 6)
+NPS_SCORES = range(0, 11)
+
+
+def _counts_per_score(column: str, scores: range) -> str:
+    """An array of the answers per score, every score in it (a score nobody gave counts 0)."""
+    return "[" + ", ".join(f"countIf({column} = {s})" for s in scores) + "]"
+
+
+def _distribution(scores: range, counts: Sequence[int]) -> dict[str, int]:
+    return {str(s): int(n) for s, n in zip(scores, counts)}
+
+
 Rows = list[dict[str, Any]]
 _COMPUTED_BY: dict[str, Callable[["KpiStore", KpiQuery], Rows]] = {}
 """The KPI registry: catalogue name → the method that computes it (checked against the catalogue below)."""
@@ -151,23 +174,44 @@ class KpiStore:
 
     def erase(self, workspace_id: str, profile_ids: list[str]) -> None:
         """Delete the rows of erased profiles (a regulation's delete) from this store's tables."""
-        erase_rows(self.client, self.db, KPI_TABLES, workspace_id, profile_ids)
+        with self._writing():
+            erase_rows(self.client, self.db, KPI_TABLES, workspace_id, profile_ids)
 
     # Writes ----------------------------------------------------------------------------------
 
+    def generation(self) -> int:
+        """Moves before and after every write to this database's KPI tables (by any KpiStore of this process):
+        an answer computed at one generation is current while the generation stays."""
+        return _GENERATIONS[self.db]
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        # Before: a read that starts now is not taken for one from before the write. After: neither is a read
+        # that ran while the rows were landing.
+        with _GENERATION_LOCK:
+            _GENERATIONS[self.db] += 1
+        try:
+            yield
+        finally:
+            with _GENERATION_LOCK:
+                _GENERATIONS[self.db] += 1
+
     def insert_facts(self, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self.client.insert(f"{self.db}.kpi_facts", list(rows), column_names=FACT_COLUMNS)
+            with self._writing():
+                self.client.insert(f"{self.db}.kpi_facts", list(rows), column_names=FACT_COLUMNS)
 
     def insert_moves(self, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self.client.insert(f"{self.db}.identity_moves", list(rows),
-                               column_names=["workspace_id", "identifier", "profile_id", "position"])  # fmt: skip
+            with self._writing():
+                self.client.insert(f"{self.db}.identity_moves", list(rows),
+                                   column_names=["workspace_id", "identifier", "profile_id", "position"])  # fmt: skip
 
     def insert_activity(self, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self.client.insert(f"{self.db}.activity_days", list(rows),
-                               column_names=["workspace_id", "anchor", "profile_id", "day", "position"])  # fmt: skip
+            with self._writing():
+                self.client.insert(f"{self.db}.activity_days", list(rows),
+                                   column_names=["workspace_id", "anchor", "profile_id", "day", "position"])  # fmt: skip
 
     # SQL building blocks ---------------------------------------------------------------------
 
@@ -206,6 +250,8 @@ class KpiStore:
 
     def _params(self, q: KpiQuery, **extra: Any) -> dict[str, Any]:
         params: dict[str, Any] = {"ws": q.workspace_id, "start": q.start, "end": q.end}
+        if q.split is not None:
+            params["split"] = q.split
         params.update({f"f_{k}": v for k, v in q.filters.items()})
         params.update(extra)
         return params
@@ -216,7 +262,13 @@ class KpiStore:
     @staticmethod
     def _period(q: KpiQuery, column: str = "timestamp") -> str:
         if q.granularity == "total":  # what precedes the range (spans that read until its end) stays apart
-            return f"if(toDate({column}) < toDate({{start:{_T}}}), toDate('1970-01-01'), toDate({{start:{_T}}}))"
+            def bound(name: str) -> str:  # a day column is compared by day, a time by its instant
+                return f"toDate({{{name}:{_T}}})" if column == "day" else f"{{{name}:{_T}}}"
+
+            label = f"toDate({{start:{_T}}})"
+            if q.split is not None:
+                label = f"if({column} < {bound('split')}, {label}, toDate({{split:{_T}}}))"
+            return f"if({column} < {bound('start')}, toDate('1970-01-01'), {label})"
         return f"{GRANULARITIES[q.granularity]}({column})"
 
     @staticmethod
@@ -250,17 +302,21 @@ class KpiStore:
 
     @_computes("csat")
     def _kpi_csat(self, q: KpiQuery) -> list[dict[str, Any]]:
-        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, countIf(csat >= 4), count(), avg(csat) "
-               f"FROM {self._facts(['feedback'], q, exact=True)} WHERE csat IS NOT NULL GROUP BY p, g ORDER BY p, g")
-        return [self._out(q, p, g, value=_ratio(good, n), mean=mean, satisfied=good, answers=n)
-                for p, g, good, n, mean in self._rows(sql, self._params(q))]  # fmt: skip
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, countIf(csat >= 4), count(), avg(csat), "
+               f"{_counts_per_score('csat', CSAT_SCORES)} FROM {self._facts(['feedback'], q, exact=True)} "
+               "WHERE csat IS NOT NULL GROUP BY p, g ORDER BY p, g")  # fmt: skip
+        return [self._out(q, p, g, value=_ratio(good, n), mean=mean, satisfied=good, answers=n,
+                          distribution=_distribution(CSAT_SCORES, counts))
+                for p, g, good, n, mean, counts in self._rows(sql, self._params(q))]  # fmt: skip
 
     @_computes("nps")
     def _kpi_nps(self, q: KpiQuery) -> list[dict[str, Any]]:
-        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, countIf(nps >= 9), countIf(nps <= 6), count() "
-               f"FROM {self._facts(['feedback'], q, exact=True)} WHERE nps IS NOT NULL GROUP BY p, g ORDER BY p, g")
-        return [self._out(q, p, g, value=100.0 * (pro - det) / n, promoters=pro, detractors=det, answers=n)
-                for p, g, pro, det, n in self._rows(sql, self._params(q))]  # fmt: skip
+        sql = (f"SELECT {self._period(q)} AS p, {self._group(q)} AS g, countIf(nps >= 9), countIf(nps <= 6), count(), "
+               f"{_counts_per_score('nps', NPS_SCORES)} FROM {self._facts(['feedback'], q, exact=True)} "
+               "WHERE nps IS NOT NULL GROUP BY p, g ORDER BY p, g")  # fmt: skip
+        return [self._out(q, p, g, value=100.0 * (pro - det) / n, promoters=pro, detractors=det, answers=n,
+                          distribution=_distribution(NPS_SCORES, counts))
+                for p, g, pro, det, n, counts in self._rows(sql, self._params(q))]  # fmt: skip
 
     @_computes("active_customers")
     def _kpi_active_customers(self, q: KpiQuery) -> list[dict[str, Any]]:
@@ -376,6 +432,32 @@ class KpiStore:
                 tiers[str(scores["tier"])] += 1
         total = sum(tiers.values())
         return [{"tier": t, "value": n, "share": n / total} for t, n in sorted(tiers.items())]
+
+    @_computes("lifecycle_stages")
+    def _kpi_lifecycle_stages(self, q: KpiQuery) -> list[dict[str, Any]]:
+        # The stage is domain.traits.lifecycle_stage, the function the profile document calls, over the
+        # profiles table's live rows (a merged-away or erased profile is a deleted row). ClickHouse groups
+        # the profiles by that function's inputs first, so those without orders come as a few rows.
+        thresholds = self._lifecycle_thresholds(q.workspace_id)
+        sql = ("SELECT arraySort(arrayDistinct(arrayMap(i -> splitByChar(':', i)[1], identifiers))) AS types, "
+               "orders_count, last_order_at, arraySort(arrayFilter(kv -> has({intent:Array(String)}, kv.1) "
+               "AND kv.2 > 0, arrayZip(mapKeys(track_counts), mapValues(track_counts)))) AS intent, count() "
+               f"FROM {self.db}.profiles FINAL WHERE workspace_id = {{ws:String}} AND is_deleted = 0 "
+               "GROUP BY types, orders_count, last_order_at, intent")  # fmt: skip
+        params = {"ws": q.workspace_id, "intent": sorted(INTENT_EVENTS)}
+        now = datetime.now(timezone.utc)
+        stages: dict[str, int] = defaultdict(int)
+        for types, orders, last_order_at, intent, n in self._rows(sql, params):
+            last = None if last_order_at is None else utc(last_order_at)
+            stages[lifecycle_stage(set(types), orders, last, dict(intent), now, thresholds)] += n
+        total = sum(stages.values())
+        return [{"stage": stage, "value": n, "share": n / total} for stage, n in sorted(stages.items())]
+
+    def _lifecycle_thresholds(self, workspace_id: str) -> LifecycleThresholds:
+        """The workspace's lifecycle rules, as the log last recorded them (the defaults until it sets some)."""
+        rows = self._rows(f"SELECT argMax(rules, version) FROM {self.db}.workspace_rules "
+                          "WHERE workspace_id = {ws:String} GROUP BY workspace_id", {"ws": workspace_id})  # fmt: skip
+        return IdentityRules.model_validate(orjson.loads(rows[0][0]) if rows else {}).lifecycle
 
     @_computes("leads")
     def _kpi_leads(self, q: KpiQuery) -> list[dict[str, Any]]:
@@ -661,6 +743,4 @@ assert not _UNCOMPUTED, f"KPIs in the catalogue without a computation: {sorted(_
 
 def _json_scalar(value: Any) -> str:
     """How JSONExtractRaw renders a scalar property, so a step filter compares like with like."""
-    import orjson
-
     return orjson.dumps(value).decode()

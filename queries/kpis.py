@@ -137,15 +137,18 @@ def series(
     granularity: str = "day",
     by: str | None = None,
     within_days: Annotated[float, Query(gt=0, le=365)] = 7.0,
+    compare: Annotated[Literal["previous"] | None, Query(
+        description="`previous`: also the period of the same length just before, as `previous`")] = None,
     service: KpiService = Depends(kpis),
 ) -> Response:
     period = _period(start, end)
     filters = {k: v for k, v in request.query_params.items() if k in FACT_DIMENSIONS}
-    unknown = set(request.query_params) - {"from", "to", "granularity", "by", "within_days", *FACT_DIMENSIONS}
+    unknown = set(request.query_params) - {"from", "to", "granularity", "by", "within_days", "compare", *FACT_DIMENSIONS}
     if unknown:
         raise ApiError(400, "bad_request", f"unknown parameters {sorted(unknown)}; filters are dimensions: "
                                            f"{', '.join(FACT_DIMENSIONS)}")  # fmt: skip
-    return json_response(service.series(GetSeries(workspace_id, name, period, granularity, by or None, filters, within_days)))
+    query = GetSeries(workspace_id, name, period, granularity, by or None, filters, within_days, compare == "previous")
+    return json_response(service.series(query, pinned=start is not None and end is not None))
 
 
 @router.post("/v1/funnels", summary="Conversion through ordered steps within a window")

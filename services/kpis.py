@@ -6,9 +6,11 @@ a question it cannot answer as asked Invalid.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable, Hashable
 
 from domain.errors import Invalid
 from domain.kpis import CATALOGUE
@@ -40,6 +42,7 @@ class GetSeries:
     by: str | None = None
     filters: dict[str, str] = field(default_factory=dict)
     within_days: float = 7.0
+    compare: bool = False  # also the period of the same length just before (`previous`)
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,19 @@ class GetCohorts:
     period: Period
 
 
+MEMO_SIZE = 1024
+
+
 class KpiService:
-    def __init__(self, kpis: KpiStore) -> None:
+    """`version` tells what the KPI tables hold (KpiStore.generation, moved by every write): an answer for a range
+    with both ends given is kept until it moves, so a dashboard opened again, or by a second viewer, costs
+    no query; ranges ending "now" and snapshots (RFM tiers, lifecycle stages: as of the clock) are asked afresh."""
+
+    def __init__(self, kpis: KpiStore, version: Callable[[], Hashable] | None = None) -> None:
         self.kpis = kpis
+        self.version = version
+        self._memo: OrderedDict[Hashable, tuple[Hashable, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def catalogue(self) -> list[dict[str, Any]]:
         return [
@@ -76,16 +89,61 @@ class KpiService:
             for k in CATALOGUE.values()
         ]  # fmt: skip
 
-    def series(self, q: GetSeries) -> dict[str, Any]:
+    def series(self, q: GetSeries, pinned: bool = False) -> dict[str, Any]:
+        """A KPI's answer; `pinned`: both ends of the range were given (the answer may come from the memo)."""
+        kpi = CATALOGUE.get(q.name)
+        if not pinned or self.version is None or kpi is None or kpi.shape == "snapshot":  # snapshots: as of now
+            return self._series(q)
+        key = (q.workspace_id, q.name, q.period, q.granularity, q.by, tuple(sorted(q.filters.items())),
+               q.within_days, q.compare)  # fmt: skip
+        version = self.version()  # read before computing: a write during the query makes the next one miss
+        with self._lock:
+            held = self._memo.get(key)
+            if held is not None and held[0] == version:
+                self._memo.move_to_end(key)
+                return held[1]
+        answer = self._series(q)
+        with self._lock:
+            self._memo[key] = (version, answer)
+            self._memo.move_to_end(key)
+            while len(self._memo) > MEMO_SIZE:
+                self._memo.popitem(last=False)
+        return answer
+
+    def _series(self, q: GetSeries) -> dict[str, Any]:
         p = q.period
         if q.granularity not in GRANULARITIES:
             raise Invalid(f"granularity must be one of {', '.join(GRANULARITIES)}", code="bad_request")
-        rows = self.kpis.kpi(q.name, KpiQuery(q.workspace_id, p.start, p.end, q.granularity, q.by, q.filters, q.within_days))
-        kpi = CATALOGUE[q.name]
-        return {
+        kpi = CATALOGUE.get(q.name)
+        before = Period(p.start - (p.end - p.start), p.start) if q.compare else None
+        previous: list[dict[str, Any]] = []
+        if before is not None and self._in_one_query(q, before):
+            # A total of both periods in one query of two periods: a headline card's numbers for the cost of one.
+            both = self.kpis.kpi(q.name, KpiQuery(q.workspace_id, before.start, p.end, "total", q.by, q.filters,
+                                                  q.within_days, split=p.start))  # fmt: skip
+            now = p.start.date().isoformat()
+            rows = [row for row in both if row["period"] == now]
+            previous = [row for row in both if row["period"] != now]
+        else:
+            rows = self.kpis.kpi(q.name, KpiQuery(q.workspace_id, p.start, p.end, q.granularity, q.by, q.filters,
+                                                  q.within_days))  # fmt: skip
+            if before is not None:
+                previous = self.kpis.kpi(q.name, KpiQuery(q.workspace_id, before.start, before.end, q.granularity,
+                                                          q.by, q.filters, q.within_days))  # fmt: skip
+        assert kpi is not None  # the store refused an unknown name
+        answer = {
             "kpi": q.name, "unit": kpi.unit, "definition": kpi.definition, "from": p.start.isoformat(),
             "to": p.end.isoformat(), "granularity": q.granularity, "by": q.by, "filters": q.filters, "series": rows,
         }  # fmt: skip
+        if before is not None:
+            answer["previous"] = {"from": before.start.isoformat(), "to": before.end.isoformat(), "series": previous}
+        return answer
+
+    @staticmethod
+    def _in_one_query(q: GetSeries, before: Period) -> bool:
+        kpi = CATALOGUE.get(q.name)
+        return (q.granularity == "total" and kpi is not None and kpi.shape == "series"
+                and before.start.date() < q.period.start.date())  # fmt: skip
 
     def funnel(self, q: GetFunnel) -> dict[str, Any]:
         steps = [{"event": s.event, "type": s.type, "where": s.where, "name": s.name} for s in q.steps]

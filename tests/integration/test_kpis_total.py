@@ -82,3 +82,35 @@ def test_retention_has_no_total(seeded: tuple[Running, dict[str, str]]) -> None:
         answer = r.http.get(f"/v1/kpis/{name}", params={"granularity": "total", **period}, headers=r.read_headers)
         assert answer.status_code == 400
         assert "ask by day, week or month" in answer.json()["message"]
+
+
+def test_compare_previous_answers_the_period_before_in_the_same_request(seeded: tuple[Running, dict[str, str]]) -> None:
+    r, period = seeded
+    answer = r.http.get("/v1/kpis/revenue", params={"granularity": "total", "compare": "previous", **period},
+                        headers=r.read_headers).json()  # fmt: skip
+    start, end = datetime.fromisoformat(period["from"]), datetime.fromisoformat(period["to"])
+    before = {"from": (start - (end - start)).isoformat(), "to": start.isoformat()}
+    assert answer["previous"]["from"] == before["from"] and answer["previous"]["to"] == before["to"]
+    assert answer["previous"]["series"] == series(r, "revenue", granularity="total", **before)
+    assert answer["series"] == series(r, "revenue", granularity="total", **period)
+    bad = r.http.get("/v1/kpis/revenue", params={"compare": "last-year"}, headers=r.read_headers)
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("granularity", ["total", "week"])
+def test_compare_answers_what_two_requests_answer_for_every_series_kpi(seeded: tuple[Running, dict[str, str]],
+                                                                      granularity: str) -> None:  # fmt: skip
+    r, period = seeded
+    start, end = datetime.fromisoformat(period["from"]), datetime.fromisoformat(period["to"])
+    before = {"from": (start - (end - start)).isoformat(), "to": start.isoformat()}
+    for name in SERIES:  # with total, one query of two periods must give each period's own answer
+        both = r.http.get(f"/v1/kpis/{name}", params={"granularity": granularity, "compare": "previous", **period},
+                          headers=r.read_headers).json()  # fmt: skip
+        for got, want in ((both["series"], series(r, name, granularity=granularity, **period)),
+                          (both["previous"]["series"], series(r, name, granularity=granularity, **before))):
+            assert len(got) == len(want), name
+            for g, w in zip(got, want):
+                assert g.keys() == w.keys(), name
+                for k in g:
+                    same = g[k] == pytest.approx(w[k]) if isinstance(w[k], float) else g[k] == w[k]
+                    assert same, (name, k, g, w)

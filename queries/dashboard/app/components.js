@@ -82,6 +82,10 @@ export function Controls({ params, dimensions = DIMENSIONS, by = true, granulari
 
 // -- headline cards -------------------------------------------------------------------------------------
 
+// KPIs where a rise is bad news: their change is coloured the other way round.
+const LOWER_IS_BETTER = new Set(["first_response_time", "resolution_time", "open_ticket_backlog",
+  "complaints_per_1000_customers", "churn_rate", "customer_acquisition_cost", "average_sales_cycle"]);
+
 function byCurrency(rows) {
   const out = new Map();
   for (const row of rows || []) out.set(row.currency || "", row);
@@ -101,7 +105,7 @@ export function KpiCard({ name, title, unit, params, dimensions }) {
       const points = series.filter((r) => (r.currency || "") === (row.currency || "")).map((r) => r.value);
       return html`<div class="headline" data-currency=${row.currency || ""}>
         <p class="value" data-kpi=${name} data-value=${row.value}>${fmt.value(row.value, unit, row.currency)}</p>
-        <p class=${`delta ${delta === null ? "" : delta >= 0 ? "up" : "down"}`}>
+        <p class=${`delta ${delta === null || delta === 0 ? "" : (delta > 0) !== LOWER_IS_BETTER.has(name) ? "up" : "down"}`}>
           ${delta === null ? "no previous period" : `${delta >= 0 ? "▲" : "▼"} ${fmt.percent(Math.abs(delta))} vs previous`}</p>
         <${Sparkline} values=${points} label=${`${title} over the period`} /></div>`;
     })}`;
@@ -140,9 +144,15 @@ export function TimeChart({ answer, title, bars = false, height = 240 }) {
   useEffect(() => {
     if (!ref.current || !xs.length) return undefined;
     const element = ref.current;
+    const step = { day: 86400, week: 7 * 86400, month: 30 * 86400 }[granularity] || 86400;
     const options = {
       width: Math.max(element.clientWidth, 280), height,
-      scales: { x: { time: true } },
+      scales: {
+        // One period alone would stretch the axis over years: half a period either side instead.
+        x: { time: true, range: (u, lo, hi) => (lo === hi ? [lo - step / 2, hi + step / 2] : [lo, hi]) },
+        // Counts and money from zero, so bars and lines compare by length.
+        y: { range: (u, lo, hi) => [Math.min(0, lo ?? 0), hi > 0 ? hi * 1.05 : 1] },
+      },
       axes: [{}, { values: (_, ticks) => ticks.map((t) => fmt.axis(t, unit, split[0]?.currency)), size: 64 }],
       series: [{}, ...split.map((s, i) => ({
         label: s.key, stroke: PALETTE[i % PALETTE.length], width: 2,

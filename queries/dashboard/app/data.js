@@ -36,19 +36,15 @@ export function useKpi(name, params, extra = {}, dimensions) {
     (signal) => api(`/v1/kpis/${name}`, { params: query, signal }), [name]);
 }
 
-/** A KPI over the whole period and over the one before it, and its series: what a headline card shows. */
+/** A KPI over the whole period and over the one before it (one request), and its series: a headline card. */
 export function useHeadline(name, params, dimensions) {
   const query = kpiParams(params, dimensions ? { dimensions } : undefined);
-  const span = new Date(query.to) - new Date(query.from);
-  const before = { ...query, from: new Date(new Date(query.from) - span).toISOString(), to: query.from,
-    granularity: "total" };
   return useQuery(`headline:${name}?${new URLSearchParams(query)}`, async (signal) => {
-    const [now, previous, series] = await Promise.all([
-      api(`/v1/kpis/${name}`, { params: { ...query, granularity: "total" }, signal }),
-      api(`/v1/kpis/${name}`, { params: before, signal }),
+    const [totals, series] = await Promise.all([
+      api(`/v1/kpis/${name}`, { params: { ...query, granularity: "total", compare: "previous" }, signal }),
       api(`/v1/kpis/${name}`, { params: query, signal }),
     ]);
-    return { now: now.series, previous: previous.series, series: series.series, unit: series.unit,
+    return { now: totals.series, previous: totals.previous.series, series: series.series, unit: series.unit,
       granularity: query.granularity };
   }, [name]);
 }

@@ -31,7 +31,7 @@ export function hours(value) {
   return `${number(value / 24, 1)} d`;
 }
 
-export const days = (value) => (value === null || value === undefined ? "–" : `${number(value, 1)} d`);
+export const days = (value) => (value === null || value === undefined ? "–" : value < 1 ? hours(value * 24) : `${number(value, 1)} d`);
 
 /** A KPI value in its unit (domain/kpis.py: ratio, money, count, hours, days, score). */
 export function value(v, unit, currency) {
@@ -41,6 +41,7 @@ export function value(v, unit, currency) {
     case "hours": return hours(v);
     case "days": return days(v);
     case "score": return number(v, 1);
+    case "per_1000": return `${number(v, 1)} ‰`;
     default: return number(v, Number.isInteger(v) ? 0 : 2);
   }
 }

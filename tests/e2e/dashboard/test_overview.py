@@ -114,3 +114,26 @@ def test_keyboard_reaches_every_page(signed_in: Any, dashboard: Dashboard) -> No
 def test_unknown_pages_say_so(signed_in: Any, dashboard: Dashboard) -> None:
     open_page(signed_in, dashboard, "nowhere")
     expect(signed_in.get_by_role("alert")).to_contain_text('no page "nowhere"')
+
+
+def test_a_narrow_window_wraps_instead_of_scrolling_sideways(signed_in: Any, dashboard: Dashboard) -> None:
+    page = signed_in
+    page.set_viewport_size({"width": 400, "height": 900})
+    expect(page.locator("[data-testid=card-revenue] [data-kpi=revenue]")).to_be_visible()
+    expect(page.locator(".state.loading")).to_have_count(0, timeout=15_000)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    shot(page, "overview-narrow")
+
+
+def test_numbers_follow_the_browsers_locale(browser: Any, dashboard: Dashboard) -> None:
+    context = browser.new_context(locale="de-DE", timezone_id="Europe/Berlin")
+    page = context.new_page()
+    try:
+        sign_in(page, dashboard)
+        revenue = page.locator("[data-testid=card-revenue] [data-kpi=revenue]")
+        expect(revenue).to_be_visible()
+        value = float(revenue.get_attribute("data-value"))
+        whole, cents = f"{value:,.2f}".split(".")
+        expect(revenue).to_have_text(f"{whole.replace(',', '.')},{cents}\u00a0€")  # 36.061,00 € in German
+    finally:
+        context.close()
