@@ -115,7 +115,7 @@ def main(
         events, rounds = 50_000, 2
     work = reuse.parent if reuse else Path(tempfile.mkdtemp(prefix="cdp-bench-dashboard-"))
     console.print(f"[bold]dashboard benchmark[/bold]: {events:,} events over {DAYS} days, {rounds} rounds, in {work}")
-    server = Server(work / "data", ingest_workers, work / "cdp-up.log").start()
+    server = Server(work / "data", ingest_workers, work / "cdp-up.log").start(timeout=1800 if reuse else 120)
     figures: dict[str, Any] = {"events": events, "rounds": rounds, "ingest_events_per_s": None}
     try:
         if not reuse:

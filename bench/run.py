@@ -246,11 +246,12 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self) -> "Server":
+    def start(self, timeout: float = 120) -> "Server":
+        """`timeout`: for the core to answer (a data dir with a long log takes longer to open)."""
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=self.env,
                                         stdout=self._log, stderr=subprocess.STDOUT)  # fmt: skip
-        _wait_http(f"{self.url}/healthz", process=self.process)
+        _wait_http(f"{self.url}/healthz", timeout=timeout, process=self.process)
         _wait_http(f"{self.ingest_url}/healthz", process=self.process)  # the workers start after the core
         keys = json.loads((self.data_dir / "keys.json").read_text())
         self.write_key, self.read_key, self.platform_key = keys["write_key"], keys["read_key"], keys["platform_key"]

@@ -36,6 +36,7 @@ from domain.tags import (
 )
 from domain.times import shown, utc
 from projections.erasure import TAG_TABLES, erase_rows
+from projections.kpis import KpiQuery
 from projections.money import movements
 
 FAR = datetime(2299, 12, 31, tzinfo=timezone.utc)  # "no timer": beyond any window
@@ -43,6 +44,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NUMERIC = "('Int64', 'UInt64', 'Double')"
 MEMBERSHIP_COLUMNS = ["workspace_id", "tag_id", "profile_id", "kind", "rule_version", "since", "position", "version",
                       "is_deleted"]  # fmt: skip
+_TIME = "DateTime64(3, 'UTC')"
+HISTORY_BUCKETS = {"day": "toDate", "week": "toMonday", "month": "toStartOfMonth"}  # as the KPI series label periods
 CHANGE_COLUMNS = ["workspace_id", "tag_id", "profile_id", "change", "kind", "at", "rule_version", "position", "cause",
                   "reason"]  # fmt: skip
 
@@ -464,6 +467,25 @@ class TagStore:
 
     def insert_changes(self, rows: list[list[Any]]) -> None:
         self._insert("tag_changes", rows, CHANGE_COLUMNS)
+
+    def history(self, workspace_id: str, tag: str, start: datetime, end: datetime, granularity: str) -> list[dict[str, Any]]:
+        """Per period of [start, end) (day, week or month; the KPI series' periods): the tag's enters and exits
+        decided in it (by `at`, the platform's clock) and its members at its end, every period present.
+        FINAL: a change delivered twice is one row of the key (profile, tag, position, change)."""
+        sql = (f"SELECT if(at < {{start:{_TIME}}}, NULL, {HISTORY_BUCKETS[granularity]}(at)) AS b, "
+               "countIf(change = 'entered'), countIf(change = 'exited') "
+               f"FROM {self.db}.tag_changes FINAL WHERE workspace_id = {{ws:String}} AND tag_id = {{tag:String}} "
+               f"AND at < {{end:{_TIME}}} GROUP BY b")  # fmt: skip
+        counts = {b: (int(entered), int(exited)) for b, entered, exited in self.client.query(
+            sql, parameters={"ws": workspace_id, "tag": tag, "start": start, "end": end}).result_rows}  # fmt: skip
+        entered_before, exited_before = counts.pop(None, (0, 0))
+        members = entered_before - exited_before  # b is NULL for what was decided before the range
+        rows = []
+        for label, _, _ in KpiQuery(workspace_id, start, end, granularity).periods():
+            entered, exited = counts.get(label, (0, 0))
+            members += entered - exited
+            rows.append({"period": label.isoformat(), "entered": entered, "exited": exited, "members": members})
+        return rows
 
     def changes_of(self, workspace_id: str, profile_id: str, limit: int = 100) -> list[dict[str, Any]]:
         result = self.client.query(

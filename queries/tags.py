@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -19,13 +19,15 @@ from fastapi.responses import Response, StreamingResponse
 
 from api.auth import Requires, services
 from api.openapi import inline_schema
+from api.params import QUERY_TIME, QUERY_TIME_HELP, parse_query_time
 from api.responses import json_response
 from domain.crm import PURPOSE
 from domain.tags import SLUG, Definition
 from queries import consent
 from services import Services
 from services.tags import (
-    KINDS, AddManualTag, Define, Delete, ExportSegment, QuerySegment, RemoveManualTag, SegmentMembers, TagService,
+    KINDS, AddManualTag, Define, Delete, ExportSegment, GetHistory, QuerySegment, RemoveManualTag, SegmentMembers,
+    TagService,
 )  # fmt: skip
 
 router = APIRouter()
@@ -76,6 +78,21 @@ MANUAL_TAG_BODY = _body({
 }, {"tag": "beta-tester", "reason": "joined the beta"})  # fmt: skip
 
 
+HISTORY_SUMMARY = {"tag": "A tag's enters, exits and members per day, week or month",
+                   "segment": "A segment's history: none is recorded (400 segment_has_no_history)"}  # fmt: skip
+HISTORY_DESCRIPTION = (
+    "One row per period of [from, to), zeros included: `entered` and `exited` count the enters and exits decided in "
+    "it (by their `at`, the platform's clock), `members` is the member count at its end. A saved segment is "
+    "evaluated when it is read and records no enters or exits: its history is a 400 `segment_has_no_history` "
+    "(define a tag with its rule to record them). See docs/tags.md."
+)
+HISTORY_EXAMPLE = {"id": "vip", "kind": "tag", "from": "2026-11-01T00:00:00.000Z", "to": "2026-11-04T00:00:00.000Z",
+                   "granularity": "day", "series": [
+                       {"period": "2026-11-01", "entered": 12, "exited": 0, "members": 12},
+                       {"period": "2026-11-02", "entered": 0, "exited": 0, "members": 12},
+                       {"period": "2026-11-03", "entered": 3, "exited": 5, "members": 10}]}  # fmt: skip
+
+
 def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "")
 
@@ -112,6 +129,23 @@ def _definition_routes(kind: str) -> None:
     @router.get(plural + "/{slug}", tags=[f"{kind}s"], summary=f"A {kind}, with its count (and backfill state)")  # fmt: skip
     def one(slug: str, workspace_id: str = Depends(segments_read), service: TagService = Depends(tags)) -> Response:
         return json_response(service.one(workspace_id, kind, slug))
+
+    @router.get(plural + "/{slug}/history", tags=[f"{kind}s"], summary=HISTORY_SUMMARY[kind],
+                description=HISTORY_DESCRIPTION, responses={200: {"content": {"application/json": {
+                    "example": HISTORY_EXAMPLE}}}})  # fmt: skip
+    def history(
+        slug: str,
+        workspace_id: str = Depends(segments_read),
+        start: Annotated[str | None, Query(alias="from", description=f"default 30 days before 'to'; {QUERY_TIME_HELP}",
+                                           json_schema_extra=QUERY_TIME)] = None,
+        end: Annotated[str | None, Query(alias="to", description=f"exclusive; default now; {QUERY_TIME_HELP}",
+                                         json_schema_extra=QUERY_TIME)] = None,
+        granularity: Annotated[str, Query(description="day, week or month")] = "day",
+        service: TagService = Depends(tags),
+    ) -> Response:  # fmt: skip
+        query = GetHistory(workspace_id, kind, slug, parse_query_time("from", start), parse_query_time("to", end),
+                           granularity)  # fmt: skip
+        return json_response(service.history(query))
 
 
 for _kind in KINDS:

@@ -1,5 +1,5 @@
-"""Tags, manual tags and segments: define, change and delete them, tag profiles by hand, and count,
-list and export the profiles a rule matches.
+"""Tags, manual tags and segments: define, change and delete them, tag profiles by hand, count,
+list and export the profiles a rule matches, and read a tag's enters, exits and members per period.
 
 Commands go through the group committer (the domain's RuleDefinition and ManualTagChange aggregates
 do the work, the application saves); reads come from the tag projection. Bodies arrive as the bytes
@@ -14,7 +14,7 @@ with consent for it (their own decision, else the workspace's default; domain/co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator
 
 from domain.application import CustomerData
@@ -28,11 +28,13 @@ from domain.tags import (
 from domain.tags import NotFound as Missing
 from domain.times import shown
 from services.ports import Committer
-from projections.tags import TagStore
+from projections.tags import HISTORY_BUCKETS, TagStore
 from services.documents import read_document
+from services.kpis import Period
 
 EXPORT_PAGE = 2000
 KINDS = ("tag", "segment")
+HISTORY_DAYS = 30  # a history's default range: the days up to now, as the KPI series
 
 
 class InvalidDocument(Invalid):
@@ -110,6 +112,19 @@ class ExportSegment:
     slug: str
     page: int = EXPORT_PAGE
     purpose: str | None = None
+
+
+@dataclass(frozen=True)
+class GetHistory:
+    """A tag's enters, exits and members per period of [start, end); None: the HISTORY_DAYS up to the
+    platform's clock (the clock the changes' `at` was read from)."""
+
+    workspace_id: str
+    kind: str
+    slug: str
+    start: datetime | None = None
+    end: datetime | None = None
+    granularity: str = "day"
 
 
 @dataclass(frozen=True)
@@ -254,6 +269,23 @@ class TagService:
     def tag_changes(self, workspace_id: str, identifier: str, limit: int) -> dict[str, Any]:
         profile_id = self.resolve(workspace_id, identifier)
         return {"profile_id": profile_id, "changes": self.tag_store.changes_of(workspace_id, profile_id, limit)}
+
+    def history(self, q: GetHistory) -> dict[str, Any]:
+        """Per period: enters and exits decided in it and the members at its end. Segments have none: they are
+        evaluated when read and record no enters or exits, so their past membership is not known."""
+        if q.granularity not in HISTORY_BUCKETS:
+            raise Invalid(f"granularity must be one of {', '.join(HISTORY_BUCKETS)}", code="bad_request")
+        end = q.end or self.now()
+        period = Period(q.start or end - timedelta(days=HISTORY_DAYS), end)
+        if q.slug not in self.definitions(q.workspace_id, q.kind):
+            raise NotFound(f"no {q.kind} {q.slug!r} in this workspace; the {q.kind}s listing shows them")
+        if q.kind == "segment":
+            raise Invalid(f"segment {q.slug!r} has no history: a segment is evaluated when it is read and records no "
+                          "enters or exits; define a tag with the same rule to record them from now on",
+                          code="segment_has_no_history")  # fmt: skip
+        rows = self.tag_store.history(q.workspace_id, q.slug, period.start, period.end, q.granularity)
+        return {"id": q.slug, "kind": q.kind, "from": shown(period.start), "to": shown(period.end),
+                "granularity": q.granularity, "series": rows}  # fmt: skip
 
     # Segments -----------------------------------------------------------------------------------
 

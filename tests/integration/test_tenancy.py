@@ -155,6 +155,8 @@ def cases(victim: Workspace) -> dict[tuple[str, str], list[dict[str, Any]]]:
         ("DELETE", "/v1/tags/{slug}"): [{"path": {"slug": "vip"}}],
         ("GET", "/v1/tags"): [{}],
         ("GET", "/v1/tags/{slug}"): [{"path": {"slug": "vip"}}],
+        ("GET", "/v1/tags/{slug}/history"): [{"path": {"slug": "vip"}}, {"path": {"slug": "vip"},
+                                                                      "params": {"granularity": "month"}}],
         ("POST", "/v1/segments"): [{"json": {"slug": "buyers", "name": "Hijack", "rule": {"computed": "orders_count",
                                                                                            "op": ">=", "value": 9}}}],  # fmt: skip
         ("PUT", "/v1/segments/{slug}"): [{"path": {"slug": "buyers"}, "json": {"name": "Hijack", "rule": {
@@ -162,6 +164,7 @@ def cases(victim: Workspace) -> dict[tuple[str, str], list[dict[str, Any]]]:
         ("DELETE", "/v1/segments/{slug}"): [{"path": {"slug": "buyers"}}],
         ("GET", "/v1/segments"): [{}],
         ("GET", "/v1/segments/{slug}"): [{"path": {"slug": "buyers"}}],
+        ("GET", "/v1/segments/{slug}/history"): [{"path": {"slug": "buyers"}}],
         ("POST", "/v1/profiles/{identifier}/tags"): [{"path": {"identifier": i}, "json": {"tag": "hijacked"}} for i in ids],
         ("DELETE", "/v1/profiles/{identifier}/tags/{tag}"): [
             {"path": {"identifier": i, "tag": "manual-" + MARK[victim.name]}} for i in ids],
