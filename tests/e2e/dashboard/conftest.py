@@ -109,8 +109,10 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory, chdb_url: str) -> Iterat
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Any]:
+    # Per module, not per session: Playwright's sync API keeps an asyncio loop running on this thread while it
+    # is open, and every later test that calls asyncio.run() would fail.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
