@@ -6,7 +6,10 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
+from typing import Annotated
 from uuid import UUID
+
+from fastapi import Query
 
 from api.errors import ApiError
 from domain.tags import TIME_WINDOW, time_window_error
@@ -14,6 +17,11 @@ from domain.times import parse_instant, shown
 
 QUERY_TIME = {"format": "date-time"}  # documents an ISO time parameter; parse_query_time reads it
 QUERY_TIME_HELP = f"ISO 8601 time from {TIME_WINDOW}"
+# A series' range, as the KPI and the tag history routes take it (both default to the 30 days up to now).
+RangeFrom = Annotated[str | None, Query(alias="from", description=f"default 30 days before 'to'; {QUERY_TIME_HELP}",
+                                        json_schema_extra=QUERY_TIME)]  # fmt: skip
+RangeTo = Annotated[str | None, Query(alias="to", description=f"exclusive; default now; {QUERY_TIME_HELP}",
+                                      json_schema_extra=QUERY_TIME)]  # fmt: skip
 
 
 def parse_query_time(name: str, value: str | None) -> datetime | None:

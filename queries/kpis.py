@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from api.auth import Requires, services
 from api.errors import ApiError
-from api.params import QUERY_TIME, QUERY_TIME_HELP, parse_query_time
+from api.params import QUERY_TIME, QUERY_TIME_HELP, RangeFrom, RangeTo, parse_query_time
 from api.responses import json_response
 from domain.kpis import FACT_DIMENSIONS
 from domain.tags import TIME_WINDOW, time_window_error
@@ -130,10 +130,8 @@ def series(
     name: str,
     request: Request,
     workspace_id: str = Depends(kpis_read),
-    start: Annotated[str | None, Query(alias="from", description=f"default 30 days before 'to'; {QUERY_TIME_HELP}",
-                                       json_schema_extra=QUERY_TIME)] = None,
-    end: Annotated[str | None, Query(alias="to", description=f"exclusive; default now; {QUERY_TIME_HELP}",
-                                     json_schema_extra=QUERY_TIME)] = None,
+    start: RangeFrom = None,
+    end: RangeTo = None,
     granularity: str = "day",
     by: str | None = None,
     within_days: Annotated[float, Query(gt=0, le=365)] = 7.0,

@@ -19,7 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from api.auth import Requires, services
 from api.openapi import inline_schema
-from api.params import QUERY_TIME, QUERY_TIME_HELP, parse_query_time
+from api.params import RangeFrom, RangeTo, parse_query_time
 from api.responses import json_response
 from domain.crm import PURPOSE
 from domain.tags import SLUG, Definition
@@ -136,10 +136,8 @@ def _definition_routes(kind: str) -> None:
     def history(
         slug: str,
         workspace_id: str = Depends(segments_read),
-        start: Annotated[str | None, Query(alias="from", description=f"default 30 days before 'to'; {QUERY_TIME_HELP}",
-                                           json_schema_extra=QUERY_TIME)] = None,
-        end: Annotated[str | None, Query(alias="to", description=f"exclusive; default now; {QUERY_TIME_HELP}",
-                                         json_schema_extra=QUERY_TIME)] = None,
+        start: RangeFrom = None,
+        end: RangeTo = None,
         granularity: Annotated[str, Query(description="day, week or month")] = "day",
         service: TagService = Depends(tags),
     ) -> Response:  # fmt: skip
