@@ -35,6 +35,7 @@ class LiveFeed:
         self._arrivals: dict[str, deque[tuple[float, int]]] = defaultdict(deque)  # (when, events) per commit
         self._totals: dict[str, int] = defaultdict(int)
         self._profiles: dict[str, tuple[float, int]] = {}
+        self._snapshots: dict[str, tuple[float, dict[str, Any]]] = {}
 
     # -- fed by the platform (any thread) --------------------------------------------------------------------
 
@@ -69,9 +70,13 @@ class LiveFeed:
             return sum(n for _, n in arrivals) / RATE_WINDOW_S
 
     def snapshot(self, workspace_id: str) -> dict[str, Any]:
-        """The status message: the platform's parts and this workspace's rates and counts."""
-        status = self.status(workspace_id)
+        """The status message: the platform's parts and this workspace's rates and counts. Every open stream of
+        a workspace asks each second: within half that, they share one (the status reads the dead letters)."""
         now = self.clock()
+        shared = self._snapshots.get(workspace_id)
+        if shared is not None and now - shared[0] < STATUS_EVERY_S / 2:
+            return shared[1]
+        status = self.status(workspace_id)
         counted = self._profiles.get(workspace_id)
         if counted is None or now - counted[0] >= PROFILES_EVERY_S:
             counted = (now, self.count_profiles(workspace_id))
@@ -79,12 +84,14 @@ class LiveFeed:
         lags = {name: p["lag"] for name, p in status["projections"].items()}
         lags["resolver"] = status["resolver"]["lag"]
         lags["relay"] = status["relay"]["lag"]
-        return {
+        snapshot = {
             "type": "status", "at": time.time(), "events_per_second": self.events_per_second(workspace_id),
             "events_seen": self._totals.get(workspace_id, 0), "profiles": counted[1], "lag": lags,
             "caught_up": status["caught_up"], "log_position": status["log_position"],
             "quarantined": status["quarantined"], "dead_letters": sum(status["dead_letters"].values()),
         }  # fmt: skip
+        self._snapshots[workspace_id] = (now, snapshot)
+        return snapshot
 
     async def stream(self, workspace_id: str) -> AsyncIterator[dict[str, Any]]:
         """Messages for one open stream: a status at once and every second, KPI updates as they come."""

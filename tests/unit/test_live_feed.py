@@ -72,3 +72,19 @@ def test_a_stream_that_does_not_read_loses_the_oldest_updates_not_the_publisher(
     got = asyncio.run(main())
     assert [m["n"] for m in got] == [10, 11, 12]  # the oldest ten dropped
     assert feed.streams("a") == 0
+
+
+def test_streams_of_one_workspace_share_a_status_within_half_a_second() -> None:
+    asked: list[str] = []
+    now = [0.0]
+
+    def counted_status(ws: str) -> dict[str, Any]:
+        asked.append(ws)
+        return status(ws)
+
+    feed = LiveFeed(counted_status, lambda ws: 0, clock=lambda: now[0])
+    assert feed.snapshot("a") is feed.snapshot("a") and asked == ["a"]
+    feed.snapshot("b")
+    now[0] += 0.5
+    feed.snapshot("a")
+    assert asked == ["a", "b", "a"]
