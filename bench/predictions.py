@@ -101,6 +101,11 @@ class _Traffic(threading.Thread):
                 self.stopping.wait(0.05)
 
 
+def _log_bytes(data: Path) -> int:
+    """The event store's size on disk (the SQLite file of the embedded default and its write-ahead log)."""
+    return sum(p.stat().st_size for p in data.glob("events.sqlite3*"))
+
+
 def _p(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -126,6 +131,15 @@ def main(
         began = time.perf_counter()
         server.wait_caught_up()
         print(f"ingested at {rate:,.0f} ev/s; caught up {time.perf_counter() - began:.1f} s after the last")
+        # "At risk, high value", defined before the run: the run's scores move it (cause `score`), so its
+        # evaluation for every scored profile is part of what the run costs.
+        headers = {"Authorization": f"Bearer {admin}"}
+        httpx.put(f"{server.url}/v1/tags/at-risk", headers=headers, timeout=60, json={"rule": {"and": [
+            {"computed": "churn_risk", "op": ">", "value": 0.5},
+            {"event": "Order Completed", "measure": "sum(revenue)", "op": ">", "value": 100, "within": "365d"}]}},
+        ).raise_for_status()  # fmt: skip
+        server.wait_caught_up()
+        log_bytes = _log_bytes(work / "data")
         traffic = _Traffic(server, customers, rate=200.0)
         traffic.start()
         time.sleep(10)  # the latencies before the run
@@ -136,6 +150,8 @@ def main(
         run_s = time.perf_counter() - began
         run_ended_at = time.monotonic()
         core_rss, all_rss = server.peak_rss_gib()
+        at_risk = httpx.get(f"{server.url}/v1/tags/at-risk", headers=headers, timeout=60).json()
+        run_bytes = _log_bytes(work / "data") - log_bytes
         time.sleep(5)
         traffic.stopping.set()
         traffic.join(30)
@@ -151,6 +167,9 @@ def main(
               f"{m['scored_profiles']:>8,} profiles  {json.dumps(figures)}")  # fmt: skip
         if m["model"] == "predicted_ltv" and m["status"] == "trained":
             print(f"  {'':<20} BG/NBD {json.dumps(m['parameters']['bgnbd'])}")
+    scored = sum(m["scored_profiles"] for m in done["models"])
+    print(f"  the run in the log: {run_bytes / 2**20:,.1f} MiB for {scored:,} scores "
+          f"({run_bytes / max(scored, 1):,.0f} bytes each); tag at-risk: {at_risk.get('members')} members at the answer")
     before = [s for t, s in traffic.lookups if t < run_began_at]
     during = [s for t, s in traffic.lookups if run_began_at <= t <= run_ended_at]
     sends_before = [s for t, s, _ in traffic.sends if t < run_began_at]

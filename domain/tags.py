@@ -37,6 +37,7 @@ from domain.crm import ORDER_COMPLETED, PURPOSE, PURPOSE_HELP
 from domain.errors import Conflict, Invalid
 from domain.limits import EARLIEST_CLOCK, LATEST_CLOCK
 from domain.model import NAMESPACE
+from domain.predictions import LTV_KEYS, SCORE_MODELS as SCORES
 from domain.times import parse_instant, shown
 
 Op = Literal["=", "!=", "<", "<=", ">", ">=", "in", "contains", "exists", "between"]
@@ -46,11 +47,16 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _MEASURE = re.compile(r"^(count|exists|min|max|sum)(?:\(([^()]+)\))?$")
-# Computed traits a rule can read; rfm and lifecycle_stage depend on other customers and are left out.
-COMPUTED_NUMBERS = ("event_count", "orders_count", "open_tickets", "average_csat", "revenue", "average_order_value")
+# Computed traits a rule can read; rfm and lifecycle_stage depend on other customers and on the time of
+# reading, and are left out. The prediction scores are read as the log's last model run gave them
+# (domain/predictions.py): `predicted_ltv` is its value per currency, `predicted_ltv.EUR` one currency's,
+# `predicted_ltv.expected_purchases` and `predicted_ltv.probability_alive` the model's other figures.
+COMPUTED_NUMBERS = ("event_count", "orders_count", "open_tickets", "average_csat", "revenue", "average_order_value",
+                    *SCORES)  # fmt: skip
 COMPUTED_TIMES = ("first_seen", "last_seen", "last_order_at")
-COMPUTED_MAPS = ("counts", "track_counts", "revenue", "average_order_value")
+COMPUTED_MAPS = ("counts", "track_counts", "revenue", "average_order_value", "predicted_ltv")
 MAX_DEPTH = 16
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
 # The times a rule or a query may name: the range of the ClickHouse DateTime64 columns they are compared with.
 # Times that can be queried: ClickHouse DateTime64's range, the same one ingest holds client clocks to.
 EARLIEST_TIME, LATEST_TIME = EARLIEST_CLOCK, LATEST_CLOCK
@@ -127,6 +133,9 @@ class ComputedCondition(_Node):
     @classmethod
     def _known(cls, name: str) -> str:
         base, _, key = name.partition(".")
+        if base == "predicted_ltv" and key and key not in LTV_KEYS and not _CURRENCY.match(key):
+            raise ValueError(f"predicted_ltv.{key}: use predicted_ltv.<currency> (predicted_ltv.EUR), "
+                             f"{', '.join('predicted_ltv.' + k for k in LTV_KEYS)}, or predicted_ltv (any currency)")
         if key and base in COMPUTED_MAPS:
             return name
         if not key and base in COMPUTED_NUMBERS + COMPUTED_TIMES:
@@ -508,6 +517,12 @@ def _nodes(rule: Any, path: str = "rule") -> Iterator[tuple[str, Any]]:
 def consent_purposes(rule: Any) -> set[str]:
     """The purposes whose consent a rule reads (its own conditions, not those of tags it refers to)."""
     return {node.consent for _, node in _nodes(rule) if isinstance(node, ConsentCondition)}
+
+
+def scores_read(rule: Any) -> set[str]:
+    """The prediction models whose scores a rule reads (its own conditions, not those of tags it refers to)."""
+    return {node.computed.partition(".")[0] for _, node in _nodes(rule)
+            if isinstance(node, ComputedCondition) and node.computed.partition(".")[0] in SCORES}  # fmt: skip
 
 
 def tag_refs(rule: Any) -> list[tuple[str, str]]:

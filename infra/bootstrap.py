@@ -10,12 +10,14 @@ run in processes of their own and share only the intake log and the event store.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 import orjson
 from kafka.errors import KafkaError
 
 from domain.application import CustomerData
+from domain.predictions import ModelRun
 from domain.regulations import suppressed_call
 from infra.audit_log import AUDIT_TOPIC, AuditWriter
 from infra.broker import BundledBroker
@@ -59,6 +61,7 @@ from streams.kpis import KPI_UPDATES_TOPIC, KpiProcessor, KpiUpdates
 from streams.log_follower import LogFollower, read_messages
 from streams.messages import encode
 from streams.pipeline import Pipeline
+from streams.predictions import PredictionProcessor
 from streams.processors import PROFILE_CHANGES_TOPIC, ProfileProcessor
 from streams.resolver import Resolver
 from streams.relay import EVENTS_TOPIC, KafkaPublisher, Relay, ensure_topics, kafka_producer
@@ -88,10 +91,11 @@ def build_pipeline(
     if tags is None:  # a rebuild: backfills run inline, so the replay ends with every tag evaluated
         tags = TagEngine(TagStore(store.client, store.db), SystemClock(), publish=publisher(TAG_CHANGES_TOPIC))
     # KPI facts first: profiles read their revenue from the facts (projections/money.py); tags run after
-    # profiles: they read the profiles the same batch wrote.
+    # profiles and the model runs' scores: they read the profiles and scores the same batch wrote.
     processors = [
         KpiProcessor(KpiStore(store.client, store.db), kpi_updates),
         ProfileProcessor(store, publish=publisher(PROFILE_CHANGES_TOPIC)),
+        PredictionProcessor(PredictionStore(KpiStore(store.client, store.db))),
         TagProcessor(tags),
     ]
     if applied is None:
@@ -342,12 +346,13 @@ class Platform:
         writer = self.resolver
         profiles = ProfileService(self.app, self.store, writer)
         tags = TagService(self.app, self.tags.store, writer, profiles.resolve, self.clock.now)
-        predictions = PredictionService(self.prediction_store, self.clock.now, PredictionSettings(
-            propensity_horizon_days=self.settings.prediction_horizon_days,
-            churn_horizon_days=self.settings.prediction_horizon_days, churn_on=self.settings.churn_on,
-            ltv_horizon_days=self.settings.ltv_horizon_days),
+        predictions = PredictionService(
+            self.prediction_store, self.clock.now, self._record_run, self._projected, PredictionSettings(
+                propensity_horizon_days=self.settings.prediction_horizon_days,
+                churn_horizon_days=self.settings.prediction_horizon_days, churn_on=self.settings.churn_on,
+                ltv_horizon_days=self.settings.ltv_horizon_days),
             publish=KafkaPublisher(self.producer, PROFILE_CHANGES_TOPIC).publish if self.producer is not None else None,
-            log_position=self.app.last_position)  # fmt: skip
+        )  # fmt: skip
         # A current profile shows its tags, and its prediction scores among its computed traits.
         profiles.extras = lambda ws, pid: {**tags.profile_tags(ws, pid), **predictions.profile_predictions(ws, pid)}
         return Services(
@@ -363,6 +368,19 @@ class Platform:
             live=self.live,
             max_event_bytes=self.settings.max_event_bytes, max_batch_bytes=self.settings.max_batch_bytes,
         )  # fmt: skip
+
+    def _record_run(self, run: ModelRun) -> int:
+        """Append a model run to the log through its only writer; the position of its last entry."""
+        assert self.resolver is not None
+        recordings = self.resolver.run_now(lambda: self.app.save(run))
+        return max(r.notification.id for r in recordings)
+
+    def _projected(self, position: int, timeout: float = 120.0) -> None:
+        """Wait (up to `timeout`) until the predictions projection has applied the log through `position`."""
+        deadline = time.monotonic() + timeout
+        while self._applied().get("predictions", 0) < position and time.monotonic() < deadline:
+            self._committed()
+            time.sleep(0.2)
 
     def _applied(self) -> dict[str, int]:
         """Each projection's applied log position (a regulation is done once all of them are past it)."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Iterable
 from uuid import UUID
 
-PROFILE_TABLES = ("events", "identity_history", "profile_identifiers", "profile_changes", "profiles", "prediction_scores")
+PROFILE_TABLES = ("events", "identity_history", "profile_identifiers", "profile_changes", "profiles")
+PREDICTION_TABLES = ("prediction_scores",)
 KPI_TABLES = ("kpi_facts", "activity_days", "identity_moves")
 TAG_TABLES = ("tag_membership", "tag_changes", "tag_timers")
 

@@ -1,5 +1,8 @@
 """The ClickHouse side of predictions: each person's features and outcomes as of a time, the models and scores.
 
+The models and scores are a projection of the log's model runs (domain/predictions.py), written by the
+`predictions` processor (streams/predictions.py); the features are read from the KPI projection.
+
 Features are computed from the KPI projection's facts and activity days, each fact counted for the current
 owner of its anchor (as every KPI counts it, `KpiStore.owners`), so a merge moves a person's history with
 them. Everything is "as of" a cut-off: features from before it, outcomes from the horizon after it, which is
@@ -14,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 from uuid import UUID
 
+from projections.erasure import PREDICTION_TABLES, erase_rows
 from projections.kpis import KpiStore
 
 _ZERO = "toUUID('00000000-0000-0000-0000-000000000000')"
@@ -146,27 +150,29 @@ class PredictionStore:
 
     # models and scores ---------------------------------------------------------------------
 
-    def save_model(self, workspace_id: str, model: str, version: str, trained_at: datetime, status: str,
-                   doc: dict[str, Any]) -> None:  # fmt: skip
-        self.client.insert(f"{self.db}.prediction_models", [[workspace_id, model, version, trained_at, status,
-                                                             json.dumps(doc)]],
-                           column_names=["workspace_id", "model", "version", "trained_at", "status", "doc"])  # fmt: skip
+    def save_models(self, rows: list[tuple[str, str, str, str, dict[str, Any]]]) -> None:
+        """(workspace, model, version, status, doc) per run; the version is the run's instant."""
+        if rows:
+            self.client.insert(f"{self.db}.prediction_models",
+                               [[ws, model, version, _instant(version), status, json.dumps(doc)]
+                                for ws, model, version, status, doc in rows],
+                               column_names=["workspace_id", "model", "version", "trained_at", "status", "doc"])  # fmt: skip
 
-    def save_scores(self, workspace_id: str, model: str, version: str, scored_at: datetime,
-                    scores: Iterable[tuple[str, float, dict[str, Any]]], chunk: int = 50_000) -> int:  # fmt: skip
-        rows: list[list[Any]] = []
-        written = 0
-        for profile_id, score, doc in scores:
-            rows.append([workspace_id, UUID(profile_id), model, version, scored_at, float(score), json.dumps(doc)])
-            if len(rows) >= chunk:
-                written += self._insert_scores(rows)
-                rows = []
-        return written + (self._insert_scores(rows) if rows else 0)
+    def save_scores(self, rows: Iterable[tuple[str, str, str, str, float, dict[str, Any]]]) -> int:
+        """(workspace, profile, model, version, score, details) per score: stored with the model and version,
+        as the profile serves them."""
+        values = [[ws, UUID(pid), model, version, _instant(version), float(score),
+                   json.dumps({**details, "model": model, "version": version, "scored_at": version})]
+                  for ws, pid, model, version, score, details in rows]  # fmt: skip
+        if values:
+            self.client.insert(f"{self.db}.prediction_scores", values,
+                               column_names=["workspace_id", "profile_id", "model", "version", "scored_at", "score",
+                                             "doc"])  # fmt: skip
+        return len(values)
 
-    def _insert_scores(self, rows: list[list[Any]]) -> int:
-        self.client.insert(f"{self.db}.prediction_scores", rows,
-                           column_names=["workspace_id", "profile_id", "model", "version", "scored_at", "score", "doc"])
-        return len(rows)
+    def erase(self, workspace_id: str, profile_ids: list[str]) -> None:
+        """A regulation erased these profiles: their scores go (the log's runs name them by id only)."""
+        erase_rows(self.client, self.db, PREDICTION_TABLES, workspace_id, profile_ids)
 
     def models(self, workspace_id: str) -> list[dict[str, Any]]:
         """The latest run of each model (its status, evaluation and parameters)."""
@@ -203,6 +209,10 @@ _SERVICE_KINDS = "AND kind IN ('ticket_opened', 'feedback', 'message_opened', 'm
 _UNKNOWN_WHEN_ABSENT = {"csat_mean", "nps_mean", "days_since_last_order"}
 
 _UTC = timezone.utc
+
+
+def _instant(version: str) -> datetime:
+    return _aware(datetime.fromisoformat(version))
 
 
 def _aware(value: datetime) -> datetime:

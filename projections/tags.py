@@ -34,6 +34,7 @@ from domain.tags import (
     parse_duration,
     parse_time,
 )
+from domain.predictions import SCORE_MODELS as SCORES
 from domain.times import shown, utc
 from projections.erasure import TAG_TABLES, erase_rows
 from projections.kpis import KpiQuery
@@ -63,6 +64,7 @@ class _Compiler:
         self.aggs: dict[str, str] = {}  # SQL → column name
         self.money: dict[tuple[str, str], str] = {}  # (per-currency SQL, per-profile SQL over it) → column name
         self.dues: list[str] = []
+        self.scores: set[str] = set()  # the prediction models whose scores the rules read
 
     def param(self, value: Any, kind: str) -> str:
         name = f"p{len(self.params)}"
@@ -126,11 +128,12 @@ class _Compiler:
 
     # Computed traits: the values the profiles table stores (projections/store.ProfileView computes them) --
 
-    @staticmethod
-    def _computed(name: str) -> tuple[str, str]:
+    def _computed(self, name: str) -> tuple[str, str]:
         """(SQL expression, 'number' | 'time' | 'per_currency') of a computed trait; NULL where it has no value
         (per_currency: an array with one value per currency)."""
         base, _, key = name.partition(".")
+        if base in SCORES:
+            return self._score(base, key)
         if key:
             quoted = "'" + key.replace("\\", "\\\\").replace("'", "\\'") + "'"
             if base == "average_order_value":
@@ -148,6 +151,19 @@ class _Compiler:
             "last_seen": ("if(p.event_count > 0, p.last_seen, NULL)", "time"),
             "last_order_at": ("p.last_order_at", "time"),
         }[base]
+
+    def _score(self, model: str, key: str) -> tuple[str, str]:
+        """A model's latest score of the profile (joined as `s_<model>`, see TagStore._query); NULL without one."""
+        self.scores.add(model)
+        s = f"s_{model}"
+        if model != "predicted_ltv" or key == "expected_purchases":
+            return f"if({s}.scored = 1, {s}.score, NULL)", "number"
+        if key == "probability_alive":
+            return f"if({s}.scored = 1, JSONExtractFloat({s}.doc, 'probability_alive'), NULL)", "number"
+        if key:  # one currency's value (a string of the amount, as the profile shows it)
+            return f"toFloat64OrNull(JSONExtractString({s}.doc, 'value', {self.param(key, 'String')}))", "number"
+        return (f"arrayMap(x -> toFloat64OrZero(x), mapValues(JSONExtract({s}.doc, 'value', 'Map(String, String)')))",
+                "per_currency")  # fmt: skip
 
     def computed_leaf(self, node: ComputedCondition) -> str:
         expr, kind = self._computed(node.computed)
@@ -353,6 +369,12 @@ class TagStore:
                 f"FROM {movements(self.db, 'anchor IN (SELECT anchor FROM owners)')} AS m "
                 f"INNER JOIN owners AS o ON m.anchor = o.anchor WHERE m.currency != '' GROUP BY pid, currency) "
                 f"GROUP BY pid) AS money ON money.pid = p.profile_id"
+            )
+        for model in sorted(c.scores):  # each model's score of the profiles, as the last run gave it
+            events += (
+                f" LEFT JOIN (SELECT profile_id AS sid, 1 AS scored, score, doc FROM {self.db}.prediction_scores "
+                f"FINAL WHERE workspace_id = {{ws:String}} AND model = '{model}' {only}) AS s_{model} "
+                f"ON s_{model}.sid = p.profile_id"
             )
         sql = (
             f"WITH owners AS (SELECT identifier AS anchor, profile_id AS pid FROM {self.db}.profile_identifiers FINAL "

@@ -71,6 +71,9 @@ COMPARED_TABLES: dict[str, Compared] = {
         "it left are compared in tag_membership and tag_changes)",
     ),  # fmt: skip
     "tag_steps": Compared("*", "seq"),  # the replay records the steps it followed again, as they were
+    # The predictions processor's tables: the model runs of the log (domain/predictions.py).
+    "prediction_models": Compared("*", "workspace_id, model, version"),
+    "prediction_scores": Compared("*", "workspace_id, profile_id, model"),
     # Entries still set aside: a rebuild quarantines the same ones (a retried entry that applied is no longer).
     "quarantine": Compared(
         "processor, position, event_id, workspace_id, kind, error", "processor, position",
@@ -83,9 +86,6 @@ NOT_COMPARED: dict[str, str] = {
     "positions": "how far each processor got: a rebuild records its own, and the relay's is not rebuilt",
     "log_origin": "the log's fingerprint, checked against the event store at every start (infra/startup_checks.py)",
     "schema_migrations": "which migrations ran and when; both databases run all of them",
-    "prediction_models": "trained from the projections on a schedule or on demand, not from the log; a rebuild "
-    "starts without models until the next run",
-    "prediction_scores": "the scores of the models of prediction_models: made by a run, not by the log",
 }
 
 

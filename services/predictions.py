@@ -29,6 +29,7 @@ import numpy as np
 
 from domain import clv
 from domain.errors import Conflict, Invalid, NotFound
+from domain.predictions import ModelRun, record_run
 from projections.kpis import KpiQuery
 from projections.predictions import FEATURES, Person, PredictionStore
 
@@ -66,13 +67,14 @@ class GetForecast:
 
 
 class PredictionService:
-    def __init__(self, store: PredictionStore, clock: Callable[[], datetime],
-                 settings: PredictionSettings = PredictionSettings(),
-                 publish: Callable[[list[dict[str, Any]]], None] | None = None,
-                 log_position: Callable[[], int] = lambda: 0) -> None:  # fmt: skip
-        """`publish`: the `scored` changes of a run, for cdp.profile-changes; `log_position`: the log's last one."""
+    def __init__(self, store: PredictionStore, clock: Callable[[], datetime], record: Callable[[ModelRun], int],
+                 projected: Callable[[int], None], settings: PredictionSettings = PredictionSettings(),
+                 publish: Callable[[list[dict[str, Any]]], None] | None = None) -> None:  # fmt: skip
+        """`record`: appends a run to the log (through its writer), returning the position of its last entry;
+        `projected(position)`: waits until the predictions projection has applied the log through it;
+        `publish`: the `scored` changes of a run, for cdp.profile-changes."""
         self.store, self.clock, self.settings = store, clock, settings
-        self.publish, self.log_position = publish, log_position
+        self.record, self.projected, self.publish = record, projected, publish
         self._running: set[str] = set()
         self._guard = threading.Lock()
         self._features: dict[tuple[str, datetime], dict[str, Person]] = {}
@@ -121,8 +123,8 @@ class PredictionService:
     def _run_models(self, q: RunPredictions) -> dict[str, Any]:
         now = self.clock()
         version = now.isoformat()
-        position = self.log_position()  # what the models see (the projections lag it by moments at most)
         results = []
+        position = 0
         for name, train in (("purchase_propensity", self._propensity), ("churn_risk", self._churn),
                             ("predicted_ltv", self._ltv)):  # fmt: skip
             began = time.perf_counter()
@@ -137,13 +139,13 @@ class PredictionService:
             doc["training_seconds"] = round(time.perf_counter() - began, 3)
             doc["scored_profiles"] = len(scores)
             before = self.store.latest_scores(q.workspace_id, name) if scores and self.publish else {}
-            self.store.save_scores(q.workspace_id, name, version, now,
-                                   ((pid, score, {**details, "model": name, "version": version, "scored_at": version})
-                                    for pid, (score, details) in scores.items()))  # fmt: skip
-            self.store.save_model(q.workspace_id, name, version, now, status, doc)
+            # The run is a fact of the log: the predictions projection, the tag rules and a rebuild read it there.
+            position = self.record(record_run(q.workspace_id, name, version, status, doc,
+                                              ((pid, score, details) for pid, (score, details) in scores.items())))
             if scores and self.publish:
-                self._publish_moved(q.workspace_id, name, version, max(position, 1), before, scores)
+                self._publish_moved(q.workspace_id, name, version, position, before, scores)
             results.append({"model": name, "status": status, "version": version, **doc})
+        self.projected(position)  # the answer comes with the scores on the profiles
         return {"workspace_id": q.workspace_id, "version": version, "models": results}
 
     def _publish_moved(self, ws: str, model: str, version: str, position: int, before: dict[str, float],

@@ -23,6 +23,7 @@ import orjson
 from eventsourcing.utils import get_topic
 
 from domain.model import CustomerEvent, Profile, Workspace
+from domain.predictions import ModelRun
 from domain.regulations import Regulation
 from domain.tags import ManualTagChange, RuleDefinition
 from domain.times import parse_instant, stored
@@ -199,6 +200,37 @@ class ErasureMessage(_Entry):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PredictionMessage(_Entry):
+    """A run of `model` (domain/predictions.py): `trained` carries its `status` and `doc` (evaluation,
+    parameters, or why it could not train), `scored` a page of `scores`, each (profile_id, score, details)."""
+
+    kind: ClassVar[str] = "prediction"
+    change: str  # trained | scored
+    model: str
+    version: str
+    status: str = ""
+    doc: dict[str, Any] | None = None
+    scores: tuple[tuple[str, float, dict[str, Any]], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind, "event_id": self.event_id, "position": self.position,
+                             "workspace_id": self.workspace_id, "recorded_at": stored(self.recorded_at),
+                             "profile_id": self.profile_id, "change": self.change, "model": self.model,
+                             "version": self.version}  # fmt: skip
+        if self.change == "trained":
+            d.update(status=self.status, doc=self.doc)
+        else:
+            d["scores"] = [list(s) for s in self.scores]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PredictionMessage:
+        return cls(**_common(d), change=d["change"], model=d["model"], version=d["version"],
+                   status=d.get("status", ""), doc=d.get("doc"),
+                   scores=tuple((str(p), float(s), dict(x)) for p, s, x in d.get("scores", ())))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ErasedEntry(_Entry):
     """A log entry whose subject was erased (it cannot be read): only its position, so that a rebuild cuts
     its pages where the live run did (tag steps). Processors apply nothing for it; it is never published."""
@@ -210,13 +242,15 @@ class ErasedEntry(_Entry):
 
 
 Message = Union[
-    EventMessage, IdentityMessage, RulesMessage, DefinitionMessage, ManualTagMessage, ErasureMessage, ErasedEntry
+    EventMessage, IdentityMessage, RulesMessage, DefinitionMessage, ManualTagMessage, ErasureMessage,
+    PredictionMessage, ErasedEntry,
 ]
 Outgoing = dict[str, Any]  # what processors publish on their own topics (profile, tag changes, KPI updates)
 
 _KINDS: dict[str, Any] = {
     cls.kind: cls
-    for cls in (EventMessage, IdentityMessage, RulesMessage, DefinitionMessage, ManualTagMessage, ErasureMessage)
+    for cls in (EventMessage, IdentityMessage, RulesMessage, DefinitionMessage, ManualTagMessage, ErasureMessage,
+                PredictionMessage)
 }
 
 
@@ -273,6 +307,15 @@ def to_message(domain_event: Any, position: int) -> Message | None:
             definition_id=str(domain_event.originator_id), tag_id=domain_event.slug,
             rule_version=getattr(domain_event, "rule_version", 1), name=getattr(domain_event, "name", ""),
             rule=None if deleted else domain_event.rule, deleted=deleted,
+        )  # fmt: skip
+    if isinstance(domain_event, (ModelRun.Trained, ModelRun.Scored)):
+        trained = isinstance(domain_event, ModelRun.Trained)
+        return PredictionMessage(
+            position=position, event_id=_entry_id(domain_event), workspace_id=domain_event.workspace_id,
+            profile_id="", recorded_at=at, change="trained" if trained else "scored", model=domain_event.model,
+            version=domain_event.model_version, status=domain_event.status if trained else "",
+            doc=domain_event.doc if trained else None,
+            scores=() if trained else tuple((str(p), float(s), dict(x)) for p, s, x in domain_event.scores),
         )  # fmt: skip
     return None
 

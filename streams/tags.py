@@ -38,19 +38,19 @@ import orjson
 
 from domain.consent import BUILT_IN, CONSENT_CHANGED, KIND as CONSENT_KIND, Defaults, parse_defaults
 from domain.crm import purpose_key
-from domain.tags import ConsentCondition, consent_purposes, parse_rule, purpose_of
+from domain.tags import ConsentCondition, consent_purposes, parse_rule, purpose_of, scores_read
 from domain.times import UTC, shown
 from projections.tags import EPOCH, Step, TagStore
 from streams.messages import (
     DefinitionMessage, ErasureMessage, EventMessage, IdentityMessage, ManualTagMessage, Message, Outgoing,
-    RulesMessage,
+    PredictionMessage, RulesMessage,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 TAG_CHANGES_TOPIC = "cdp.tag-changes"
 # When several causes touch a profile in one batch, the strongest names the change.
-_CAUSE_RANK = {"event": 0, "time": 1, "consent": 2, "split": 3, "merge": 4, "rule": 5, "manual": 6, "deleted": 7,
+_CAUSE_RANK = {"event": 0, "time": 1, "score": 1, "consent": 2, "split": 3, "merge": 4, "rule": 5, "manual": 6, "deleted": 7,
                "erasure": 8}
 # What changed a profile's consent for a purpose in a step: its own decision, or the workspace's default.
 ConsentNews = Mapping[str, Mapping[str, str]]  # profile → purpose → "event" | "default"
@@ -393,6 +393,11 @@ class TagEngine:
                 self.apply(workspace_id, page, position, "consent", only=affected, consent={pid: news for pid in page})
                 after = page[-1]
 
+    def reading_scores(self, workspace_id: str) -> set[str]:
+        """The tags whose rules read a prediction score, and the tags that refer to them."""
+        reading = {s for s, d in self.defs.get(workspace_id, {}).items() if scores_read(d.rule)}
+        return reading | {t for s in reading for t in self._dependents(workspace_id, s)}
+
     def _dependents(self, workspace_id: str, slug: str, rules: dict[str, Any] | None = None) -> list[str]:
         from domain.tags import _reaches
 
@@ -537,6 +542,8 @@ class TagProcessor:
                         page.touch(ws, pid, "manual")  # rules may refer to the manual tag
                     case DefinitionMessage():
                         self._definition(m, page)
+                    case PredictionMessage(change="scored", scores=scores):
+                        page.scored.setdefault(ws, set()).update(s[0] for s in scores)
                     case ErasureMessage():
                         page.flush()  # what came before is evaluated first: the erasure then removes it all
                         engine.erase(ws, list(m.profile_ids), m.position)
@@ -574,6 +581,7 @@ class _Page:
         self.manual: dict[str, list[tuple[str, str, str, str]]] = {}
         self.everyone: set[str] = set()
         self.consent: dict[str, dict[str, dict[str, str]]] = {}  # workspace → ConsentNews of the page
+        self.scored: dict[str, set[str]] = {}  # workspace → profiles a model run of the page scored
 
     def touch(self, ws: str, pid: str | None, cause: str) -> None:
         if pid:
@@ -598,6 +606,12 @@ class _Page:
         for ws, causes in self.touched.items():
             if ws not in self.everyone:
                 engine.apply(ws, causes, top, causes, consent=self.consent.get(ws))
+        for ws, scored in self.scored.items():  # new scores: the tags that read them, for the profiles scored
+            reading = engine.reading_scores(ws)
+            ids = sorted(scored) if reading else []
+            for i in range(0, len(ids), engine.page_size):
+                engine.apply(ws, ids[i:i + engine.page_size], top, "score", only=reading)
+        self.scored.clear()
         self.manual.clear()
         self.touched.clear()
         self.everyone.clear()

@@ -19,7 +19,7 @@ from streams.messages import encode
 from tests.conftest import Running, read_topic
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs/schemas/cdp.events.schema.json").read_text())
-KINDS = {"event", "identity", "rules", "definition", "manual_tag"}
+KINDS = {"event", "identity", "rules", "definition", "manual_tag", "prediction"}
 
 
 def _admin(r: Running) -> dict[str, str]:
@@ -61,6 +61,9 @@ def _make_every_kind(r: Running) -> None:
                     headers=_admin(r)), 201)  # fmt: skip
     r.wait_caught_up()
     _ok(r.http.delete("/v1/profiles/user_id:42/tags/beta-tester", params={"reason": "done"}, headers=_admin(r)))
+    # A run with too little history records each model's `trained` entry, with why it scored nobody (a run
+    # that scores: tests/integration/test_predictions.py).
+    _ok(r.http.post("/v1/predictions/run", headers=_admin(r)))
     r.wait_caught_up()
 
 
@@ -80,6 +83,7 @@ def test_every_message_kind_on_cdp_events_matches_the_schema(running: Running) -
     assert {(m["definition_kind"], m["deleted"]) for m in from_log if m["kind"] == "definition"} == {
         ("tag", False), ("tag", True), ("segment", False)}  # fmt: skip
     assert {m["action"] for m in from_log if m["kind"] == "manual_tag"} == {"added", "removed"}
+    assert {(m["change"], m["status"]) for m in from_log if m["kind"] == "prediction"} == {("trained", "not_enough_data")}
     refused = {m["position"]: _invalid(validator, m) for m in from_log}
     assert not any(refused.values()), {p: e for p, e in refused.items() if e}
 

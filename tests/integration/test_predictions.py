@@ -186,3 +186,95 @@ def test_first_scores_are_scored_changes_on_the_profile_changes_topic(running: R
     c1 = running.profile("user_id:c1").json()
     mine = {m["model"]: m["score"]["new"] for m in messages if m["profile_id"] == c1["profile_id"]}
     assert mine["churn_risk"] == c1["computed_traits"]["churn_risk"]["probability"]
+
+
+AT_RISK = {"and": [{"computed": "churn_risk", "op": ">", "value": 0.5},
+                   {"event": "Order Completed", "measure": "sum(revenue)", "op": ">", "value": 100, "within": "365d"}]}  # fmt: skip
+
+
+def _revenue_365(calls: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each customer's order revenue of the last 365 days per currency, from the calls sent."""
+    since = NOW - timedelta(days=365)
+    out: dict[str, dict[str, float]] = {}
+    for c in calls:
+        if c.get("event") == "Order Completed" and datetime.fromisoformat(c["timestamp"]) >= since:
+            p = c["properties"]
+            mine = out.setdefault(c["userId"], {})
+            mine[p["currency"]] = mine.get(p["currency"], 0.0) + p["revenue"]
+    return out
+
+
+def test_a_tag_on_scores_enters_as_a_run_scores_and_a_rebuild_reproduces_it(running: Running,
+                                                                           calls: list[dict[str, Any]]) -> None:  # fmt: skip
+    """"At risk, high value": churn risk above 0.5 and revenue over 100 in 365 days, defined before any run.
+    The run's scores are entries of the log: the tag's members enter as the run scores them (cause `score`),
+    exactly those the scores and the orders say, and a rebuild ends with the same models, scores and tags."""
+    from infra.bootstrap import verify_rebuild
+
+    _send(running, calls)
+    put = running.http.put("/v1/tags/at-risk", json={"name": "At risk, high value", "rule": AT_RISK},
+                           headers=running.admin_headers)  # fmt: skip
+    assert put.status_code == 200, put.text
+    running.wait_caught_up(60)
+    assert running.http.get("/v1/tags/at-risk", headers=running.read_headers).json()["members"] == 0  # no scores yet
+    run = running.http.post("/v1/predictions/run", headers=running.admin_headers)
+    assert run.status_code == 200, run.text
+
+    revenue = _revenue_365(calls)
+    expected, scored, profiles = set(), 0, []
+    for user in sorted({c["userId"] for c in calls}):
+        profile = running.profile(f"user_id:{user}").json()
+        profiles.append(profile)
+        risk = profile["computed_traits"].get("churn_risk")
+        scored += risk is not None
+        if risk and risk["probability"] > 0.5 and any(v > 100 for v in revenue.get(user, {}).values()):
+            expected.add(profile["profile_id"])
+    assert scored == 300 and 0 < len(expected) < 300, (scored, len(expected))
+    # Every form of a score condition selects what the profiles' computed traits say (a segment query).
+    forms = {
+        "predicted_ltv.EUR": (lambda t: float(t["predicted_ltv"]["value"].get("EUR", "nan")) >= 200, ">=", 200),
+        "predicted_ltv": (lambda t: any(float(v) < 50 for v in t["predicted_ltv"]["value"].values()), "<", 50),
+        "predicted_ltv.probability_alive": (lambda t: t["predicted_ltv"]["probability_alive"] < 0.5, "<", 0.5),
+        "predicted_ltv.expected_purchases": (lambda t: t["predicted_ltv"]["expected_purchases"] > 1, ">", 1),
+        "purchase_propensity": (lambda t: t["purchase_propensity"]["probability"] <= 0.1, "<=", 0.1),
+    }
+    for name, (holds, op, value) in forms.items():
+        query = running.http.post("/v1/segments/query", json={"rule": {"computed": name, "op": op, "value": value}},
+                                  headers=running.read_headers)  # fmt: skip
+        assert query.status_code == 200, query.text
+        want = sum(1 for p in profiles if "predicted_ltv" in p["computed_traits"] and holds(p["computed_traits"]))
+        assert query.json()["count"] == want and 0 < want < 300, (name, query.json()["count"], want)
+    assert running.http.get("/v1/tags/at-risk", headers=running.read_headers).json()["members"] == len(expected)
+    changes = read_topic(running.platform.settings.bootstrap_servers, "cdp.tag-changes",
+                         lambda got: len([v for v in got if v["tag_id"] == "at-risk"]) >= len(expected), timeout=30)
+    entered = [v for _, v in changes if v["tag_id"] == "at-risk"]
+    assert {v["profile_id"] for v in entered} == expected
+    assert {(v["change"], v["cause"]) for v in entered} == {("entered", "score")}
+
+    # The run is in the log (and on cdp.events, as its schema says): a rebuild has the same models and scores,
+    # and the tag's members entered at the same positions with the same cause.
+    events = read_topic(running.platform.settings.bootstrap_servers, "cdp.events",
+                        lambda got: sum(v["kind"] == "prediction" for v in got) >= 6, timeout=30)
+    runs = [v for _, v in events if v["kind"] == "prediction"]
+    assert {(v["model"], v["change"]) for v in runs} == {(m, c) for m in ("purchase_propensity", "churn_risk",
+                                                                         "predicted_ltv") for c in ("trained", "scored")}
+    validator = jsonschema_rs.validator_for(json.loads((Path(__file__).parents[2] / "docs/schemas/cdp.events.schema.json")
+                                                       .read_text()))  # fmt: skip
+    for message in runs:
+        assert validator.is_valid(message), [e.message for e in validator.iter_errors(message)][:3]
+    platform = running.platform
+    assert verify_rebuild(platform.app, platform.store.client, platform.settings.clickhouse_database) == []
+
+    # An erased person's scores go with them, live and in a rebuild (the run stays in the log, by profile id).
+    member = sorted(expected)[0]
+    user = next(p for p in profiles if p["profile_id"] == member)["identifiers"]["user_id"][0]
+    erased = running.http.post("/v1/regulations", json={"type": "delete", "identifiers": [f"user_id:{user}"]},
+                               headers=running.admin_headers)  # fmt: skip
+    assert erased.status_code == 202, erased.text
+    running.wait_caught_up(60)
+    left = platform.store.client.query(
+        f"SELECT count() FROM {platform.settings.clickhouse_database}.prediction_scores WHERE profile_id = "
+        "{p:UUID}", parameters={"p": member}).result_rows[0][0]  # fmt: skip
+    assert left == 0
+    assert running.http.get("/v1/tags/at-risk", headers=running.read_headers).json()["members"] == len(expected) - 1
+    assert verify_rebuild(platform.app, platform.store.client, platform.settings.clickhouse_database) == []

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from infra.bootstrap import Platform, verify_rebuild
 from infra.config import Settings
 from infra.server import create_app
-from projections.erasure import KPI_TABLES, PROFILE_TABLES, TAG_TABLES
+from projections.erasure import KPI_TABLES, PREDICTION_TABLES, PROFILE_TABLES, TAG_TABLES
 from streams.log_follower import read_messages
 from streams.messages import ErasureMessage, encode
 from tests.conftest import Running, read_topic
@@ -78,7 +78,7 @@ def rows_of(r: Running, profile_ids: list[str]) -> dict[str, int]:
     tables = [t for (t,) in store.client.query(
         "SELECT DISTINCT table FROM system.columns WHERE database = {db:String} AND name = 'profile_id'",
         parameters={"db": store.db}).result_rows]  # fmt: skip
-    assert set(PROFILE_TABLES + KPI_TABLES + TAG_TABLES) == set(tables)  # every such table is erased by someone
+    assert set(PROFILE_TABLES + KPI_TABLES + TAG_TABLES + PREDICTION_TABLES) == set(tables)  # every such table is erased by someone
     found = {}
     for table in tables:
         (n,) = store.client.query(
