@@ -29,7 +29,11 @@ FEATURES = (
     "days_since_last_active", "tenure_days", "active_days_30", "active_days_90", "active_days",
     "orders", "orders_30", "orders_90", "days_since_last_order", "order_value_mean",
     "tickets", "complaints", "csat_mean", "nps_mean", "messages_opened_90", "messages_clicked_90",
+    # Events of each call type in the last 30 days and in the 30 before: the trend of each (the model weighs
+    # the pair; a difference would be negative, and the counts are taken as log(1 + x)).
+    "pages_30", "pages_prev_30", "screens_30", "screens_prev_30", "tracks_30", "tracks_prev_30",
 )
+_TRENDS = (("page", "pages"), ("screen", "screens"), ("track", "tracks"))
 
 
 @dataclass
@@ -53,22 +57,23 @@ class PredictionStore:
         self.client = kpis.client
         self.db = kpis.db
 
-    def _people(self, table: str, until: str, since: str | None = None, extra: str = "") -> str:
-        """Rows of `table` (kpi_facts or activity_days) before `until`, with `person`, the anchor's owner now."""
+    def _people(self, table: str, until: str, since: str | None = None, extra: str = "", columns: str = "*") -> str:
+        """Rows of `table` (kpi_facts, activity_days or events) before `until`, with `person`, the anchor's owner
+        now; `columns`: those of the table read (they must include anchor and profile_id)."""
         time = "day" if table == "activity_days" else "timestamp"
         cut = (lambda p: f"toDate({{{p}:{_T}}})") if table == "activity_days" else (lambda p: f"{{{p}:{_T}}}")
         where = f"workspace_id = {{ws:String}} AND {time} < {cut(until)}"
         if since:
             where += f" AND {time} >= {cut(since)}"
-        final = "FINAL" if table == "kpi_facts" else ""
-        return (f"(SELECT t.*, if(o.owner = {_ZERO}, t.profile_id, o.owner) AS person FROM (SELECT * FROM "
+        final = "FINAL" if table in ("kpi_facts", "events") else ""
+        return (f"(SELECT t.*, if(o.owner = {_ZERO}, t.profile_id, o.owner) AS person FROM (SELECT {columns} FROM "
                 f"{self.db}.{table} {final} WHERE {where} {extra}) AS t LEFT JOIN {self.kpis.owners()} AS o "
                 "ON t.anchor = o.anchor)")  # fmt: skip
 
     def people(self, workspace_id: str, cutoff: datetime) -> dict[str, Person]:
         """Every person active before `cutoff`, with their features as of then."""
         params = {"ws": workspace_id, "c": cutoff, "c30": cutoff - timedelta(days=30),
-                  "c90": cutoff - timedelta(days=90)}  # fmt: skip
+                  "c60": cutoff - timedelta(days=60), "c90": cutoff - timedelta(days=90)}  # fmt: skip
         people: dict[str, Person] = {}
         activity = (f"SELECT person, dateDiff('second', toDateTime(max(day)), {{c:{_T}}}) / {DAY_S}, "
                     f"dateDiff('second', toDateTime(min(day)), {{c:{_T}}}) / {DAY_S}, "
@@ -121,6 +126,17 @@ class PredictionStore:
             person.features.update(tickets=float(tickets), complaints=float(complaints), csat_mean=_nan(csat),
                                    nps_mean=_nan(nps), messages_opened_90=float(opened),
                                    messages_clicked_90=float(clicked))  # fmt: skip
+        counts = ", ".join(f"countIf(type = '{t}' AND timestamp >= {{c30:{_T}}}), countIf(type = '{t}' AND "
+                           f"timestamp < {{c30:{_T}}})" for t, _ in _TRENDS)  # fmt: skip
+        trends = (f"SELECT person, {counts} FROM {self._people('events', 'c', since='c60', columns=_EVENT_COLUMNS)} "
+                  "GROUP BY person")  # fmt: skip
+        for pid, *pairs in self.client.query(trends, parameters=params).result_rows:
+            person = people.get(str(pid))
+            if person is None:
+                continue
+            for i, (_, name) in enumerate(_TRENDS):
+                person.features[f"{name}_30"] = float(pairs[2 * i])
+                person.features[f"{name}_prev_30"] = float(pairs[2 * i + 1])
         for person in people.values():
             for name in FEATURES:
                 person.features.setdefault(name, float("nan") if name in _UNKNOWN_WHEN_ABSENT else 0.0)
@@ -205,6 +221,7 @@ class PredictionStore:
 
 
 _ORDERS = "AND kind = 'order'"
+_EVENT_COLUMNS = "anchor, profile_id, type, timestamp"
 _SERVICE_KINDS = "AND kind IN ('ticket_opened', 'feedback', 'message_opened', 'message_clicked')"
 _UNKNOWN_WHEN_ABSENT = {"csat_mean", "nps_mean", "days_since_last_order"}
 

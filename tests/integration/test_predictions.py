@@ -278,3 +278,23 @@ def test_a_tag_on_scores_enters_as_a_run_scores_and_a_rebuild_reproduces_it(runn
     assert left == 0
     assert running.http.get("/v1/tags/at-risk", headers=running.read_headers).json()["members"] == len(expected) - 1
     assert verify_rebuild(platform.app, platform.store.client, platform.settings.clickhouse_database) == []
+
+
+def test_the_features_count_each_call_type_in_the_last_30_days_and_the_30_before(running: Running) -> None:
+    """The trend features, for a person whose visitor history was merged into them by an identify."""
+    def at(days: float) -> str:
+        return (NOW - timedelta(days=days)).isoformat()
+
+    calls = [{"type": "page", "anonymousId": "v1", "name": "Home", "timestamp": at(d)} for d in (1, 2, 3, 40)]
+    calls += [{"type": "track", "userId": "t1", "event": "Viewed", "timestamp": at(d)} for d in (45, 50, 59, 61)]
+    calls += [{"type": "screen", "userId": "t1", "name": "Cart", "timestamp": at(5)},
+              {"type": "identify", "userId": "t1", "anonymousId": "v1", "timestamp": at(0.5)}]  # fmt: skip
+    assert running.send("/v1/batch", {"batch": calls}).status_code == 200
+    running.wait_caught_up(60)
+    pid = running.profile("user_id:t1").json()["profile_id"]
+    store = running.platform.services.predictions.store  # type: ignore[union-attr]
+    features = store.people(running.platform.workspace_id, NOW)[pid].features
+    assert {k: features[k] for k in ("pages_30", "pages_prev_30", "screens_30", "screens_prev_30", "tracks_30",
+                                     "tracks_prev_30")} == {"pages_30": 3, "pages_prev_30": 1, "screens_30": 1,
+                                                            "screens_prev_30": 0, "tracks_30": 0,
+                                                            "tracks_prev_30": 3}  # fmt: skip
