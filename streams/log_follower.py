@@ -27,17 +27,25 @@ def read_messages(app: Any, after: int, limit: int) -> tuple[list[Message], int]
     plain = sealed or (mapper.cipher is None and mapper.compressor is None)  # rows are JSON once opened
     if sealed:
         mapper.sealer.prefetch(n.state for n in notifications)
-    messages: list[Message] = []
+    read: list[Message | None] = []
+    rest: list[tuple[int, Any]] = []  # (index, notification): entries read through the mapper
     for notification in notifications:
         try:
             state = mapper.plain_state(notification.state) if sealed else notification.state
             message = stored_event_message(notification, state) if plain else None
-            if message is None:
-                message = to_message(mapper.to_domain_event(notification), notification.id)
         except Shredded:  # an erased person's entry: applied by no reader, ever; its position still counts
             message = erased_entry(notification)
-        if message is not None:
-            messages.append(message)
+        if message is None:
+            rest.append((len(read), notification))
+        read.append(message)
+    # Identity entries seal each identifier with its own key: opened together, the page's keys load at once.
+    if sealed:
+        events = mapper.to_domain_events([n for _, n in rest])
+    else:
+        events = [mapper.to_domain_event(n) for _, n in rest]
+    for (i, notification), event in zip(rest, events):
+        read[i] = erased_entry(notification) if isinstance(event, Shredded) else to_message(event, notification.id)
+    messages = [m for m in read if m is not None]
     STAGE_CPU.labels("log_read").inc(time.thread_time() - started)
     STAGE_ENTRIES.labels("log_read").inc(len(notifications))
     return messages, (notifications[-1].id if notifications else after)

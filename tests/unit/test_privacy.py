@@ -89,3 +89,26 @@ def test_rotation_rewraps_every_key_and_the_old_master_no_longer_opens(tmp_path:
     assert _keyring(tmp_path, new_master).open(sealed) == b"kept"
     with pytest.raises(MasterKeyMismatch):
         _keyring(tmp_path, MASTER)
+
+
+def test_a_page_of_identity_entries_loads_its_keys_in_two_round_trips(tmp_path: Path) -> None:
+    """A restart (the identity load) and a log reader open a page's sealed identifiers together: the key store
+    is asked twice per page (the states' keys, then the identifiers'), not once per identifier."""
+    app = _app(tmp_path, _keyring(tmp_path))
+    ws = app.ensure_workspace("default")
+    app.record([(ws, _calls(*((f"u{i}", f"m{i}") for i in range(200))))])  # 200 profiles, 400 identifiers
+    store = SqliteKeyStore(tmp_path / "keys.sqlite3")
+    asked: list[int] = []
+    by_id = store.by_id
+    store.by_id = lambda ids: asked.append(len(ids)) or by_id(ids)  # type: ignore[method-assign]
+
+    reopened = _app(tmp_path, Keyring(store, MASTER))  # nothing cached: every key comes from the store
+    assert asked == [200, 400], asked  # the whole log is one page: the profiles' own keys, then the identifiers'
+    assert sum(1 for p in reopened.graph.identifiers if reopened.graph.identifiers[p]) == 200
+    assert reopened.graph.profile_of(ws, "email:u7@example.com") == reopened.graph.profile_of(ws, "user_id:u7")
+
+    asked.clear()
+    messages, _ = read_messages(_app(tmp_path, Keyring(store, MASTER)), 0, 10_000)
+    assert len(asked) <= 4, asked  # the load of the reader's app (2), then its page of the log (2)
+    linked = [m for m in messages if getattr(m, "change", "") in ("created", "linked")]
+    assert {i for m in linked for i in m.identifiers} >= {"user_id:u7", "email:u7@example.com"}
