@@ -36,6 +36,6 @@ class PredictionProcessor:
                 else:
                     scores.extend((m.workspace_id, pid, m.model, m.version, score, details)
                                   for pid, score, details in m.scores)  # fmt: skip
-            self.store.save_scores(scores)  # the scores first: a model is listed once its scores are there
+            self.store.save_scores(scores)  # within a page, a run's scores land before its model is listed
             self.store.save_models(models)
         return max(m.position for m in messages)
