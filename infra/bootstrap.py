@@ -21,7 +21,7 @@ from domain.predictions import ModelRun
 from domain.regulations import suppressed_call
 from infra.audit_log import AUDIT_TOPIC, AuditWriter
 from infra.broker import BundledBroker
-from infra.clickhouse import clickhouse_client, separate_client
+from infra.clickhouse import clickhouse_client, query_clients, separate_client
 from infra.config import ConfigError, Settings
 from infra.data_dir import secure_data_dir
 from infra.eventstore import TRANSIENT_STORE_ERRORS, open_event_store, open_intake_log, opening_stores
@@ -197,7 +197,7 @@ class Platform:
         check_projections(self.app, self.store, {RELAY: self.intake_log.position(RELAY) or 0})
         self.quarantine = QuarantineStore(client, s.clickhouse_database)
         self.store.cache.learn_new = s.processor_driver == "log"  # the log driver applies the log in order
-        self.kpis = KpiStore(client, s.clickhouse_database)
+        self.kpis = KpiStore(query_clients(s), s.clickhouse_database)  # reads apart from the processors' writes
         limits = SqlLimits(s.sql_max_rows, s.sql_timeout_s, s.sql_max_memory)
         self.analyst_sql = AnalystSql(lambda: separate_client(s), s.clickhouse_database, limits)
         # Training reads whole tables: on a client of its own, so the processors never wait behind it.
