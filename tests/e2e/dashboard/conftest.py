@@ -7,6 +7,7 @@ Screenshots go to build/screenshots (not committed): `shot(page, name)`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -14,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
@@ -90,23 +91,29 @@ def chromium() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
-def dashboard(tmp_path_factory: pytest.TempPathFactory, chdb_url: str) -> Iterator[Dashboard]:
-    root = tmp_path_factory.mktemp("dashboard")
+@contextlib.contextmanager
+def serving(root: Path, chdb_url: str, calls: Callable[[datetime], list[dict[str, Any]]]) -> Iterator[Dashboard]:
+    """A platform over real HTTP with `calls(now)` sent and projected, as a Dashboard."""
     settings = Settings(data_dir=root / "data", http_port=free_port(), kafka_port=free_port(), kafka_partitions=2,
                         clickhouse_url=chdb_url, clickhouse_database=f"t_{uuid.uuid4().hex[:12]}",
                         predictions_every_h=0)  # fmt: skip
     server = ThreadedServer(Platform(settings)).start()
     try:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
             board = Dashboard(server, client, datetime.now(timezone.utc))
-            calls = history(board.now)
-            for i in range(0, len(calls), 500):
-                board.send(calls[i : i + 500])
+            seeded = calls(board.now)
+            for i in range(0, len(seeded), 500):
+                board.send(seeded[i : i + 500])
             board.settle()
             yield board
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def dashboard(tmp_path_factory: pytest.TempPathFactory, chdb_url: str) -> Iterator[Dashboard]:
+    with serving(tmp_path_factory.mktemp("dashboard"), chdb_url, history) as board:
+        yield board
 
 
 @pytest.fixture(scope="module")

@@ -4,20 +4,13 @@ serves them, and an "at risk, high value" tag defined on them lists its members 
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timezone
 from typing import Any, Iterator
 
-import httpx
 import pytest
 from playwright.sync_api import expect
 
 from bench.predictions import history
-from infra.bootstrap import Platform
-from infra.broker import free_port
-from infra.config import Settings
-from infra.server import ThreadedServer
-from tests.e2e.dashboard.conftest import Dashboard, open_page, shot
+from tests.e2e.dashboard.conftest import Dashboard, open_page, serving, shot
 from tests.e2e.dashboard.test_segments_profile import shown_values
 
 AT_RISK = {"and": [{"computed": "churn_risk", "op": ">", "value": 0.5},
@@ -28,27 +21,15 @@ AT_RISK = {"and": [{"computed": "churn_risk", "op": ">", "value": 0.5},
 def dashboard(tmp_path_factory: pytest.TempPathFactory, chdb_url: str) -> Iterator[Dashboard]:
     """This module's platform (the shared one's 60 days are too little history to train on), scored once,
     with the tag defined before the run: its members enter as the run scores them."""
-    root = tmp_path_factory.mktemp("predictions-shown")
-    settings = Settings(data_dir=root / "data", http_port=free_port(), kafka_port=free_port(), kafka_partitions=2,
-                        clickhouse_url=chdb_url, clickhouse_database=f"t_{uuid.uuid4().hex[:12]}",
-                        predictions_every_h=0)  # fmt: skip
-    server = ThreadedServer(Platform(settings)).start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            board = Dashboard(server, client, datetime.now(timezone.utc))
-            calls = history(300)
-            for i in range(0, len(calls), 500):
-                board.send([c | {"messageId": f"pred-{i + j}"} for j, c in enumerate(calls[i:i + 500])])
-            board.settle()
-            assert board.admin("PUT", "/v1/tags/at-risk", json={"name": "At risk, high value", "rule": AT_RISK}
-                               ).status_code == 200  # fmt: skip
-            board.settle()
-            run = board.admin("POST", "/v1/predictions/run")
-            assert run.status_code == 200 and {m["status"] for m in run.json()["models"]} == {"trained"}, run.text
-            board.settle()
-            yield board
-    finally:
-        server.stop()
+    orders = [c | {"messageId": f"pred-{i}"} for i, c in enumerate(history(300))]
+    with serving(tmp_path_factory.mktemp("predictions-shown"), chdb_url, lambda now: orders) as board:
+        assert board.admin("PUT", "/v1/tags/at-risk", json={"name": "At risk, high value", "rule": AT_RISK}
+                           ).status_code == 200  # fmt: skip
+        board.settle()
+        run = board.admin("POST", "/v1/predictions/run")
+        assert run.status_code == 200 and {m["status"] for m in run.json()["models"]} == {"trained"}, run.text
+        board.settle()
+        yield board
 
 
 def test_the_profile_shows_its_scores_and_the_tag_they_put_it_in(signed_in: Any, dashboard: Dashboard) -> None:
