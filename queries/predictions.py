@@ -45,7 +45,8 @@ async def run(workspace_id: str = Depends(run_key), service: PredictionService =
 @router.get(
     "/v1/forecasts/{kpi}", summary="A forecast of revenue or won revenue for the next weeks or months, per currency",
     description=f"`kpi`: {', '.join(FORECAST_KPIS)}. Exponential smoothing over the KPI's series (the last whole "
-    "periods), with intervals at `level` and the MAPE of the same model on the last periods held out.",
+    "periods), with intervals at `level` and the MAPE of the same model on the last periods held out; "
+    "`won_revenue` also says what the open pipeline holds (`open_pipeline`).",
 )  # fmt: skip
 def get_forecast(
     kpi: str,

@@ -325,8 +325,25 @@ class PredictionService:
         if not answers:
             answers.append({"status": "not_enough_data", "reason": f"no {q.kpi} in the last {q.history_periods} "
                             f"{q.granularity}s: a forecast needs at least 8 {q.granularity}s with some"})  # fmt: skip
-        return {"kpi": q.kpi, "granularity": q.granularity, "horizon": q.horizon, "level": q.level,
-                "forecasts": answers}  # fmt: skip
+        answer = {"kpi": q.kpi, "granularity": q.granularity, "horizon": q.horizon, "level": q.level,
+                  "forecasts": answers}  # fmt: skip
+        if q.kpi == "won_revenue":
+            answer["open_pipeline"] = self._open_pipeline(q.workspace_id, start, now)
+        return answer
+
+    def _open_pipeline(self, ws: str, start: datetime, now: datetime) -> list[dict[str, Any]]:
+        """What the opportunities open now may still bring, per currency: their amounts weighted by their
+        probabilities (the pipeline_value KPI now), how many there are, and how long a won deal took to close
+        over the same history (the series forecast says how much is won a period; this, what is in flight)."""
+        total = KpiQuery(ws, start, now, "total", None, {}, 7.0)
+        pipeline = self.store.kpis.kpi("pipeline_value", total)
+        cycle = self.store.kpis.kpi("average_sales_cycle", total)
+        rate = self.store.kpis.kpi("win_rate", total)
+        days = next((r["value"] for r in cycle if r.get("value") is not None), None)
+        won = next((r["value"] for r in rate if r.get("value") is not None), None)
+        return [{"currency": r["currency"], "weighted_value": r["value"], "open_opportunities": r["open_opportunities"],
+                 "win_rate": won, "average_sales_cycle_days": None if days is None else round(float(days), 1)}
+                for r in sorted(pipeline, key=lambda r: r["currency"])]  # fmt: skip
 
 
 class _NotEnough(ValueError):

@@ -298,3 +298,41 @@ def test_the_features_count_each_call_type_in_the_last_30_days_and_the_30_before
                                      "tracks_prev_30")} == {"pages_30": 3, "pages_prev_30": 1, "screens_30": 1,
                                                             "screens_prev_30": 0, "tracks_30": 0,
                                                             "tracks_prev_30": 3}  # fmt: skip
+
+
+def test_the_won_revenue_forecast_comes_with_the_open_pipeline(running: Running) -> None:
+    """Deals won every week for 30 weeks (the series), and deals open now (what is in flight): the forecast
+    of won revenue has its points, and beside them the open pipeline as the pipeline_value KPI weighs it."""
+    rng = random.Random(5)
+    calls: list[dict[str, Any]] = []
+
+    def stage(deal: str, name: str, amount: float, probability: float, days_ago: float) -> None:
+        calls.append({"type": "track", "userId": f"buyer-{deal}", "event": "Opportunity Stage Changed",
+                      "timestamp": (NOW - timedelta(days=days_ago)).isoformat(),
+                      "properties": {"opportunity_id": deal, "stage": name, "amount": amount,
+                                     "probability": probability, "currency": "EUR", "owner": "rep-1"}})  # fmt: skip
+
+    for week in range(30):
+        for n in range(3):
+            deal, amount = f"won-{week}-{n}", float(rng.randint(800, 1200))
+            stage(deal, "Proposal", amount, 0.5, 7 * week + 20)
+            stage(deal, "Closed Won" if n < 2 else "Closed Lost", amount, 1.0 if n < 2 else 0.0, 7 * week + 3)
+    for n in range(4):
+        stage(f"open-{n}", "Proposal", 2000.0, 0.25, 5)
+    for i in range(0, len(calls), 400):
+        assert running.send("/v1/batch", {"batch": calls[i:i + 400]}).status_code == 200
+    running.wait_caught_up(60)
+
+    answer = running.http.get("/v1/forecasts/won_revenue", params={"granularity": "week", "horizon": 4,
+                                                                   "history": 26}, headers=running.read_headers)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    eur = next(f for f in body["forecasts"] if f.get("currency") == "EUR")
+    assert eur["status"] == "forecast" and len(eur["points"]) == 4, eur
+    assert all(p["lower"] <= p["value"] <= p["upper"] for p in eur["points"])
+    [pipeline] = body["open_pipeline"]
+    assert pipeline["currency"] == "EUR" and pipeline["open_opportunities"] == 4
+    assert float(pipeline["weighted_value"]) == pytest.approx(4 * 2000 * 0.25)
+    assert pipeline["win_rate"] == pytest.approx(2 / 3, abs=0.01)
+    assert pipeline["average_sales_cycle_days"] == pytest.approx(17.0, abs=0.1)
+    assert "open_pipeline" not in running.http.get("/v1/forecasts/revenue", headers=running.read_headers).json()
