@@ -51,7 +51,7 @@ class Settings:
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
     sql_max_rows: int = 10_000  # analyst SQL (POST /v1/sql): rows returned, then truncated
-    query_connections: int = 2  # ClickHouse clients of the query API's KPI reads (infra/clickhouse.ClientPool)
+    query_connections: int = 1  # ClickHouse clients of the query API's KPI reads (infra/clickhouse.ClientPool)
     sql_timeout_s: float = 10.0  # analyst SQL: ClickHouse max_execution_time
     sql_max_memory: int = 1 << 30  # analyst SQL: ClickHouse max_memory_usage, bytes
     # Privacy (docs/privacy.md): the master key wrapping every subject key, and whether new data is sealed.
@@ -486,7 +486,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         churn_on=_churn_on(env),
         ltv_horizon_days=_count(env, "CDP_LTV_HORIZON_DAYS", 365),
         sql_max_rows=_count(env, "CDP_SQL_MAX_ROWS", 10_000),
-        query_connections=_count(env, "CDP_QUERY_CONNECTIONS", 2),
+        query_connections=_count(env, "CDP_QUERY_CONNECTIONS", 1),
         sql_timeout_s=_positive(env, "CDP_SQL_TIMEOUT_S", 10.0),
         sql_max_memory=_count(env, "CDP_SQL_MAX_MEMORY", 1 << 30),
         master_key=_master_key(env),
