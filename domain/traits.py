@@ -6,7 +6,7 @@ into scores and stages.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Mapping
 
@@ -14,6 +14,14 @@ from domain.identity import LifecycleThresholds
 
 INTENT_EVENTS = frozenset({"Checkout Started", "Product Added", "Lead Created", "Opportunity Stage Changed"})
 CONTACT_TYPES = ("user_id", "email", "phone")
+# RFM recency is the last order's age before this instant, not before now: it ranks buyers alike, and a score
+# does not depend on the moment it is computed (projections/rfm.py measures the boundaries the same way).
+RFM_HORIZON = datetime(2299, 12, 31, tzinfo=timezone.utc)
+
+
+def rfm_age(last_order_at: datetime | None) -> int | None:
+    """The last order's age before RFM_HORIZON in whole milliseconds (the timestamps' precision)."""
+    return None if last_order_at is None else (RFM_HORIZON - last_order_at) // timedelta(milliseconds=1)
 
 
 def quintile(value: float, boundaries: list[float], higher_is_better: bool = True) -> int:
@@ -39,20 +47,21 @@ def rfm_tier(recency: int, frequency: int, monetary: int) -> str:
 
 
 def rfm(
-    days_since_last_order: float | None,
+    recency: float | None,
     orders: int,
     revenue: Mapping[str, Decimal | float],
     boundaries: Mapping[str, Any],
 ) -> dict[str, object] | None:
     """RFM scores within the workspace, or None for a profile without orders.
 
-    `boundaries` holds the quintile boundaries of `recency_days` and `frequency` among
-    buyers, and of `monetary` per currency (currency → boundaries): money is scored
-    within its own currency, and a customer's monetary score is their best one.
+    `recency` is how old the last order is (`rfm_age`: greater is older), `boundaries` the
+    quintile boundaries of `recency` and `frequency` among buyers, and of `monetary` per
+    currency (currency → boundaries): money is scored within its own currency, and a
+    customer's monetary score is their best one.
     """
-    if not orders or days_since_last_order is None:
+    if not orders or recency is None:
         return None
-    r = quintile(days_since_last_order, boundaries.get("recency_days", []), higher_is_better=False)
+    r = quintile(recency, boundaries.get("recency", []), higher_is_better=False)
     f = quintile(orders, boundaries.get("frequency", []))
     monetary = boundaries.get("monetary", {})
     m = max((quintile(float(v), monetary.get(c, [])) for c, v in revenue.items()), default=1)

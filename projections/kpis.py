@@ -30,7 +30,7 @@ from domain.times import parse_day, utc
 from domain.traits import INTENT_EVENTS, lifecycle_stage, rfm
 from projections.erasure import KPI_TABLES, erase_rows
 from projections.money import movements
-from projections.rfm import buyers, rfm_boundaries
+from projections.rfm import buyer_groups, rfm_boundaries
 
 # total: one period, the whole range, labelled by its first day (a headline number: ratios and means over
 # the range, not sums of daily ones).
@@ -426,10 +426,10 @@ class KpiStore:
     def _kpi_rfm_tiers(self, q: KpiQuery) -> list[dict[str, Any]]:
         boundaries = rfm_boundaries(self.client, self.db, q.workspace_id)
         tiers: dict[str, int] = defaultdict(int)
-        for days, orders, revenue in buyers(self.client, self.db, q.workspace_id):
-            scores = rfm(days, orders, revenue, boundaries)
+        for age, orders, revenue, n in buyer_groups(self.client, self.db, q.workspace_id, boundaries):
+            scores = rfm(age, orders, revenue, boundaries)
             if scores is not None:
-                tiers[str(scores["tier"])] += 1
+                tiers[str(scores["tier"])] += n
         total = sum(tiers.values())
         return [{"tier": t, "value": n, "share": n / total} for t, n in sorted(tiers.items())]
 

@@ -22,7 +22,7 @@ from domain.consent import defaults_as_of, document
 from domain.errors import Conflict, Invalid, NotFound
 from domain.identity import IdentityRules, normalise_identifier, own_identifier, parse_identifier
 from domain.times import shown
-from domain.traits import lifecycle_stage, rfm
+from domain.traits import lifecycle_stage, rfm, rfm_age
 from services.ports import Committer
 from projections.store import ProfileView, ProjectionStore
 
@@ -286,8 +286,7 @@ class ProfileService:
         rules = self.app.rules_for(workspace_id)
         now = as_of or datetime.now(timezone.utc)
         computed = view.computed()
-        days = (now - view.last_order_at).total_seconds() / 86400 if view.last_order_at else None
-        computed["rfm"] = rfm(days, view.orders_count, view.revenue, self._boundaries(workspace_id))
+        computed["rfm"] = rfm(rfm_age(view.last_order_at), view.orders_count, view.revenue, self._boundaries(workspace_id))
         computed["lifecycle_stage"] = lifecycle_stage(
             {i.partition(":")[0] for i in view.identifiers}, view.orders_count, view.last_order_at,
             view.track_counts, now, rules.lifecycle,

@@ -323,3 +323,26 @@ def test_a_funnel_follows_a_merge_mid_funnel(running: Running) -> None:
     after = _funnel(running, visit, "1d")
     assert (after["entered"], after["converted"]) == (1, 1)
     assert _values(_kpi(running, "active_customers", granularity="month")) == [("2026-03-01", 1)]
+
+
+def test_rfm_tiers_count_each_buyers_own_tier(running: Running) -> None:
+    """The KPI counts buyers by groups of equal scores; every buyer's `rfm` computed trait says the same tiers.
+    Eighty buyers with 1 to 6 orders over a year, in EUR or USD or both, and ties on the quintile boundaries."""
+    import random
+    from collections import Counter
+    from datetime import datetime, timedelta, timezone
+
+    rng, now = random.Random(11), datetime.now(timezone.utc)
+    calls = []
+    for b in range(80):
+        for n in range(rng.randint(1, 6)):
+            currency = "USD" if b % 5 == 0 or (b % 7 == 0 and n % 2) else "EUR"
+            calls.append({"type": "track", "userId": f"rfm-{b}", "event": "Order Completed",
+                          "timestamp": (now - timedelta(days=rng.choice([3, 10, 40, 90, 200, 300]))).isoformat(),
+                          "properties": {"order_id": f"rfm-{b}-{n}", "revenue": rng.choice([20, 50, 50, 120, 400]),
+                                         "currency": currency}})  # fmt: skip
+    assert running.send("/v1/batch", {"batch": calls}).status_code == 200
+    running.wait_caught_up(60)
+    traits = Counter(running.profile(f"user_id:rfm-{b}").json()["computed_traits"]["rfm"]["tier"] for b in range(80))
+    tiers = {t["tier"]: t["value"] for t in _kpi(running, "rfm_tiers")}
+    assert tiers == dict(traits) and sum(tiers.values()) == 80 and len(tiers) >= 4, (tiers, traits)

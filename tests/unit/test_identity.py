@@ -655,7 +655,7 @@ def test_rfm_tier(r: int, f: int, m: int, tier: str) -> None:
 
 
 def test_rfm() -> None:
-    boundaries = {"recency_days": [7.0, 30.0, 90.0, 180.0], "frequency": [1.0, 2.0, 4.0, 8.0],
+    boundaries = {"recency": [7.0, 30.0, 90.0, 180.0], "frequency": [1.0, 2.0, 4.0, 8.0],
                   "monetary": {"EUR": [50.0, 100.0, 500.0, 1000.0], "JPY": [5e3, 1e4, 5e4, 1e5]}}  # fmt: skip
     assert rfm(3, 10, {"EUR": 2000.0}, boundaries) == {"recency": 5, "frequency": 5, "monetary": 5, "tier": "champion"}
     assert rfm(200, 1, {"EUR": 10.0}, boundaries) == {"recency": 1, "frequency": 1, "monetary": 1, "tier": "hibernating"}
