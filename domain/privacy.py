@@ -176,8 +176,9 @@ class SealingMapper(Mapper[Any]):
         """The domain events of a page of the log, in order; a `Shredded` in place of each erased one.
 
         The keys of the page are loaded in two round trips: those of the states, then those of every
-        identifier sealed inside them (one key each). Opening the events one by one would ask the key store
-        once per identifier, which made a replay of a large log (a restart) take hours instead of minutes.
+        identifier sealed inside them (one key each). Opening the events one by one asked the key store once
+        per identifier: a restart on a log of 1.28 million entries had not come up after 14 minutes; this
+        way it came up in 30 seconds (2 cores).
         """
         self.sealer.prefetch(e.state for e in stored_events)
         opened: list[dict[str, Any] | Shredded | None] = []
