@@ -112,6 +112,15 @@ class PredictionStore:
             person.features["days_since_last_order"] = (cutoff - _aware(last)).total_seconds() / DAY_S
             main = max(person.orders_by_currency, key=lambda c: person.orders_by_currency[c])
             person.features["order_value_mean"] = person.mean_order_by_currency[main]
+        self._service(people, params)
+        self._trends(people, params)
+        for person in people.values():
+            for name in FEATURES:
+                person.features.setdefault(name, float("nan") if name in _UNKNOWN_WHEN_ABSENT else 0.0)
+        return people
+
+    def _service(self, people: dict[str, Person], params: dict[str, Any]) -> None:
+        """Each person's tickets, complaints, mean CSAT and NPS, and campaign messages opened and clicked."""
         service = (f"SELECT person, countIf(kind = 'ticket_opened'), countIf(kind = 'ticket_opened' AND complaint = 1), "
                    "avgIf(csat, csat IS NOT NULL), avgIf(nps, nps IS NOT NULL), "
                    f"countIf(kind = 'message_opened' AND timestamp >= {{c90:{_T}}}), "
@@ -126,6 +135,9 @@ class PredictionStore:
             person.features.update(tickets=float(tickets), complaints=float(complaints), csat_mean=_nan(csat),
                                    nps_mean=_nan(nps), messages_opened_90=float(opened),
                                    messages_clicked_90=float(clicked))  # fmt: skip
+
+    def _trends(self, people: dict[str, Person], params: dict[str, Any]) -> None:
+        """Each person's events of each call type in the 30 days before the cut-off and in the 30 before."""
         counts = ", ".join(f"countIf(type = '{t}' AND timestamp >= {{c30:{_T}}}), countIf(type = '{t}' AND "
                            f"timestamp < {{c30:{_T}}})" for t, _ in _TRENDS)  # fmt: skip
         trends = (f"SELECT person, {counts} FROM {self._people('events', 'c', since='c60', columns=_EVENT_COLUMNS)} "
@@ -137,10 +149,6 @@ class PredictionStore:
             for i, (_, name) in enumerate(_TRENDS):
                 person.features[f"{name}_30"] = float(pairs[2 * i])
                 person.features[f"{name}_prev_30"] = float(pairs[2 * i + 1])
-        for person in people.values():
-            for name in FEATURES:
-                person.features.setdefault(name, float("nan") if name in _UNKNOWN_WHEN_ABSENT else 0.0)
-        return people
 
     def outcomes(self, workspace_id: str, start: datetime, end: datetime) -> tuple[set[str], set[str], dict[str, int]]:
         """Who was active, who ordered, and how many distinct order days each had, in [start, end)."""

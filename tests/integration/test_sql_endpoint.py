@@ -50,7 +50,7 @@ def analyst(tmp_path_factory: pytest.TempPathFactory, chdb_url: str) -> Iterator
     settings = Settings(
         data_dir=Path(tmp_path_factory.mktemp("sql")) / "data", http_port=free_port(), kafka_port=free_port(),
         kafka_partitions=2, clickhouse_url=chdb_url, clickhouse_database=f"t_{uuid.uuid4().hex[:12]}",
-        sql_max_rows=50, sql_timeout_s=1.0, sql_max_memory=128 << 20,
+        sql_max_rows=50, sql_timeout_s=1.0, sql_max_memory=128 << 20, predictions_every_h=0,
     )  # fmt: skip
     platform = Platform(settings)
     with TestClient(create_app(platform)) as client:
