@@ -16,11 +16,10 @@ from typing import Any, Iterable, Iterator
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.utils import get_topic
 
 from domain.model import NAMESPACE
 
-SCORES_PER_ENTRY = 1_000  # an entry of about 150 KB: well under a Kafka message's default 1 MB on cdp.events
+SCORES_PER_ENTRY = 1_000  # an entry of about 220 KB (measured): under a Kafka message's default 1 MB on cdp.events
 # What rules read of each model's score (domain/tags.py): the probability, or for the lifetime value the
 # expected purchases, its probability of being alive and its value per currency.
 SCORE_MODELS = ("purchase_propensity", "churn_risk", "predicted_ltv")
@@ -51,9 +50,6 @@ class ModelRun(Aggregate):
     def add_scores(self, workspace_id: str, model: str, model_version: str, scores: list[list[Any]]) -> None:
         """A page of the run's scores (each entry names its model and version: it is read on its own)."""
         self.scored += len(scores)
-
-
-MODEL_RUN_TOPICS = [get_topic(ModelRun.Trained), get_topic(ModelRun.Scored)]
 
 
 def record_run(workspace_id: str, model: str, version: str, status: str, doc: dict[str, Any],

@@ -227,7 +227,12 @@ class PredictionMessage(_Entry):
     def from_json(cls, d: dict[str, Any]) -> PredictionMessage:
         return cls(**_common(d), change=d["change"], model=d["model"], version=d["version"],
                    status=d.get("status", ""), doc=d.get("doc"),
-                   scores=tuple((str(p), float(s), dict(x)) for p, s, x in d.get("scores", ())))  # fmt: skip
+                   scores=_scores(d.get("scores", ())))  # fmt: skip
+
+
+def _scores(rows: Any) -> tuple[tuple[str, float, dict[str, Any]], ...]:
+    """A page of scores as a message holds them, from the log's lists or the JSON of cdp.events."""
+    return tuple((str(pid), float(score), dict(details)) for pid, score, details in rows)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -315,7 +320,7 @@ def to_message(domain_event: Any, position: int) -> Message | None:
             profile_id="", recorded_at=at, change="trained" if trained else "scored", model=domain_event.model,
             version=domain_event.model_version, status=domain_event.status if trained else "",
             doc=domain_event.doc if trained else None,
-            scores=() if trained else tuple((str(p), float(s), dict(x)) for p, s, x in domain_event.scores),
+            scores=() if trained else _scores(domain_event.scores),
         )  # fmt: skip
     return None
 

@@ -40,7 +40,7 @@ from domain.consent import BUILT_IN, CONSENT_CHANGED, KIND as CONSENT_KIND, Defa
 from domain.crm import purpose_key
 from domain.tags import ConsentCondition, consent_purposes, parse_rule, purpose_of, scores_read
 from domain.times import UTC, shown
-from projections.tags import EPOCH, Step, TagStore
+from projections.tags import EPOCH, Step, TagStore, pages
 from streams.messages import (
     DefinitionMessage, ErasureMessage, EventMessage, IdentityMessage, ManualTagMessage, Message, Outgoing,
     PredictionMessage, RulesMessage,
@@ -50,8 +50,8 @@ log = logging.getLogger(__name__)
 
 TAG_CHANGES_TOPIC = "cdp.tag-changes"
 # When several causes touch a profile in one batch, the strongest names the change.
-_CAUSE_RANK = {"event": 0, "time": 1, "score": 1, "consent": 2, "split": 3, "merge": 4, "rule": 5, "manual": 6, "deleted": 7,
-               "erasure": 8}
+_CAUSE_RANK = {"event": 0, "time": 1, "score": 1, "consent": 2, "split": 3, "merge": 4, "rule": 5, "manual": 6,
+               "deleted": 7, "erasure": 8}
 # What changed a profile's consent for a purpose in a step: its own decision, or the workspace's default.
 ConsentNews = Mapping[str, Mapping[str, str]]  # profile → purpose → "event" | "default"
 
@@ -383,8 +383,8 @@ class TagEngine:
             defs = self.defs.get(workspace_id, {})
             changed = {p for d in defs.values() for p in consent_purposes(d.rule)
                        if before.granted(p) != defaults.granted(p)}  # fmt: skip
-            reading = {s for s, d in defs.items() if consent_purposes(d.rule) & changed}
-            affected = reading | {t for s in reading for t in self._dependents(workspace_id, s)}
+            affected = self._with_dependents(workspace_id,
+                                             {s for s, d in defs.items() if consent_purposes(d.rule) & changed})
             if not affected:
                 return
             news = {p: "default" for p in changed}
@@ -395,8 +395,12 @@ class TagEngine:
 
     def reading_scores(self, workspace_id: str) -> set[str]:
         """The tags whose rules read a prediction score, and the tags that refer to them."""
-        reading = {s for s, d in self.defs.get(workspace_id, {}).items() if scores_read(d.rule)}
-        return reading | {t for s in reading for t in self._dependents(workspace_id, s)}
+        return self._with_dependents(workspace_id,
+                                     {s for s, d in self.defs.get(workspace_id, {}).items() if scores_read(d.rule)})
+
+    def _with_dependents(self, workspace_id: str, slugs: set[str]) -> set[str]:
+        """`slugs` and every tag that refers to one of them."""
+        return slugs | {t for s in slugs for t in self._dependents(workspace_id, s)}
 
     def _dependents(self, workspace_id: str, slug: str, rules: dict[str, Any] | None = None) -> list[str]:
         from domain.tags import _reaches
@@ -608,9 +612,8 @@ class _Page:
                 engine.apply(ws, causes, top, causes, consent=self.consent.get(ws))
         for ws, scored in self.scored.items():  # new scores: the tags that read them, for the profiles scored
             reading = engine.reading_scores(ws)
-            ids = sorted(scored) if reading else []
-            for i in range(0, len(ids), engine.page_size):
-                engine.apply(ws, ids[i:i + engine.page_size], top, "score", only=reading)
+            for ids in pages(sorted(scored) if reading else [], engine.page_size):
+                engine.apply(ws, ids, top, "score", only=reading)
         self.scored.clear()
         self.manual.clear()
         self.touched.clear()
